@@ -1,0 +1,447 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/coop-proxy/coop-proxy/internal/coop"
+)
+
+// TestMain lets a test run the test binary as coop-proxy itself, for the
+// tests that need separate processes.
+func TestMain(m *testing.M) {
+	if os.Getenv("COOP_PROXY_TEST_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// fakeClock is the controlled clock shared by the emulator and the proxy's
+// token cache. It starts at the real time, because x/oauth2 computes expiry
+// from the real clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// farm is a COOP emulator on loopback with two farmers and the tutorial's
+// cron application owned by Brent.
+type farm struct {
+	em           *coop.Server
+	url          string
+	clock        *fakeClock
+	brent, sally coop.User
+	app          coop.App
+	dir          string
+	secretFile   string
+}
+
+func newFarm(t *testing.T) *farm {
+	t.Helper()
+	f := &farm{clock: &fakeClock{t: time.Now()}, dir: t.TempDir()}
+	f.em = coop.New(coop.Options{Now: f.clock.Now})
+	f.brent = f.em.AddUser("brent@example.com", "brent-password", "Brent", "Farmer")
+	f.sally = f.em.AddUser("sally@example.com", "sally-password", "Sally", "Farmer")
+	f.app = f.em.AddApp(f.brent.ID, "Brent's Lazy CRON Job", []string{"eggs-collect", "eggs-count", "profile"}, "http://127.0.0.1:8085/callback")
+	srv := httptest.NewServer(f.em)
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	f.secretFile = filepath.Join(f.dir, "secret")
+	if err := os.WriteFile(f.secretFile, []byte(f.app.ClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// config is the default configuration pointed at the emulator, on
+// ephemeral loopback ports, with a store in the test's directory.
+func (f *farm) config(t *testing.T) *Config {
+	t.Helper()
+	cfg, _, err := loadConfig(newFlagSet(), nil, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upstream, cfg.ClientID, cfg.ClientSecretFile = f.url, f.app.ClientID, f.secretFile
+	cfg.Store = filepath.Join(f.dir, "state", "tokens.json")
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	return cfg
+}
+
+// secretsRE matches what COOP's secrets and tokens look like (32 or 40 hex
+// digits); fingerprints are 8.
+var secretsRE = regexp.MustCompile(`[0-9a-f]{32,}`)
+
+// logBuffer collects a proxy's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is a proxy served in this process.
+type proc struct {
+	url, admin string
+	logs       *logBuffer
+	stop       func() error
+}
+
+// start runs serve with cfg until the test ends (or stop). Every test that
+// starts a proxy also checks that its log holds no secret or token.
+func (f *farm) start(t *testing.T, cfg *Config) *proc {
+	t.Helper()
+	logs := &logBuffer{}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, log, serveHooks{ready: ready, now: f.clock.Now}) }()
+	p := &proc{logs: logs}
+	select {
+	case a := <-ready:
+		p.url, p.admin = "http://"+a[0], "http://"+a[1]
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v", err)
+	}
+	var once sync.Once
+	var stopErr error
+	p.stop = func() error {
+		once.Do(func() { cancel(); stopErr = <-done })
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("serve ended with %v", err)
+		}
+		if s := secretsRE.FindString(logs.String()); s != "" {
+			t.Errorf("the log holds a secret or token (%d hex digits)", len(s))
+		}
+		if strings.Contains(logs.String(), "Bearer ") {
+			t.Error("the log holds an Authorization value")
+		}
+	})
+	return p
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+	json   map[string]any
+}
+
+func call(t *testing.T, method, url string, hdr map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	_ = json.Unmarshal(b, &a.json)
+	return a
+}
+
+func (f *farm) tokenRequests() int { return f.em.CountTokenRequests("") }
+
+func TestEggsCollectThroughTheProxy(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	first := call(t, "POST", p.url+"/api/1/eggs-collect", nil)
+	if first.status != 200 || first.json["success"] != true || !strings.Contains(first.body, "eggs have been collected") {
+		t.Fatalf("first collect: %d %s", first.status, first.body)
+	}
+	again := call(t, "POST", p.url+"/api/1/eggs-collect", nil)
+	if again.status != 200 || !strings.Contains(again.body, "give the ladies a break") {
+		t.Fatalf("collect within 20 s: %d %s", again.status, again.body)
+	}
+	me := call(t, "GET", p.url+"/api/me", nil)
+	if me.status != 200 || me.json["email"] != "brent@example.com" {
+		t.Fatalf("/api/me: %d %s", me.status, me.body)
+	}
+	if n := f.tokenRequests(); n != 1 {
+		t.Fatalf("token requests = %d, want 1", n)
+	}
+	ready := call(t, "GET", p.admin+"/readyz", nil)
+	if ready.status != 200 {
+		t.Fatalf("/readyz: %d %s", ready.status, ready.body)
+	}
+	metrics := call(t, "GET", p.admin+"/metrics", nil)
+	for _, m := range []string{`coop_proxy_requests_total{code="200"} 3`, `coop_proxy_token_fetches_total{outcome="ok"} 1`, "coop_proxy_upstream_duration_seconds_bucket", "coop_proxy_token_expiry_seconds", "coop_proxy_retries_total 0"} {
+		if !strings.Contains(metrics.body, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+}
+
+func TestTheBasicQuirkIsHandledByDefault(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	cfg.AuthStyle = "auto" // tries Basic (refused: COOP does not URL-decode it), then the body
+	p := f.start(t, cfg)
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
+		t.Fatalf("auto: %d %s", a.status, a.body)
+	}
+	cfg = f.config(t)
+	cfg.AuthStyle = "basic"
+	cfg.Store = filepath.Join(f.dir, "basic.json")
+	p = f.start(t, cfg)
+	a := call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	if a.status != 503 || a.json["error"] != "invalid_client" {
+		t.Fatalf("basic with an apostrophe in the client id: %d %s", a.status, a.body)
+	}
+}
+
+func TestCallersCredentialsAreReplaced(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	a := call(t, "POST", p.url+"/api/1/eggs-count?access_token=0123456789012345678901234567890123456789",
+		map[string]string{"Authorization": "Bearer not-mine"})
+	if a.status != 200 || a.json["success"] != true {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+}
+
+func TestScopeAndOwnership401sPassThroughWithoutTokenRequests(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	before := f.tokenRequests()
+	sally := call(t, "POST", p.url+"/api/2/eggs-count", nil)
+	if sally.status != 401 || sally.json["error_message"] == nil {
+		t.Fatalf("another farmer: %d %s", sally.status, sally.body)
+	}
+	barn := call(t, "POST", p.url+"/api/1/barn-unlock", nil) // the app lacks barn-unlock
+	if barn.status != 401 || !strings.Contains(barn.header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Fatalf("missing scope: %d %s %v", barn.status, barn.body, barn.header)
+	}
+	if n := f.tokenRequests(); n != before {
+		t.Fatalf("token requests went from %d to %d", before, n)
+	}
+}
+
+func TestRevokedTokenIsReplacedOnce(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	p := f.start(t, cfg)
+	call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	rec := storedRecord(t, cfg)
+	f.em.RevokeToken(rec.AccessToken)
+	a := call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	if a.status != 200 || f.tokenRequests() != 2 {
+		t.Fatalf("after revocation: %d %s with %d token requests", a.status, a.body, f.tokenRequests())
+	}
+	if !strings.Contains(p.logs.String(), `"retried":true`) {
+		t.Fatal("the request log does not say the request was retried")
+	}
+	if m := call(t, "GET", p.admin+"/metrics", nil); !strings.Contains(m.body, "coop_proxy_retries_total 1") {
+		t.Fatal("retries metric not 1")
+	}
+}
+
+func TestExpiryIsRefreshedAheadOfTime(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	f.clock.Advance(24*time.Hour - 4*time.Minute) // inside the 5-minute margin, still valid
+	a := call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	if a.status != 200 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	waitUntil(t, "the refresh ahead of expiry", func() bool { return f.tokenRequests() == 2 })
+	f.clock.Advance(5 * time.Minute) // the first token has expired now
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 || f.tokenRequests() != 2 {
+		t.Fatalf("after the old token's expiry: %d %s, %d token requests", a.status, a.body, f.tokenRequests())
+	}
+}
+
+func TestManyCallersAtExpiryCauseOneTokenRequest(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	f.clock.Advance(24*time.Hour + time.Minute)
+	const callers = 500
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: callers}}
+	var wg sync.WaitGroup
+	statuses := make([]int, callers)
+	for i := range callers {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", p.url+"/api/1/eggs-count", nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		})
+	}
+	wg.Wait()
+	for i, s := range statuses {
+		if s != 200 {
+			t.Fatalf("caller %d got %d", i, s)
+		}
+	}
+	if n := f.tokenRequests(); n != 2 {
+		t.Fatalf("token requests = %d, want 2 (one at start, one at expiry)\n%s", n, p.logs.String())
+	}
+}
+
+func TestTokenEndpointDownGives503AndRecovers(t *testing.T) {
+	f := newFarm(t)
+	f.em.SetTokenFault(coop.FaultDown)
+	p := f.start(t, f.config(t))
+	a := call(t, "POST", p.url+"/api/1/eggs-collect", nil)
+	if a.status != 503 || a.header.Get("Retry-After") == "" || a.json["error"] != "token_endpoint_unavailable" {
+		t.Fatalf("token endpoint down: %d %v %s", a.status, a.header, a.body)
+	}
+	if n := len(f.em.APIRequests()); n != 0 {
+		t.Fatalf("%d requests reached the farm API without a token", n)
+	}
+	if r := call(t, "GET", p.admin+"/readyz", nil); r.status != 503 {
+		t.Fatalf("/readyz while no token: %d", r.status)
+	}
+	f.em.SetTokenFault(coop.FaultNone)
+	f.clock.Advance(time.Minute) // past the backoff
+	if a := call(t, "POST", p.url+"/api/1/eggs-collect", nil); a.status != 200 {
+		t.Fatalf("after recovery: %d %s", a.status, a.body)
+	}
+}
+
+func TestRejectedSecretGives503NamingTheProblem(t *testing.T) {
+	f := newFarm(t)
+	if err := os.WriteFile(f.secretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := f.start(t, f.config(t))
+	a := call(t, "POST", p.url+"/api/1/eggs-collect", nil)
+	desc, _ := a.json["error_description"].(string)
+	if a.status != 503 || a.json["error"] != "invalid_client" || !strings.Contains(desc, "client credentials") || a.header.Get("Retry-After") == "" {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+}
+
+func TestRestartReusesTheStoredToken(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	p := f.start(t, cfg)
+	call(t, "POST", p.url+"/api/1/eggs-count", nil)
+	if err := p.stop(); err != nil {
+		t.Fatal(err)
+	}
+	p = f.start(t, cfg)
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	if n := f.tokenRequests(); n != 1 {
+		t.Fatalf("token requests over two runs = %d, want 1", n)
+	}
+	info, err := os.Stat(cfg.Store)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("store file: %v, mode %v", err, info.Mode())
+	}
+}
+
+func TestCorruptStoreIsReportedAndRecovered(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	if err := os.MkdirAll(filepath.Dir(cfg.Store), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Store, []byte(`{"version":1,"grants":{"x":{"access_tok`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := f.start(t, cfg)
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	if !strings.Contains(p.logs.String(), "corrupt") || !strings.Contains(p.logs.String(), cfg.Store) {
+		t.Fatalf("the log does not report the corrupt file with its path:\n%s", p.logs.String())
+	}
+	aside, _ := filepath.Glob(cfg.Store + ".corrupt-*")
+	if len(aside) != 1 {
+		t.Fatalf("corrupt file not moved aside: %v", aside)
+	}
+}
+
+func TestForwardProxyUseIsRefused(t *testing.T) {
+	f := newFarm(t)
+	p := f.start(t, f.config(t))
+	host := strings.TrimPrefix(p.url, "http://")
+	for _, raw := range []string{
+		"CONNECT coop.apps.knpuniversity.com:443 HTTP/1.1\r\nHost: coop.apps.knpuniversity.com:443\r\n\r\n",
+		"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode < 400 || resp.StatusCode > 499 {
+			t.Fatalf("%q: %v %v", strings.SplitN(raw, "\r", 2)[0], resp, err)
+		}
+	}
+	if f.tokenRequests() > 1 || len(f.em.APIRequests()) != 0 {
+		t.Fatal("a refused request reached COOP")
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

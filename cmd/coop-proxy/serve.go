@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+	"github.com/coop-proxy/coop-proxy/proxy"
+)
+
+// adminPaths are served by the admin listener and never forwarded.
+var adminPaths = []string{"/healthz", "/readyz", "/metrics"}
+
+// runServe runs the proxy until ctx ends (SIGINT or SIGTERM).
+func runServe(ctx context.Context, cfg *Config, _ []string, _ io.Writer) error {
+	log, flush := newLogger(cfg)
+	defer flush()
+	err := serve(ctx, cfg, log, serveHooks{})
+	if err != nil {
+		log.Error("coop-proxy stopped", zap.Error(err))
+	}
+	return err
+}
+
+// server is a running proxy: its listeners and token stack.
+type server struct {
+	cfg      *Config
+	log      *zap.Logger
+	tokens   *tokens
+	draining atomic.Bool
+}
+
+// serveHooks let the demo and the tests watch and steer a running proxy.
+type serveHooks struct {
+	ready chan<- [2]string // receives the proxy's and admin listener's addresses once both listen
+	now   func() time.Time // the token cache's clock; nil: time.Now
+}
+
+// serve listens, serves until ctx ends, then drains.
+func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var metrics *proxy.Metrics
+	tk, err := newTokens(cfg, log, hooks.now, func(err error) { metrics.TokenFetched(fetchOutcome(err)) })
+	if err != nil {
+		return err
+	}
+	s := &server{cfg: cfg, log: log, tokens: tk}
+	metrics = proxy.NewMetrics(reg, s.expiresIn, tk.stored.Durable)
+	upstream, _ := url.Parse(cfg.Upstream)
+	handler := proxy.New(proxy.Options{
+		Upstream:       upstream,
+		Tokens:         tk.cache,
+		Base:           proxy.NewTransport(cfg.UpstreamTimeout),
+		RetryBodyLimit: cfg.RetryBodyLimit,
+		LoopbackOnly:   isLoopbackListen(cfg.Listen),
+		AdminPaths:     adminPaths,
+		Log:            log.Named("proxy"),
+		Metrics:        metrics,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	main := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: cfg.MaxHeaderBytes, ErrorLog: zap.NewStdLog(log.Named("http"))}
+	servers := []*http.Server{main}
+	lns := []net.Listener{ln}
+	addrs := [2]string{ln.Addr().String()}
+	if cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("cannot listen on %s (admin): %w", cfg.AdminListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "alive"}) })
+		mux.HandleFunc("GET /readyz", s.readyz)
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
+		lns = append(lns, aln)
+		addrs[1] = aln.Addr().String()
+	}
+
+	bg, stopBg := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { tk.maintain(bg, log.Named("tokens")) })
+	defer func() {
+		stopBg()
+		tk.cache.Close()
+		wg.Wait()
+	}()
+
+	// A token at start, so that /readyz is true as soon as can be; a failure
+	// is logged and retried, not fatal.
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if _, err := tk.cache.Token(startCtx); err != nil {
+		log.Warn("no token yet; requests get 503 until one is obtained", zap.Error(err))
+	}
+	cancel()
+
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(lns[i]) }()
+	}
+	log.Info("coop-proxy listening", zap.String("listen", addrs[0]), zap.String("admin", addrs[1]),
+		zap.String("upstream", cfg.Upstream), zap.String("grant", cfg.Grant), zap.String("client_id", cfg.ClientID),
+		zap.String("store", tk.store.Path()))
+	if hooks.ready != nil {
+		hooks.ready <- addrs
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	// Draining: readiness goes false, listeners close, in-flight requests
+	// finish within the shutdown timeout. A second signal kills at once.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	s.draining.Store(true)
+	log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", cfg.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	var shutErr error
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			shutErr = fmt.Errorf("requests still in flight after %s: %w", cfg.ShutdownTimeout, err)
+		}
+	}
+	log.Info("coop-proxy stopped")
+	return shutErr
+}
+
+func (s *server) expiresIn() float64 {
+	t := s.tokens.cache.Current()
+	if t == nil {
+		return -1
+	}
+	return time.Until(t.Expiry).Seconds()
+}
+
+// readyz is ready when a valid token is held, every token in use is on disk,
+// and the proxy is not draining.
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+	reason := ""
+	t := s.tokens.cache.Current()
+	switch {
+	case s.draining.Load():
+		reason = "shutting down"
+	case t == nil || (!t.Expiry.IsZero() && time.Now().After(t.Expiry)):
+		reason = "no valid token"
+		if e := s.tokens.cache.LastError(); e != nil {
+			reason += ": " + e.Error()
+		}
+	case !s.tokens.stored.Durable():
+		reason = "new tokens are not yet written to the token store"
+	}
+	if reason != "" {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "token_expires_in_seconds": int(time.Until(t.Expiry).Seconds())})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func fetchOutcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var te *tokensource.Error
+	if errors.As(err, &te) {
+		return string(te.Code)
+	}
+	return "error"
+}
+
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,248 @@
+// Package tokensource gives the proxy a valid access token, composed the way
+// golang.org/x/oauth2 composes token sources: a Grant (client credentials, or
+// the refresh of a farmer's stored grant) under Stored, which persists every
+// new token before handing it out, under Cache, which keeps the token in
+// memory, refreshes it ahead of expiry with one fetch in flight at a time,
+// and backs off after failures.
+package tokensource
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+// Token is an access token the proxy may send.
+type Token struct {
+	Expiry    time.Time // zero: unknown
+	Scopes    []string
+	refreshAt time.Time
+	header    string // "Bearer <token>", built once
+	access    string
+}
+
+// Header returns the value of the Authorization header (RFC 6750 §2.1).
+func (t *Token) Header() string { return t.header }
+
+// Access returns the access token itself.
+func (t *Token) Access() string { return t.access }
+
+// Source is what the cache draws from: *Stored.
+type Source interface {
+	Token(ctx context.Context, rejected string) (tokenstore.Record, error)
+}
+
+// Backoff bounds the retries after a failed fetch: the n-th consecutive
+// failure waits a random duration in [d/2, d] with d = min(Max, Min·2ⁿ⁻¹)
+// ("equal jitter").
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+func (b Backoff) delay(failures int) time.Duration {
+	d := b.Min
+	for i := 1; i < failures && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Expiry skew: a token this close to its expiry is treated as expired and
+// never sent (it could expire on the way).
+const expirySkew = 5 * time.Second
+
+// loginRecheck is how often a dead or missing grant is looked for again in
+// the store; it costs a file read, not a request to COOP.
+const loginRecheck = time.Second
+
+// Cache hands out the current token and refreshes it. Its zero value is not
+// usable; fill the exported fields and use it from many goroutines.
+type Cache struct {
+	Source       Source
+	Margin       time.Duration // refresh this long before expiry (at most half the lifetime)
+	Backoff      Backoff
+	FetchTimeout time.Duration // bound on one fetch; 0: 30s
+	Now          func() time.Time
+	// OnFetch, when set, is called after each fetch with nil or the error.
+	OnFetch func(err error)
+
+	cur atomic.Pointer[Token]
+
+	mu       sync.Mutex
+	inflight *call
+	failures int
+	retryAt  time.Time
+	lastErr  *Error
+	rejected string
+	closed   bool
+	ctx      context.Context // parent of fetches; cancelled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type call struct {
+	done chan struct{}
+	tok  *Token
+	err  error
+}
+
+func (c *Cache) now() time.Time { return now(c.Now) }
+
+// Token returns a token that is not known to be expired. The fast path is an
+// atomic load and a clock read. Past the refresh point it starts one fetch
+// in the background and keeps returning the current token while that token
+// is still valid; with no valid token it waits for the fetch (or ctx).
+func (c *Cache) Token(ctx context.Context) (*Token, error) {
+	now := c.now()
+	if t := c.cur.Load(); t != nil && now.Before(t.refreshAt) {
+		return t, nil
+	}
+	call, t, err := c.refresh(now)
+	if err != nil || call == nil {
+		return t, err
+	}
+	select {
+	case <-call.done:
+		return call.tok, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// refresh returns either a token to use now (still valid), an error (backing
+// off with no valid token), or the fetch to wait for.
+func (c *Cache) refresh(now time.Time) (*call, *Token, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.cur.Load()
+	if t != nil && now.Before(t.refreshAt) {
+		return nil, t, nil
+	}
+	valid := t != nil && (t.Expiry.IsZero() || now.Before(t.Expiry.Add(-expirySkew)))
+	if c.inflight == nil {
+		if c.closed {
+			if valid {
+				return nil, t, nil
+			}
+			return nil, nil, &Error{Code: Unavailable, Description: "coop-proxy is shutting down"}
+		}
+		if now.Before(c.retryAt) {
+			if valid {
+				return nil, t, nil
+			}
+			return nil, nil, c.lastErr.withRetryAfter(c.retryAt.Sub(now))
+		}
+		c.startLocked()
+	}
+	if valid {
+		return nil, t, nil
+	}
+	return c.inflight, nil, nil
+}
+
+// startLocked starts a fetch. The fetch is detached from any one caller's
+// context: a caller giving up must not cancel it for the others.
+func (c *Cache) startLocked() {
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+	}
+	cl := &call{done: make(chan struct{})}
+	c.inflight = cl
+	rejected := c.rejected
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		timeout := c.FetchTimeout
+		if timeout == 0 {
+			timeout = 30 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		rec, err := c.Source.Token(ctx, rejected)
+		cancel()
+		c.finish(cl, rec, err)
+	}()
+}
+
+func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inflight = nil
+	if err != nil {
+		te := classify(err, "")
+		c.failures++
+		wait := c.Backoff.delay(c.failures)
+		if te.Code == LoginRequired {
+			wait = loginRecheck
+		}
+		c.retryAt = now.Add(wait)
+		c.lastErr = te
+		cl.err = te.withRetryAfter(wait)
+	} else {
+		c.failures, c.retryAt, c.lastErr, c.rejected = 0, time.Time{}, nil, ""
+		cl.tok = newToken(rec, now, c.Margin)
+		c.cur.Store(cl.tok)
+	}
+	if c.OnFetch != nil {
+		c.OnFetch(cl.err)
+	}
+	close(cl.done)
+}
+
+func newToken(rec tokenstore.Record, now time.Time, margin time.Duration) *Token {
+	t := &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: "Bearer " + rec.AccessToken}
+	if rec.Expiry.IsZero() {
+		t.refreshAt = now.Add(100 * 365 * 24 * time.Hour) // until rejected
+		return t
+	}
+	left := rec.Expiry.Sub(now)
+	t.refreshAt = now.Add(max(left-margin, left/2))
+	return t
+}
+
+// Invalidate reports that the resource server rejected t (RFC 6750 §3.1
+// invalid_token). The next Token call fetches a new one; a token other than
+// the current one (already replaced) is ignored.
+func (c *Cache) Invalidate(t *Token) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur.Load() != t {
+		return
+	}
+	c.rejected = t.access
+	c.cur.Store(nil)
+	c.retryAt = time.Time{}
+}
+
+// Current returns the token held now, or nil; it never fetches.
+func (c *Cache) Current() *Token { return c.cur.Load() }
+
+// Prefetch starts a fetch when one is due and none is running, without
+// waiting for it. A maintenance loop calls it so that the token is renewed
+// (and a new login picked up) even when no request comes.
+func (c *Cache) Prefetch() {
+	_, _, _ = c.refresh(c.now())
+}
+
+// LastError returns the error of the last fetch when it failed, or nil.
+func (c *Cache) LastError() *Error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
+}
+
+// Close cancels a fetch in flight and waits for it to end.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	c.closed = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}

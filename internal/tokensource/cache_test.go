@@ -1,0 +1,227 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// stack builds Cache over Stored over a memStore and a fakeGrant.
+func stack(t *testing.T, g *fakeGrant) (*Cache, *Stored, *memStore) {
+	t.Helper()
+	st := newMemStore()
+	stored := &Stored{Grant: g, Store: st, Margin: 5 * time.Minute, Now: g.clock.Now, Log: zap.NewNop()}
+	c := &Cache{Source: stored, Margin: 5 * time.Minute, Backoff: Backoff{Min: time.Second, Max: time.Minute}, Now: g.clock.Now}
+	t.Cleanup(c.Close)
+	return c, stored, st
+}
+
+// waitFor polls cond (without sleeping on the clock under test) for up to 5s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func mustToken(t *testing.T, c *Cache) *Token {
+	t.Helper()
+	tok, err := c.Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	return tok
+}
+
+func TestCacheRefreshesAheadOfExpiry(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	if got := mustToken(t, c).Access(); got != "access-1" {
+		t.Fatalf("first token %q", got)
+	}
+	g.clock.Advance(54 * time.Minute) // 6 minutes left: before the 5-minute margin
+	if got := mustToken(t, c).Access(); got != "access-1" || g.calls.Load() != 1 {
+		t.Fatalf("before the margin: token %q after %d fetches, want access-1 after 1", got, g.calls.Load())
+	}
+	g.clock.Advance(2 * time.Minute) // 4 minutes left: inside the margin
+	if got := mustToken(t, c).Access(); got != "access-1" {
+		t.Fatalf("inside the margin the still-valid token is served while refreshing, got %q", got)
+	}
+	waitFor(t, "the background refresh", func() bool { return c.Current() != nil && c.Current().Access() == "access-2" })
+	if n := g.calls.Load(); n != 2 {
+		t.Fatalf("fetches = %d, want 2", n)
+	}
+}
+
+func TestCacheShortLivedTokenRefreshedAtHalfLife(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: 4 * time.Minute} // shorter than the margin
+	c, _, _ := stack(t, g)
+	mustToken(t, c)
+	g.clock.Advance(119 * time.Second)
+	mustToken(t, c)
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("fetches before half-life = %d, want 1", n)
+	}
+	g.clock.Advance(2 * time.Second)
+	mustToken(t, c)
+	waitFor(t, "the half-life refresh", func() bool { return g.calls.Load() == 2 })
+}
+
+func TestCacheNeverReturnsAnExpiredToken(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	mustToken(t, c)
+	g.gate = make(chan struct{})
+	g.clock.Advance(time.Hour + time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if tok, err := c.Token(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with the token expired and the fetch blocked, Token = %v, %v; want to wait", tok, err)
+	}
+	close(g.gate)
+	if got := mustToken(t, c).Access(); got != "access-2" {
+		t.Fatalf("after the fetch: %q", got)
+	}
+}
+
+func TestCacheOneFetchForManyWaiters(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	mustToken(t, c)
+	g.gate = make(chan struct{})
+	g.clock.Advance(2 * time.Hour)
+
+	const callers = 500
+	var wg sync.WaitGroup
+	got := make([]string, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			tok, err := c.Token(context.Background())
+			errs[i] = err
+			if tok != nil {
+				got[i] = tok.Access()
+			}
+		})
+	}
+	waitFor(t, "the refresh to start", func() bool { return g.calls.Load() == 2 })
+	close(g.gate)
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil || got[i] != "access-2" {
+			t.Fatalf("caller %d: %q, %v", i, got[i], errs[i])
+		}
+	}
+	if n := g.calls.Load(); n != 2 {
+		t.Fatalf("fetches = %d, want 2 (one at start, one at expiry)", n)
+	}
+}
+
+func TestCacheBacksOffAndRecovers(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	g.setErr(&Error{Code: Unavailable, Description: "the token endpoint could not be reached"})
+
+	_, err := c.Token(context.Background())
+	var te *Error
+	if !errors.As(err, &te) || te.Code != Unavailable || te.RetryAfter <= 0 {
+		t.Fatalf("first failure: %v (RetryAfter %v)", err, te)
+	}
+	// Within the backoff window: answered at once, no request to COOP.
+	if _, err := c.Token(context.Background()); !errors.As(err, &te) || te.RetryAfter <= 0 {
+		t.Fatalf("during backoff: %v", err)
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("fetches during backoff = %d, want 1", n)
+	}
+	// Backoff grows: second failure waits up to 2s, third up to 4s.
+	g.clock.Advance(time.Second + time.Millisecond)
+	_, _ = c.Token(context.Background())
+	if n := g.calls.Load(); n != 2 {
+		t.Fatalf("fetches after the first backoff = %d, want 2", n)
+	}
+	g.setErr(nil)
+	g.clock.Advance(2*time.Second + time.Millisecond)
+	if got := mustToken(t, c).Access(); got != "access-1" {
+		t.Fatalf("after recovery: %q", got)
+	}
+	if c.LastError() != nil {
+		t.Fatalf("LastError after recovery = %v", c.LastError())
+	}
+}
+
+func TestBackoffIsCappedWithJitter(t *testing.T) {
+	b := Backoff{Min: time.Second, Max: time.Minute}
+	for failures, max := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 7: time.Minute, 50: time.Minute} {
+		for range 100 {
+			d := b.delay(failures)
+			if d < max/2 || d > max {
+				t.Fatalf("delay(%d) = %v, want in [%v, %v]", failures, d, max/2, max)
+			}
+		}
+	}
+}
+
+func TestCacheInvalidateFetchesANewToken(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	first := mustToken(t, c)
+	c.Invalidate(first)
+	second := mustToken(t, c)
+	if second.Access() != "access-2" {
+		t.Fatalf("after Invalidate: %q, want a new token", second.Access())
+	}
+	// A stale report about the old token changes nothing.
+	c.Invalidate(first)
+	if got := mustToken(t, c); got != second || g.calls.Load() != 2 {
+		t.Fatalf("stale Invalidate caused a fetch (%d fetches)", g.calls.Load())
+	}
+}
+
+func TestCacheLoginRequiredIsRecheckedEverySecond(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true}
+	c, _, st := stack(t, g)
+	_, err := c.Token(context.Background())
+	var te *Error
+	if !errors.As(err, &te) || te.Code != LoginRequired {
+		t.Fatalf("no grant stored: %v, want login_required", err)
+	}
+	// A login writes a grant; the proxy picks it up within a second.
+	g.live = "refresh-login"
+	st.put(testKey, freshGrant(g.clock.Now()))
+	g.clock.Advance(loginRecheck)
+	if got := mustToken(t, c).Access(); got != "access-login" {
+		t.Fatalf("after login: %q", got)
+	}
+}
+
+func TestCacheHeaderIsBearer(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	if h := mustToken(t, c).Header(); h != "Bearer access-1" {
+		t.Fatalf("Header() = %q", h)
+	}
+}
+
+func TestCacheAfterCloseFailsWithoutFetching(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	c.Close()
+	var te *Error
+	if _, err := c.Token(context.Background()); !errors.As(err, &te) || te.Code != Unavailable {
+		t.Fatalf("after Close: %v", err)
+	}
+	if g.calls.Load() != 0 {
+		t.Fatal("fetched after Close")
+	}
+}

@@ -1,0 +1,130 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// memStore is an in-memory Store whose writes can be made to fail.
+type memStore struct {
+	mu        sync.Mutex
+	recs      map[string]tokenstore.Record
+	failWrite atomic.Bool
+	failAll   atomic.Bool
+	writes    int
+}
+
+func newMemStore() *memStore { return &memStore{recs: map[string]tokenstore.Record{}} }
+
+func (m *memStore) Update(ctx context.Context, k tokenstore.Key, fn func(tokenstore.Record, bool) (*tokenstore.Record, error)) (tokenstore.Record, error) {
+	if m.failAll.Load() {
+		return tokenstore.Record{}, errors.New("lock: input/output error")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.recs[k.String()]
+	next, err := fn(cur, ok)
+	if err != nil {
+		return tokenstore.Record{}, err
+	}
+	if next == nil {
+		return cur, nil
+	}
+	if m.failWrite.Load() {
+		return *next, &tokenstore.WriteError{Path: "mem", Err: errors.New("no space left on device")}
+	}
+	m.writes++
+	m.recs[k.String()] = *next
+	return *next, nil
+}
+
+func (m *memStore) get(k tokenstore.Key) (tokenstore.Record, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.recs[k.String()]
+	return r, ok
+}
+
+func (m *memStore) put(k tokenstore.Key, r tokenstore.Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs[k.String()] = r
+}
+
+// fakeGrant issues numbered tokens that live `life`, rotating a refresh
+// token like COOP: a refresh token works once.
+type fakeGrant struct {
+	clock   *clock
+	life    time.Duration
+	refresh bool // behave as the refresh grant
+	calls   atomic.Int32
+	gate    chan struct{} // when set, each Fetch waits for it
+	mu      sync.Mutex
+	err     error
+	live    string // the one refresh token that works
+	n       int
+}
+
+var testKey = tokenstore.Key{TokenURL: "http://coop.test/token", ClientID: "Brent's Lazy CRON Job", GrantType: "client_credentials"}
+
+func (g *fakeGrant) Key() tokenstore.Key { return testKey }
+
+func (g *fakeGrant) setErr(err error) {
+	g.mu.Lock()
+	g.err = err
+	g.mu.Unlock()
+}
+
+func (g *fakeGrant) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
+	g.calls.Add(1)
+	if g.gate != nil {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return tokenstore.Record{}, ctx.Err()
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return tokenstore.Record{}, g.err
+	}
+	if g.refresh {
+		if !ok || cur.RefreshToken == "" || cur.RefreshToken != g.live {
+			return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "refused"}
+		}
+	}
+	g.n++
+	rec := tokenstore.Record{AccessToken: fmt.Sprintf("access-%d", g.n), Expiry: g.clock.Now().Add(g.life)}
+	if g.refresh {
+		rec.RefreshToken = fmt.Sprintf("refresh-%d", g.n)
+		g.live = rec.RefreshToken
+	}
+	return rec, nil
+}

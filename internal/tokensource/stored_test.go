@@ -1,0 +1,143 @@
+package tokensource
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+func freshGrant(now time.Time) tokenstore.Record {
+	return tokenstore.Record{AccessToken: "access-login", RefreshToken: "refresh-login", Expiry: now.Add(time.Hour), UserID: 1, Email: "brent@example.com", GrantedAt: now}
+}
+
+func newStored(g *fakeGrant) (*Stored, *memStore) {
+	st := newMemStore()
+	return &Stored{Grant: g, Store: st, Margin: 5 * time.Minute, Now: g.clock.Now, Log: zap.NewNop()}, st
+}
+
+func TestStoredReusesAValidStoredToken(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	s, st := newStored(g)
+	st.put(testKey, tokenstore.Record{AccessToken: "from-disk", Expiry: g.clock.Now().Add(time.Hour)})
+	rec, err := s.Token(context.Background(), "")
+	if err != nil || rec.AccessToken != "from-disk" || g.calls.Load() != 0 {
+		t.Fatalf("got %v, %v after %d fetches; want the stored token and no fetch", rec, err, g.calls.Load())
+	}
+}
+
+func TestStoredFetchesWhenStoredTokenIsNearExpiryOrRejected(t *testing.T) {
+	for name, stored := range map[string]tokenstore.Record{
+		"inside the margin": {AccessToken: "old", Expiry: newClock().Now().Add(4 * time.Minute)},
+		"rejected":          {AccessToken: "rejected", Expiry: newClock().Now().Add(time.Hour)},
+		"expired":           {AccessToken: "old", Expiry: newClock().Now().Add(-time.Second)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := &fakeGrant{clock: newClock(), life: time.Hour}
+			s, st := newStored(g)
+			st.put(testKey, stored)
+			rec, err := s.Token(context.Background(), "rejected")
+			if err != nil || rec.AccessToken != "access-1" {
+				t.Fatalf("got %v, %v", rec, err)
+			}
+			if onDisk, _ := st.get(testKey); onDisk.AccessToken != "access-1" {
+				t.Fatalf("new token not written before use: store holds %v", onDisk)
+			}
+		})
+	}
+}
+
+func TestStoredRotatedRefreshTokenSurvivesAFailedWrite(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, live: "refresh-login"}
+	s, st := newStored(g)
+	st.put(testKey, freshGrant(g.clock.Now()))
+	g.clock.Advance(56 * time.Minute)
+
+	st.failWrite.Store(true) // the disk fails right after COOP rotated
+	rec, err := s.Token(context.Background(), "")
+	if err != nil || rec.AccessToken != "access-1" || rec.RefreshToken != "refresh-1" {
+		t.Fatalf("refresh with a failing write: %v, %v", rec, err)
+	}
+	if s.Durable() {
+		t.Fatal("Durable() = true with the write failed")
+	}
+	if onDisk, _ := st.get(testKey); onDisk.RefreshToken != "refresh-login" {
+		t.Fatalf("store changed despite the failure: %v", onDisk)
+	}
+	// The next refresh must use the rotated token held in memory, not the
+	// dead one still on disk.
+	g.clock.Advance(56 * time.Minute)
+	rec, err = s.Token(context.Background(), "")
+	if err != nil || rec.RefreshToken != "refresh-2" {
+		t.Fatalf("second refresh from memory: %v, %v", rec, err)
+	}
+	if err := s.Flush(context.Background()); err == nil {
+		t.Fatal("Flush succeeded while the disk still fails")
+	}
+	st.failWrite.Store(false) // the disk is back
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	onDisk, _ := st.get(testKey)
+	if onDisk.RefreshToken != "refresh-2" || onDisk.Email != "brent@example.com" || !s.Durable() {
+		t.Fatalf("after Flush: store %v, durable %v", onDisk, s.Durable())
+	}
+}
+
+func TestStoredWorksFromMemoryWhenTheStoreIsUnusable(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	s, st := newStored(g)
+	st.failAll.Store(true)
+	rec, err := s.Token(context.Background(), "")
+	if err != nil || rec.AccessToken != "access-1" || s.Durable() {
+		t.Fatalf("got %v, %v, durable %v", rec, err, s.Durable())
+	}
+	if rec, _ := s.Token(context.Background(), ""); rec.AccessToken != "access-1" || g.calls.Load() != 1 {
+		t.Fatalf("second call fetched again: %v after %d fetches", rec, g.calls.Load())
+	}
+}
+
+func TestStoredDeadGrantCostsOneRequest(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, live: "something-else"}
+	s, st := newStored(g)
+	dead := freshGrant(g.clock.Now())
+	dead.Expiry = g.clock.Now() // the access token is spent too
+	st.put(testKey, dead)
+	for range 3 {
+		_, err := s.Token(context.Background(), "")
+		var te *Error
+		if !errors.As(err, &te) || te.Code != LoginRequired {
+			t.Fatalf("dead grant: %v", err)
+		}
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("refresh requests for a dead grant = %d, want 1", n)
+	}
+	// A new login replaces it.
+	g.live = "refresh-new"
+	fresh := freshGrant(g.clock.Now())
+	fresh.AccessToken, fresh.RefreshToken, fresh.Expiry = "access-new", "refresh-new", g.clock.Now()
+	st.put(testKey, fresh)
+	if rec, err := s.Token(context.Background(), ""); err != nil || rec.RefreshToken != "refresh-1" {
+		t.Fatalf("after a new login: %v, %v", rec, err)
+	}
+}
+
+func TestStoredUsesAnotherProcessRotation(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, live: "refresh-login"}
+	s, st := newStored(g)
+	st.put(testKey, freshGrant(g.clock.Now()))
+	g.clock.Advance(56 * time.Minute)
+	// Another process refreshed first: the file now holds its result.
+	other := freshGrant(g.clock.Now())
+	other.AccessToken, other.RefreshToken = "access-other", "refresh-other"
+	st.put(testKey, other)
+	rec, err := s.Token(context.Background(), "")
+	if err != nil || rec.AccessToken != "access-other" || g.calls.Load() != 0 {
+		t.Fatalf("got %v, %v after %d refreshes; want the other process's token and no refresh", rec, err, g.calls.Load())
+	}
+}

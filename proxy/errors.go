@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+)
+
+// problem is the JSON body of every answer the proxy makes itself. It has
+// the shape of an OAuth error (RFC 6749 §5.2) so that callers that already
+// read COOP's errors can read the proxy's.
+type problem struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+// writeProblem answers with status and a JSON problem body.
+func writeProblem(w http.ResponseWriter, status int, code, description string) {
+	body, _ := json.Marshal(problem{Error: code, Description: description})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// statusClientClosed is logged (never sent) when the caller went away
+// before the answer, as nginx does.
+const statusClientClosed = 499
+
+// errorHandler maps a failed round trip to an answer. A token failure is the
+// proxy's problem, never the caller's: 503 with Retry-After, not 401, and the
+// request was not forwarded.
+func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	var te *tokensource.Error
+	var ne net.Error
+	switch {
+	case errors.As(err, &te):
+		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		writeProblem(w, http.StatusServiceUnavailable, string(te.Code), te.Description)
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		if rw, ok := w.(*recorder); ok {
+			rw.status = statusClientClosed
+		}
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
+			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
+	default:
+		writeProblem(w, http.StatusBadGateway, "upstream_unreachable",
+			fmt.Sprintf("COOP (%s) could not be reached", h.upstream.Host))
+	}
+}

@@ -1,0 +1,264 @@
+// Package proxy is coop-proxy's HTTP handler: it forwards every request to
+// COOP with the caller's own credentials removed and a valid bearer token
+// added, retries once when COOP rejects the token, and turns token and
+// upstream failures into JSON answers the caller can act on.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+)
+
+// Tokens is what the handler needs of the token cache.
+type Tokens interface {
+	// Token returns a token that is not known to be expired, or a
+	// *tokensource.Error saying why there is none.
+	Token(ctx context.Context) (*tokensource.Token, error)
+	// Invalidate reports that COOP rejected the token.
+	Invalidate(*tokensource.Token)
+}
+
+// Options configure a Handler.
+type Options struct {
+	Upstream *url.URL          // COOP's base URL; the only place requests go
+	Tokens   Tokens            // where bearer tokens come from
+	Base     http.RoundTripper // the transport to COOP; nil: NewTransport(30s)
+	// RetryBodyLimit is the largest request body kept in memory so that the
+	// request can be sent again after COOP rejects the token. A larger body
+	// is streamed and its request is not retried. Default 1 MiB.
+	RetryBodyLimit int64
+	// LoopbackOnly refuses requests whose Host is not a loopback name or
+	// address: a web page in a browser on this machine cannot then reach
+	// COOP as the farmer through a DNS name rebound to 127.0.0.1.
+	LoopbackOnly bool
+	// AdminPaths are never forwarded: they belong to the admin listener.
+	AdminPaths []string
+	Log        *zap.Logger // one line per request; nil: no log
+	Metrics    *Metrics    // nil: no metrics
+}
+
+// Handler is the reverse proxy. Create it with New.
+type Handler struct {
+	upstream       *url.URL
+	rp             *httputil.ReverseProxy
+	retryBodyLimit int64
+	loopbackOnly   bool
+	adminPaths     map[string]bool
+	log            *zap.Logger
+	metrics        *Metrics
+}
+
+// NewTransport returns the transport to COOP: keep-alive connections enough
+// for a busy sidecar, and a bound on the wait for COOP's response headers.
+func NewTransport(upstreamTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // coop-proxy talks to COOP directly
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: upstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// New returns the handler.
+func New(o Options) *Handler {
+	if o.RetryBodyLimit == 0 {
+		o.RetryBodyLimit = 1 << 20
+	}
+	if o.Base == nil {
+		o.Base = NewTransport(30 * time.Second)
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	h := &Handler{
+		upstream:       o.Upstream,
+		retryBodyLimit: o.RetryBodyLimit,
+		loopbackOnly:   o.LoopbackOnly,
+		adminPaths:     map[string]bool{},
+		log:            o.Log,
+		metrics:        o.Metrics,
+	}
+	for _, p := range o.AdminPaths {
+		h.adminPaths[p] = true
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics},
+		ErrorHandler: h.errorHandler,
+		ErrorLog:     zap.NewStdLog(o.Log.Named("reverseproxy")),
+		BufferPool:   newBufferPool(),
+	}
+	return h
+}
+
+// rewrite builds the outbound request. ProxyRequest.SetURL points it at COOP
+// and sets Host to COOP's; Rewrite has already removed hop-by-hop headers
+// (RFC 9110 §7.6.1) and any X-Forwarded-* the caller sent.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.upstream)
+	pr.SetXForwarded()
+	// COOP refuses a token sent two ways at once (RFC 6750 §2: "MUST NOT use
+	// more than one method"), and the caller's own credentials are not ours
+	// to forward: the bearer transport sets the only Authorization there is.
+	pr.Out.Header.Del("Authorization")
+	if strings.Contains(pr.Out.URL.RawQuery, "access_token") {
+		q := pr.Out.URL.Query()
+		q.Del("access_token")
+		pr.Out.URL.RawQuery = q.Encode()
+	}
+}
+
+// ServeHTTP checks the request, keeps a small body for a possible retry,
+// forwards it, and logs one line.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	if h.admit(rec, r) {
+		if err := h.keepBody(r); err != nil {
+			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+		} else {
+			h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, &rec.info)))
+		}
+	}
+	d := time.Since(start)
+	h.metrics.request(rec.status)
+	if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
+		ce.Write(
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path),
+			zap.Int("status", rec.status),
+			zap.Duration("duration", d),
+			zap.Int64("bytes", rec.bytes),
+			zap.Bool("retried", rec.info.retried),
+		)
+	}
+}
+
+// admit refuses what a reverse proxy for one upstream must not forward.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case r.Method == http.MethodConnect:
+		writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
+	case r.URL.IsAbs() && !strings.EqualFold(r.URL.Host, h.upstream.Host):
+		// absolute-form (RFC 9112 §3.2.2) is accepted only for COOP itself
+		writeProblem(w, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
+	case h.adminPaths[r.URL.Path]:
+		writeProblem(w, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
+	case h.loopbackOnly && !r.URL.IsAbs() && !isLoopbackHost(r.Host):
+		writeProblem(w, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
+	case r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site":
+		// A page in a browser must not act as the farmer (cross-site request forgery).
+		writeProblem(w, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
+	default:
+		return true
+	}
+	return false
+}
+
+// keepBody reads a body up to the retry limit into memory and sets
+// GetBody, so that the request can be sent a second time. A larger body is
+// left to stream (its request will not be retried).
+func (h *Handler) keepBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil
+	}
+	if r.ContentLength > h.retryBodyLimit {
+		return nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, h.retryBodyLimit+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(buf)) > h.retryBodyLimit {
+		// chunked and larger than the limit: stream what was read, then the rest
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		return nil
+	}
+	buf = stripFormToken(r, buf)
+	r.ContentLength = int64(len(buf))
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return nil
+}
+
+// stripFormToken removes an access_token field from a form body: COOP reads
+// a token there too (RFC 6750 §2.2), and would refuse it beside ours.
+func stripFormToken(r *http.Request, body []byte) []byte {
+	if !bytes.Contains(body, []byte("access_token")) ||
+		!strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		return body
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return body
+	}
+	form.Del("access_token")
+	return []byte(form.Encode())
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// requestInfo is what the transport tells the log line about a request.
+type requestInfo struct{ retried bool }
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(infoKey{}).(*requestInfo)
+	return info
+}
+
+// recorder notes the status and size of the answer for the log and metrics.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	info   requestInfo
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if code >= 200 { // 1xx answers come before the final one
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,102 @@
+package tokenstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
+)
+
+// Key identifies one grant in the store.
+type Key struct {
+	TokenURL  string
+	ClientID  string
+	GrantType string   // "client_credentials" or "authorization_code"
+	Scopes    []string // requested scopes; order-insensitive, duplicates ignored
+}
+
+// keyEscaper keeps '|' inside a field from reading as a separator, so two
+// different keys never share a String.
+var keyEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
+
+// String returns the canonical form of k used as the grant's name in the
+// file: "<grant type>|<client id>|<token url>|<scopes>", where the scopes are
+// sorted, de-duplicated and space-separated (an element holding several
+// space-separated scopes counts as those scopes, as in an OAuth2 "scope"
+// parameter). '%' and '|' in the first three fields are percent-encoded.
+func (k Key) String() string {
+	var scopes []string
+	for _, s := range k.Scopes {
+		scopes = append(scopes, strings.Fields(s)...)
+	}
+	slices.Sort(scopes)
+	scopes = slices.Compact(scopes)
+	return strings.Join([]string{
+		keyEscaper.Replace(k.GrantType),
+		keyEscaper.Replace(k.ClientID),
+		keyEscaper.Replace(k.TokenURL),
+		strings.Join(scopes, " "),
+	}, "|")
+}
+
+// Record is one stored grant. Its String, GoString, Format and MarshalJSON
+// show fingerprints (redact.Fingerprint) instead of the tokens, so printing
+// or logging a Record never reveals them. (fmt cannot call methods through
+// an unexported struct field: print such a field itself, not its struct.)
+type Record struct {
+	AccessToken  string
+	TokenType    string
+	RefreshToken string
+	Expiry       time.Time // access token expiry; zero = unknown
+	Scopes       []string  // granted scopes
+	UserID       int64     // the farmer, authorization-code grants only
+	Email        string
+	GrantedAt    time.Time // when the grant was first obtained (login / first fetch)
+	UpdatedAt    time.Time // last write; set by Update
+}
+
+// String implements fmt.Stringer with the tokens replaced by fingerprints.
+func (r Record) String() string {
+	return fmt.Sprintf("{AccessToken:%s TokenType:%s RefreshToken:%s Expiry:%v Scopes:%v UserID:%d Email:%s GrantedAt:%v UpdatedAt:%v}",
+		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt)
+}
+
+// GoString implements fmt.GoStringer (%#v) with the tokens replaced by fingerprints.
+func (r Record) GoString() string {
+	return fmt.Sprintf("tokenstore.Record{AccessToken:%q, TokenType:%q, RefreshToken:%q, Expiry:%#v, Scopes:%#v, UserID:%d, Email:%q, GrantedAt:%#v, UpdatedAt:%#v}",
+		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt)
+}
+
+// Format implements fmt.Formatter so that every verb (%d and %x included,
+// which would otherwise print the fields) goes through String or GoString.
+func (r Record) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, r.GoString())
+		return
+	}
+	_, _ = io.WriteString(f, r.String())
+}
+
+// MarshalJSON encodes the record with fingerprints in place of the tokens, so
+// a Record given to a JSON logger (zap.Any) stays redacted. The token file is
+// written by Encode, which does not use this method.
+func (r Record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		AccessToken  string    `json:"access_token"`
+		TokenType    string    `json:"token_type"`
+		RefreshToken string    `json:"refresh_token"`
+		Expiry       time.Time `json:"expiry"`
+		Scopes       []string  `json:"scopes"`
+		UserID       int64     `json:"user_id"`
+		Email        string    `json:"email"`
+		GrantedAt    time.Time `json:"granted_at"`
+		UpdatedAt    time.Time `json:"updated_at"`
+	}{redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt})
+}

@@ -1,0 +1,336 @@
+// Package tokenstore keeps OAuth2 grants in one JSON file shared by several
+// processes (sidecars on one volume, the proxy and the `token` command).
+//
+// The authorization server rotates refresh tokens on every use, so a refresh
+// must happen once between all those processes and its result must reach the
+// disk. Update is the operation for that: under an exclusive cross-process
+// lock it re-reads the file and hands the current record to a callback, which
+// may refresh over the network while the lock is held; what it returns is
+// written atomically before the lock is released. A process that waited for
+// the lock therefore sees the grant another process just rotated.
+//
+// On disk: the data file (mode 0600) is replaced atomically (temporary file
+// in the same directory, fsync, rename, fsync of the directory); the lock is
+// flock(2) on a separate "<path>.lock" file, since the rename gives the data
+// file a new inode. A corrupt data file is moved aside to
+// "<path>.corrupt-<UTC time>" and the store carries on empty, so callers fetch
+// a new grant rather than fail forever. Errors name the file and never
+// contain a token.
+package tokenstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// Store is a token file. Its methods are safe for concurrent use, by
+// goroutines and by processes (each opening its own Store on the path).
+type Store struct {
+	path      string
+	lockPath  string
+	onCorrupt func(path, movedTo string, err error)
+	// exclusive queues this Store's goroutines for the exclusive lock on a
+	// channel, where waiting is cancellable and needs no polling.
+	exclusive chan struct{}
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithCorruptHandler sets a function called when a corrupt, truncated or
+// undecodable file (or one over 1 MiB) has been moved aside: path is the
+// token file, movedTo where it now is, err what was wrong with it. It runs
+// with the store locked and must not call the Store.
+func WithCorruptHandler(h func(path, movedTo string, err error)) Option {
+	return func(s *Store) { s.onCorrupt = h }
+}
+
+// Open returns the store kept in the file at path. It creates the missing
+// directories (mode 0700; the file's own directory is set to exactly 0700
+// when Open creates it, and left alone when it exists). The file and its
+// lock file are created by the first write.
+func Open(path string, opts ...Option) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("tokenstore: empty token file path")
+	}
+	path = filepath.Clean(path)
+	if err := makeDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("tokenstore: creating the directory of %s: %w", path, err)
+	}
+	s := &Store{path: path, lockPath: path + ".lock", exclusive: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// makeDir creates dir and its parents with mode 0700. Only a dir it creates
+// itself gets its mode set (past the umask); an existing one is not touched.
+func makeDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// Path returns the token file's path.
+func (s *Store) Path() string { return s.path }
+
+// Load returns the record stored under k, and whether there is one. It reads
+// under the shared lock, so it waits (as long as ctx allows) for an Update in
+// progress in any process.
+func (s *Store) Load(ctx context.Context, k Key) (Record, bool, error) {
+	m, err := s.snapshot(ctx)
+	if err != nil {
+		return Record{}, false, err
+	}
+	r, ok := m[k.String()]
+	return r, ok, nil
+}
+
+// Keys returns the keys (Key.String) present in the store, sorted.
+func (s *Store) Keys(ctx context.Context) ([]string, error) {
+	m, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(m)), nil
+}
+
+// Update is the locked read-modify-write of the record under k. It takes the
+// exclusive lock, in this process and across processes (waiting as long as
+// ctx allows), re-reads the file and calls fn with the current record (ok is
+// false when there is none). fn runs with the lock held, so it may refresh
+// the grant over the network; it must not call the Store.
+//
+//   - fn returns an error: nothing is written; Update returns (Record{}, err)
+//     with fn's error unchanged.
+//   - fn returns nil: nothing is written; Update returns the current record
+//     (Record{} when there is none) and nil.
+//   - fn returns next: next, with UpdatedAt set to now, is written atomically
+//     (even if ctx has ended meanwhile: it may hold a rotated refresh token)
+//     and returned. If the write fails Update returns it with a *WriteError,
+//     so that the caller keeps the new tokens and can write them later.
+//
+// Records under other keys are kept as they are.
+func (s *Store) Update(ctx context.Context, k Key, fn func(cur Record, ok bool) (next *Record, err error)) (Record, error) {
+	key := k.String()
+	var out Record
+	var writeErr error
+	err := s.locked(ctx, func(m map[string]Record) error {
+		cur, ok := m[key]
+		next, err := fn(cur, ok)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			out = cur
+			return nil
+		}
+		out = *next
+		out.UpdatedAt = time.Now().UTC()
+		m[key] = out
+		writeErr = s.write(m)
+		return nil
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	return out, writeErr
+}
+
+// Delete removes the record under k under the exclusive lock and reports
+// whether there was one. A failed write is a *WriteError.
+func (s *Store) Delete(ctx context.Context, k Key) (existed bool, err error) {
+	key := k.String()
+	err = s.locked(ctx, func(m map[string]Record) error {
+		if _, existed = m[key]; !existed {
+			return nil
+		}
+		delete(m, key)
+		return s.write(m)
+	})
+	return existed, err
+}
+
+// WriteError is a failure to write the token file. It names the file and the
+// cause, never a token.
+type WriteError struct {
+	Path string
+	Err  error
+}
+
+// Error implements error.
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("tokenstore: writing token file %s: %v", e.Path, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// CorruptError describes a token file that could not be decoded. The store
+// moves such a file aside to MovedTo and reports it to the WithCorruptHandler
+// function; when the move fails, MovedTo is empty and the CorruptError is
+// returned by the operation.
+type CorruptError struct {
+	Path, MovedTo string
+	Err           error
+}
+
+// Error implements error.
+func (e *CorruptError) Error() string {
+	if e.MovedTo == "" {
+		return fmt.Sprintf("tokenstore: token file %s is corrupt: %v", e.Path, e.Err)
+	}
+	return fmt.Sprintf("tokenstore: token file %s was corrupt (%v); moved aside to %s", e.Path, e.Err, e.MovedTo)
+}
+
+// Unwrap returns the cause.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// snapshot reads the store under the shared lock.
+func (s *Store) snapshot(ctx context.Context) (map[string]Record, error) {
+	lock, err := lockFile(ctx, s.lockPath, syscall.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.read()
+	_ = lock.Close()
+	if _, ok := errors.AsType[*CorruptError](err); !ok {
+		return m, err
+	}
+	// Moving a corrupt file aside takes the exclusive lock, under which the
+	// file is read again: another process may have dealt with it meanwhile.
+	err = s.locked(ctx, func(cur map[string]Record) error {
+		m = cur
+		return nil
+	})
+	return m, err
+}
+
+// locked runs body with the exclusive lock held and the grants just read
+// from the file, empty if there is no file or it was corrupt and moved aside.
+func (s *Store) locked(ctx context.Context, body func(map[string]Record) error) error {
+	select {
+	case s.exclusive <- struct{}{}:
+		defer func() { <-s.exclusive }()
+	case <-ctx.Done():
+		return fmt.Errorf("tokenstore: waiting for the lock %s: %w", s.lockPath, ctx.Err())
+	}
+	lock, err := lockFile(ctx, s.lockPath, syscall.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	m, err := s.read()
+	if c, ok := errors.AsType[*CorruptError](err); ok {
+		m, err = map[string]Record{}, s.moveAside(c.Err)
+	}
+	if err != nil {
+		return err
+	}
+	return body(m)
+}
+
+// read reads and decodes the token file: a missing file is an empty store,
+// content that does not decode is a *CorruptError.
+func (s *Store) read() (map[string]Record, error) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]Record{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tokenstore: reading token file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("tokenstore: reading token file: %w", err)
+	}
+	m, err := Decode(data)
+	if err != nil {
+		return nil, &CorruptError{Path: s.path, Err: err}
+	}
+	return m, nil
+}
+
+// moveAside renames the corrupt token file out of the way and reports it.
+func (s *Store) moveAside(cause error) error {
+	dest := s.path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(s.path, dest); err != nil {
+		return &CorruptError{Path: s.path, Err: fmt.Errorf("%w; moving it aside: %w", cause, err)}
+	}
+	if s.onCorrupt != nil {
+		s.onCorrupt(s.path, dest, cause)
+	}
+	return nil
+}
+
+// write replaces the token file with m.
+func (s *Store) write(m map[string]Record) error {
+	data, err := Encode(m)
+	if err == nil {
+		err = writeAtomic(s.path, data)
+	}
+	if err != nil {
+		return &WriteError{Path: s.path, Err: err}
+	}
+	return nil
+}
+
+// writeAtomic replaces path with data so that a crash leaves either the old
+// or the new content: a temporary file (mode 0600) in the same directory is
+// written and synced, renamed over path, and the directory synced.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable. File systems that cannot sync a
+// directory (EINVAL, ENOTSUP) are accepted as they are.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return nil
+	}
+	return err
+}
