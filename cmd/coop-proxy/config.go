@@ -26,29 +26,35 @@ const envPrefix = "COOP_PROXY_"
 // (flag tag). The help tag is the one line --help and the README give.
 // Secrets have no flag: a flag shows in `ps` to every user of the machine.
 type Config struct {
-	Upstream         string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
-	TokenURL         string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
-	AuthorizeURL     string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
-	Grant            string        `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
-	ClientID         string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
-	ClientSecret     redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
-	ClientSecretFile string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
-	Scopes           string        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
-	AuthStyle        string        `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how client credentials reach the token endpoint: body (works with every COOP client id), basic, or auto"`
-	Listen           string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on"`
-	AdminListen      string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; empty: none"`
-	Store            string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
-	RefreshMargin    time.Duration `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
-	RetryBodyLimit   int64         `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token"`
-	MaxHeaderBytes   int           `env:"MAX_HEADER_BYTES" envDefault:"65536" flag:"max-header-bytes" help:"largest request header (bytes); larger gets 431"`
-	UpstreamTimeout  time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" flag:"upstream-timeout" help:"longest wait for COOP's response headers; then 504"`
-	ShutdownTimeout  time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" flag:"shutdown-timeout" help:"on SIGINT/SIGTERM, how long in-flight requests may take to finish"`
-	LogFormat        string        `env:"LOG_FORMAT" envDefault:"json" flag:"log-format" help:"json or console"`
-	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" flag:"log-level" help:"debug, info, warn or error"`
-	RedirectURI      string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
-	LoginTimeout     time.Duration `env:"LOGIN_TIMEOUT" envDefault:"5m" flag:"login-timeout" help:"login: how long to wait for the farmer's answer"`
-	NoBrowser        bool          `env:"NO_BROWSER" flag:"no-browser" help:"login: only print the address to open, do not start a browser"`
-	Paste            bool          `env:"PASTE" flag:"paste" help:"login: no listener; paste the address the browser was sent to (for machines without a browser)"`
+	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
+	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
+	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
+	Grant                       string        `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
+	ClientID                    string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
+	ClientSecret                redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
+	ClientSecretFile            string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
+	Scopes                      string        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
+	AuthStyle                   string        `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how client credentials reach the token endpoint: body (works with every COOP client id), basic, or auto"`
+	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
+	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
+	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
+	AllowUnauthenticatedCallers bool          `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
+	AdminListen                 string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; empty: none"`
+	Store                       string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
+	RefreshMargin               time.Duration `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
+	RetryBodyLimit              int64         `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token"`
+	MaxHeaderBytes              int           `env:"MAX_HEADER_BYTES" envDefault:"65536" flag:"max-header-bytes" help:"largest request header (bytes); larger gets 431"`
+	UpstreamTimeout             time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" flag:"upstream-timeout" help:"longest wait for COOP's response headers; then 504"`
+	RequestTimeout              time.Duration `env:"REQUEST_TIMEOUT" envDefault:"2m" flag:"request-timeout" help:"longest a whole request may take, body included; then 504 (or the connection is cut mid-answer)"`
+	MaxBodyBytes                int64         `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
+	MaxUpstreamConns            int           `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
+	ShutdownTimeout             time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" flag:"shutdown-timeout" help:"on SIGINT/SIGTERM, how long in-flight requests may take to finish"`
+	LogFormat                   string        `env:"LOG_FORMAT" envDefault:"json" flag:"log-format" help:"json or console"`
+	LogLevel                    string        `env:"LOG_LEVEL" envDefault:"info" flag:"log-level" help:"debug, info, warn or error"`
+	RedirectURI                 string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
+	LoginTimeout                time.Duration `env:"LOGIN_TIMEOUT" envDefault:"5m" flag:"login-timeout" help:"login: how long to wait for the farmer's answer"`
+	NoBrowser                   bool          `env:"NO_BROWSER" flag:"no-browser" help:"login: only print the address to open, do not start a browser"`
+	Paste                       bool          `env:"PASTE" flag:"paste" help:"login: no listener; paste the address the browser was sent to (for machines without a browser)"`
 }
 
 // settingError is a problem with one setting, named as the user wrote it.

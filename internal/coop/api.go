@@ -1,6 +1,7 @@
 package coop
 
 import (
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -157,7 +158,7 @@ func (s *Server) answerAPILocked(a *apiAnswer, rt apiRoute, token string, berr *
 	t := s.access[token]
 	if t == nil {
 		s.bearerFail(a, errBadToken, "")
-		return fingerprint(token)
+		return redact.Fingerprint(token)
 	}
 	if now.After(t.expires) {
 		s.bearerFail(a, errExpiredToken, "")

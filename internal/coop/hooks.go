@@ -1,6 +1,7 @@
 package coop
 
 import (
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"net/http"
 	"time"
 )
@@ -10,14 +11,16 @@ import (
 type Fault int
 
 const (
-	// FaultNone: the token endpoint works.
+	// FaultNone leaves the token endpoint working.
 	FaultNone Fault = iota
-	// Fault500: POST /token answers 500 with an HTML error page, no JSON.
+	// Fault500 makes POST /token answer 500 with an HTML error page, no
+	// JSON.
 	Fault500
-	// FaultHang: POST /token never answers; the handler returns only when
-	// the request's context ends (the client gave up or went away).
+	// FaultHang makes POST /token never answer: the handler returns only
+	// when the request's context ends (the client gave up or went away).
 	FaultHang
-	// FaultDown: POST /token closes the connection without any response.
+	// FaultDown makes POST /token close the connection without any
+	// response.
 	FaultDown
 )
 
@@ -62,7 +65,7 @@ func (s *Server) RevokeToken(token string) {
 	delete(s.access, token)
 	delete(s.refresh, token)
 	s.mu.Unlock()
-	s.logf("coop: token %s revoked", fingerprint(token))
+	s.logf("coop: token %s revoked", redact.Fingerprint(token))
 }
 
 // ExpireAllTokens makes every access token issued so far expired now.

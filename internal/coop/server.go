@@ -10,8 +10,8 @@ package coop
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"net/http"
 	"slices"
 	"strings"
@@ -227,7 +227,7 @@ func (s *Server) issueLocked(clientID string, userID int64, scope string, withRe
 		userID:      userID,
 		scope:       scope,
 		expires:     now.Add(s.accessLifetime),
-		fingerprint: fingerprint(access),
+		fingerprint: redact.Fingerprint(access),
 	}
 	if withRefresh {
 		refresh = randomHex(20)
@@ -271,16 +271,6 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// fingerprint identifies a token without revealing it, in the format of
-// internal/redact.Fingerprint: "sha256:" and the first 8 hex digits.
-func fingerprint(token string) string {
-	if token == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(token))
-	return "sha256:" + hex.EncodeToString(sum[:4])
-}
-
 // scopeCovers reports whether every scope of required is in available, as
 // bshaffer's Scope::checkScope does (RFC 6749 §3.3): both strings are trimmed
 // and split on single spaces, so a doubled space asks for an empty scope,
@@ -313,18 +303,12 @@ func hasScope(list, scope string) bool {
 	}
 }
 
+// allScopes is COOP's six scopes as one space-separated list.
+var allScopes = strings.Join(AllScopes(), " ")
+
 // scopeExists reports whether every scope of s is one of COOP's six, as
 // bshaffer's Scope::scopeExists does.
-func scopeExists(s string) bool {
-	var all strings.Builder
-	for i, sc := range scopes {
-		if i > 0 {
-			all.WriteByte(' ')
-		}
-		all.WriteString(sc.name)
-	}
-	return scopeCovers(s, all.String())
-}
+func scopeExists(s string) bool { return scopeCovers(s, allScopes) }
 
 // phpTrim trims what PHP's trim() trims.
 func phpTrim(s string) string { return strings.Trim(s, " \t\n\r\x00\x0b") }

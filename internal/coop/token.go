@@ -14,19 +14,19 @@ import (
 // Errors of the token endpoint: RFC 6749 §5.2 codes with bshaffer's
 // descriptions, exactly as COOP served them.
 var (
-	errNoGrantType       = &oauthError{"invalid_request", "The grant type was not specified in the request"}
-	errNoClient          = &oauthError{"invalid_client", "Client credentials were not found in the headers or body"}
-	errBadClient         = &oauthError{"invalid_client", "The client credentials are invalid"}
-	errTokenScope        = &oauthError{"invalid_scope", "The scope requested is invalid for this request"}
-	errUnsupportedScope  = &oauthError{"invalid_scope", "An unsupported scope was requested"}
-	errNoCode            = &oauthError{"invalid_request", `Missing parameter: "code" is required`}
-	errBadCode           = &oauthError{"invalid_grant", "Authorization code doesn't exist or is invalid for the client"}
-	errCodeExpired       = &oauthError{"invalid_grant", "The authorization code has expired"}
-	errRedirectMismatch  = &oauthError{"redirect_uri_mismatch", "The redirect URI is missing or do not match"}
-	errNoRefreshToken    = &oauthError{"invalid_request", `Missing parameter: "refresh_token" is required`}
-	errBadRefreshToken   = &oauthError{"invalid_grant", "Invalid refresh token"}
-	errRefreshExpired    = &oauthError{"invalid_grant", "Refresh token has expired"}
-	errForeignRefreshTok = &oauthError{"invalid_grant", "refresh_token doesn't exist or is invalid for the client"}
+	errNoGrantType      = &oauthError{"invalid_request", "The grant type was not specified in the request"}
+	errNoClient         = &oauthError{"invalid_client", "Client credentials were not found in the headers or body"}
+	errBadClient        = &oauthError{"invalid_client", "The client credentials are invalid"}
+	errTokenScope       = &oauthError{"invalid_scope", "The scope requested is invalid for this request"}
+	errUnsupportedScope = &oauthError{"invalid_scope", "An unsupported scope was requested"}
+	errNoCode           = &oauthError{"invalid_request", `Missing parameter: "code" is required`}
+	errBadCode          = &oauthError{"invalid_grant", "Authorization code doesn't exist or is invalid for the client"}
+	errCodeExpired      = &oauthError{"invalid_grant", "The authorization code has expired"}
+	errRedirectMismatch = &oauthError{"redirect_uri_mismatch", "The redirect URI is missing or do not match"}
+	errNoRefreshToken   = &oauthError{"invalid_request", `Missing parameter: "refresh_token" is required`}
+	errBadRefreshToken  = &oauthError{"invalid_grant", "Invalid refresh token"}
+	errRefreshExpired   = &oauthError{"invalid_grant", "Refresh token has expired"}
+	errForeignRefresh   = &oauthError{"invalid_grant", "refresh_token doesn't exist or is invalid for the client"}
 )
 
 // oauthError is an RFC 6749 §4.1.2.1, §4.2.2.1 or §5.2 error.
@@ -241,7 +241,7 @@ func (s *Server) refreshGrantLocked(p tokenParams, app *App, now time.Time) (gra
 	}
 	// The refresh token must have been issued to this client.
 	if rt.clientID != app.ClientID {
-		return grant{}, errForeignRefreshTok
+		return grant{}, errForeignRefresh
 	}
 	return grant{userID: rt.userID, scope: rt.scope, withRefresh: true}, nil
 }

@@ -195,14 +195,31 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 }
 
 func newToken(rec tokenstore.Record, now time.Time, margin time.Duration) *Token {
-	t := &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: "Bearer " + rec.AccessToken}
+	return &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: "Bearer " + rec.AccessToken,
+		refreshAt: renewAt(rec, now, margin)}
+}
+
+// renewAt is when a token should be renewed: margin before it expires, but
+// not later than half its lifetime, so that a token living less than twice
+// the margin is not renewed on every request. The lifetime is counted from
+// when the record was obtained or written (UpdatedAt). Cache and Stored both
+// use it, so that a process finding a token another process just renewed
+// takes it instead of renewing it again.
+func renewAt(rec tokenstore.Record, now time.Time, margin time.Duration) time.Time {
 	if rec.Expiry.IsZero() {
-		t.refreshAt = now.Add(100 * 365 * 24 * time.Hour) // until rejected
-		return t
+		return now.Add(100 * 365 * 24 * time.Hour) // until rejected
 	}
-	left := rec.Expiry.Sub(now)
-	t.refreshAt = now.Add(max(left-margin, left/2))
-	return t
+	if rec.UpdatedAt.IsZero() {
+		return rec.Expiry.Add(-margin) // lifetime unknown
+	}
+	issued := rec.UpdatedAt
+	if issued.After(now) {
+		issued = now
+	}
+	if life := rec.Expiry.Sub(issued); life < 2*margin {
+		return issued.Add(life / 2)
+	}
+	return rec.Expiry.Add(-margin)
 }
 
 // Invalidate reports that the resource server rejected t (RFC 6750 §3.1

@@ -3,6 +3,7 @@ package tokensource
 import (
 	"context"
 	"errors"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
 	"runtime"
 	"sync"
 	"testing"
@@ -223,5 +224,33 @@ func TestCacheAfterCloseFailsWithoutFetching(t *testing.T) {
 	}
 	if g.calls.Load() != 0 {
 		t.Fatal("fetched after Close")
+	}
+}
+
+func TestRenewAt(t *testing.T) {
+	now := newClock().Now()
+	rec := func(issued time.Time, life time.Duration) tokenstore.Record {
+		return tokenstore.Record{AccessToken: "a", UpdatedAt: issued, Expiry: issued.Add(life)}
+	}
+	tests := []struct {
+		name string
+		rec  tokenstore.Record
+		want time.Time
+	}{
+		{"long-lived: margin before expiry", rec(now, time.Hour), now.Add(55 * time.Minute)},
+		{"short-lived: half the lifetime", rec(now, 8*time.Second), now.Add(4 * time.Second)},
+		{"renewed by another process 2s ago", rec(now.Add(-2*time.Second), 8*time.Second), now.Add(2 * time.Second)},
+		{"written in the future by a skewed clock", rec(now.Add(time.Minute), 8*time.Second), now.Add(34 * time.Second)},
+		{"no issue time: margin only", tokenstore.Record{AccessToken: "a", Expiry: now.Add(time.Hour)}, now.Add(55 * time.Minute)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := renewAt(tt.rec, now, 5*time.Minute); !got.Equal(tt.want) {
+				t.Fatalf("renewAt = %v, want %v", got.Sub(now), tt.want.Sub(now))
+			}
+		})
+	}
+	if got := renewAt(tokenstore.Record{AccessToken: "a"}, now, time.Minute); got.Before(now.Add(time.Hour * 24 * 365)) {
+		t.Fatalf("no expiry: renewAt = %v, want far away", got)
 	}
 }

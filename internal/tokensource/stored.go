@@ -29,7 +29,7 @@ type Store interface {
 type Stored struct {
 	Grant  Grant
 	Store  Store
-	Margin time.Duration // a stored token must stay valid this long to be reused
+	Margin time.Duration // renew this long before expiry (see renewAt)
 	Now    func() time.Time
 	Log    *zap.Logger
 
@@ -121,8 +121,9 @@ func (s *Stored) fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tok
 	if ok {
 		next.UserID, next.Email, next.GrantedAt = cur.UserID, cur.Email, cur.GrantedAt
 	}
+	next.UpdatedAt = now(s.Now) // the store sets it again when it writes; renewAt counts the lifetime from it
 	if next.GrantedAt.IsZero() {
-		next.GrantedAt = now(s.Now)
+		next.GrantedAt = next.UpdatedAt
 	}
 	s.Log.Info("token obtained",
 		zap.String("grant", s.Grant.Key().GrantType),
@@ -163,11 +164,12 @@ func (s *Stored) Flush(ctx context.Context) error {
 	return nil
 }
 
-// usable: not the rejected token, and valid for at least Margin. A record
+// usable: not the rejected token, and not yet due for renewal. A record
 // with no expiry is taken as valid until the resource server says otherwise.
 func (s *Stored) usable(r tokenstore.Record, rejected string) bool {
 	if r.AccessToken == "" || r.AccessToken == rejected {
 		return false
 	}
-	return r.Expiry.IsZero() || now(s.Now).Add(s.Margin).Before(r.Expiry)
+	t := now(s.Now)
+	return t.Before(renewAt(r, t, s.Margin))
 }

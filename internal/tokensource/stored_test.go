@@ -12,7 +12,7 @@ import (
 )
 
 func freshGrant(now time.Time) tokenstore.Record {
-	return tokenstore.Record{AccessToken: "access-login", RefreshToken: "refresh-login", Expiry: now.Add(time.Hour), UserID: 1, Email: "brent@example.com", GrantedAt: now}
+	return tokenstore.Record{AccessToken: "access-login", RefreshToken: "refresh-login", Expiry: now.Add(time.Hour), UserID: 1, Email: "brent@example.com", GrantedAt: now, UpdatedAt: now}
 }
 
 func newStored(g *fakeGrant) (*Stored, *memStore) {
