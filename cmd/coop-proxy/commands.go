@@ -22,7 +22,7 @@ func runToken(ctx context.Context, cfg *Config, _ []string, out io.Writer) error
 	cfg.LogFormat = "console"
 	log, flush := newLogger(cfg)
 	defer flush()
-	tk, err := newTokens(cfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)), nil, nil)
+	tk, err := newTokens(cfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)), serveHooks{}, nil)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ type Config struct {
 	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
 	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
 	AllowUnauthenticatedCallers bool          `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
-	AdminListen                 string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; empty: none"`
+	AdminListen                 string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
 	Store                       string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
 	RefreshMargin               time.Duration `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
 	RetryBodyLimit              int64         `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token"`
@@ -303,12 +303,15 @@ func (c *Config) check(need needs) []error {
 	}
 	if need.listen {
 		add(checkListen("Listen", c.Listen))
-		if c.AdminListen != "" {
+		if c.adminEnabled() {
 			add(checkListen("AdminListen", c.AdminListen))
 		}
 	}
 	return errs
 }
+
+// adminEnabled: an admin listener is wanted ("off", or an empty flag, says none).
+func (c *Config) adminEnabled() bool { return c.AdminListen != "" && c.AdminListen != "off" }
 
 // needs says which settings a command uses.
 type needs struct{ client, listen bool }

@@ -57,6 +57,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 type farm struct {
 	em           *coop.Server
 	url          string
+	redirect     string                // the application's registered loopback redirect URI
+	onAPI        func(r *http.Request) // when set, sees every /api/ request before COOP does
 	clock        *fakeClock
 	brent, sally coop.User
 	app          coop.App
@@ -64,14 +66,26 @@ type farm struct {
 	secretFile   string
 }
 
-func newFarm(t *testing.T) *farm {
+func newFarm(t *testing.T) *farm { return newFarmWith(t, coop.Options{}) }
+
+// newFarmWith is newFarm with emulator options; the fake clock is used
+// unless opts brings a clock of its own.
+func newFarmWith(t *testing.T, opts coop.Options) *farm {
 	t.Helper()
-	f := &farm{clock: &fakeClock{t: time.Now()}, dir: t.TempDir()}
-	f.em = coop.New(coop.Options{Now: f.clock.Now})
+	f := &farm{clock: &fakeClock{t: time.Now()}, dir: t.TempDir(), redirect: freeRedirectURI(t)}
+	if opts.Now == nil {
+		opts.Now = f.clock.Now
+	}
+	f.em = coop.New(opts)
 	f.brent = f.em.AddUser("brent@example.com", "brent-password", "Brent", "Farmer")
 	f.sally = f.em.AddUser("sally@example.com", "sally-password", "Sally", "Farmer")
-	f.app = f.em.AddApp(f.brent.ID, "Brent's Lazy CRON Job", []string{"eggs-collect", "eggs-count", "profile"}, "http://127.0.0.1:8085/callback")
-	srv := httptest.NewServer(f.em)
+	f.app = f.em.AddApp(f.brent.ID, "Brent's Lazy CRON Job", []string{"eggs-collect", "eggs-count", "profile"}, f.redirect)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.onAPI != nil && strings.HasPrefix(r.URL.Path, "/api/") {
+			f.onAPI(r)
+		}
+		f.em.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
 	f.secretFile = filepath.Join(f.dir, "secret")
@@ -92,6 +106,7 @@ func (f *farm) config(t *testing.T) *Config {
 	cfg.Upstream, cfg.ClientID, cfg.ClientSecretFile = f.url, f.app.ClientID, f.secretFile
 	cfg.Store = filepath.Join(f.dir, "state", "tokens.json")
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.RedirectURI, cfg.NoBrowser, cfg.LoginTimeout = f.redirect, true, 10*time.Second
 	return cfg
 }
 
@@ -128,12 +143,19 @@ type proc struct {
 // starts a proxy also checks that its log holds no secret or token.
 func (f *farm) start(t *testing.T, cfg *Config) *proc {
 	t.Helper()
+	return f.startWith(t, cfg, serveHooks{})
+}
+
+// startWith is start with hooks (ready and now are set here).
+func (f *farm) startWith(t *testing.T, cfg *Config, hooks serveHooks) *proc {
+	t.Helper()
 	logs := &logBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, log, serveHooks{ready: ready, now: f.clock.Now}) }()
+	hooks.ready, hooks.now = ready, f.clock.Now
+	go func() { done <- serve(ctx, cfg, log, hooks) }()
 	p := &proc{logs: logs}
 	select {
 	case a := <-ready:

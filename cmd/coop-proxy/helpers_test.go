@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net"
 	"testing"
 
 	"go.uber.org/zap"
@@ -29,4 +30,15 @@ func storedRecord(t *testing.T, cfg *Config) tokenstore.Record {
 		t.Fatalf("store: %v, found %v", err, ok)
 	}
 	return rec
+}
+
+// freeRedirectURI is a loopback redirect URI on a port free right now.
+func freeRedirectURI(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return "http://" + ln.Addr().String() + "/callback"
 }

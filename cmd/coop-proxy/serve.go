@@ -49,8 +49,9 @@ type server struct {
 
 // serveHooks let the demo and the tests watch and steer a running proxy.
 type serveHooks struct {
-	ready chan<- [2]string // receives the proxy's and admin listener's addresses once both listen
-	now   func() time.Time // the token cache's clock; nil: time.Now
+	ready     chan<- [2]string                          // receives the proxy's and admin listener's addresses once both listen
+	now       func() time.Time                          // the token cache's clock; nil: time.Now
+	wrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
 }
 
 // serve listens, serves until ctx ends, then drains.
@@ -58,7 +59,7 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var metrics *proxy.Metrics
-	tk, err := newTokens(cfg, log, hooks.now, func(err error) { metrics.TokenFetched(fetchOutcome(err)) })
+	tk, err := newTokens(cfg, log, hooks, func(err error) { metrics.TokenFetched(fetchOutcome(err)) })
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	servers := []*http.Server{main}
 	lns := []net.Listener{ln}
 	addrs := [2]string{ln.Addr().String()}
-	if cfg.AdminListen != "" {
+	if cfg.adminEnabled() {
 		aln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
 			ln.Close()

@@ -104,13 +104,13 @@ func openStore(cfg *Config, log *zap.Logger) (*tokenstore.Store, error) {
 }
 
 // newTokens builds the token stack for the configured grant.
-func newTokens(cfg *Config, log *zap.Logger, now func() time.Time, onFetch func(error)) (*tokens, error) {
+func newTokens(cfg *Config, log *zap.Logger, hooks serveHooks, onFetch func(error)) (*tokens, error) {
 	st, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	var grant tokensource.Grant
-	client := tokenHTTPClient()
+	client, now := tokenHTTPClient(), hooks.now
 	switch cfg.Grant {
 	case "authorization_code":
 		oc, err := oauthConfig(cfg)
@@ -128,7 +128,11 @@ func newTokens(cfg *Config, log *zap.Logger, now func() time.Time, onFetch func(
 			Scopes: cfg.scopeList(), AuthStyle: authStyle(cfg.AuthStyle),
 		}}
 	}
-	stored := &tokensource.Stored{Grant: grant, Store: st, Margin: cfg.RefreshMargin, Now: now, Log: log.Named("tokens")}
+	var store tokensource.Store = st
+	if hooks.wrapStore != nil {
+		store = hooks.wrapStore(st)
+	}
+	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: cfg.RefreshMargin, Now: now, Log: log.Named("tokens")}
 	cache := &tokensource.Cache{
 		Source:  stored,
 		Margin:  cfg.RefreshMargin,
