@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -123,7 +122,7 @@ func runCheckConfig(_ context.Context, cfg *Config, _ []string, out io.Writer) e
 	need := needs{client: true, listen: true}
 	errs := cfg.check(need)
 	for _, e := range errs {
-		fmt.Fprintln(os.Stderr, e)
+		fmt.Fprintln(out, e)
 	}
 	if len(errs) > 0 {
 		return exitError{code: 1}
