@@ -43,7 +43,10 @@ const statusClientClosed = 499
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	var te *tokensource.Error
 	var ne net.Error
+	var mbe *http.MaxBytesError
 	switch {
+	case errors.As(err, &mbe):
+		h.tooLarge(w)
 	case errors.As(err, &te):
 		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))

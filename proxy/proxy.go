@@ -7,6 +7,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -45,12 +49,23 @@ type Options struct {
 	LoopbackOnly bool
 	// AdminPaths are never forwarded: they belong to the admin listener.
 	AdminPaths []string
-	Log        *zap.Logger // one line per request; nil: no log
-	Metrics    *Metrics    // nil: no metrics
+	// MaxHeaderBytes answers 431 to a larger request header; 0: no limit
+	// here (http.Server's own, which answers in plain text, still applies).
+	MaxHeaderBytes int
+	// MaxBodyBytes answers 413 to a larger request body; 0: no limit.
+	MaxBodyBytes int64
+	// RequestTimeout bounds a whole request, COOP's answer included; 0: none.
+	RequestTimeout time.Duration
+	Log            *zap.Logger // one line per request; nil: no log
+	Metrics        *Metrics    // nil: no metrics
 }
 
 // Handler is the reverse proxy. Create it with New.
 type Handler struct {
+	inbound        atomic.Pointer[[sha256.Size]byte] // the inbound secret's hash; nil: none asked
+	maxHeaderBytes int
+	maxBodyBytes   int64
+	requestTimeout time.Duration
 	upstream       *url.URL
 	rp             *httputil.ReverseProxy
 	retryBodyLimit int64
@@ -91,6 +106,9 @@ func New(o Options) *Handler {
 		upstream:       o.Upstream,
 		retryBodyLimit: o.RetryBodyLimit,
 		loopbackOnly:   o.LoopbackOnly,
+		maxHeaderBytes: o.MaxHeaderBytes,
+		maxBodyBytes:   o.MaxBodyBytes,
+		requestTimeout: o.RequestTimeout,
 		adminPaths:     map[string]bool{},
 		log:            o.Log,
 		metrics:        o.Metrics,
@@ -106,6 +124,39 @@ func New(o Options) *Handler {
 		BufferPool:   newBufferPool(),
 	}
 	return h
+}
+
+// SetInboundSecret sets the secret callers must present, or none with "".
+// It may be called while serving (a reload).
+func (h *Handler) SetInboundSecret(secret string) {
+	if secret == "" {
+		h.inbound.Store(nil)
+		return
+	}
+	sum := sha256.Sum256([]byte(secret))
+	h.inbound.Store(&sum)
+}
+
+// inboundOK reports whether the request carries the inbound secret, as
+// "Proxy-Authorization: Bearer S" (RFC 9110 §11.7.2, removed before
+// forwarding as a hop-by-hop field) or "Authorization: Bearer S" (replaced
+// before forwarding). Hashing first makes the comparison constant-time
+// whatever the lengths.
+func (h *Handler) inboundOK(r *http.Request) bool {
+	want := h.inbound.Load()
+	if want == nil {
+		return true
+	}
+	for _, name := range [...]string{"Proxy-Authorization", "Authorization"} {
+		v := r.Header.Get(name)
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			got := sha256.Sum256([]byte(v[7:]))
+			if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rewrite builds the outbound request. ProxyRequest.SetURL points it at COOP
@@ -131,10 +182,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	if h.admit(rec, r) {
-		if err := h.keepBody(r); err != nil {
+		ctx := r.Context()
+		if h.requestTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
+			defer cancel()
+		}
+		if h.maxBodyBytes > 0 && r.ContentLength != 0 {
+			r.Body = http.MaxBytesReader(rec, r.Body, h.maxBodyBytes)
+		}
+		var mbe *http.MaxBytesError
+		switch err := h.keepBody(r); {
+		case errors.As(err, &mbe):
+			h.tooLarge(rec)
+		case err != nil:
 			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
-		} else {
-			h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, &rec.info)))
+		default:
+			h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info)))
 		}
 	}
 	d := time.Since(start)
@@ -154,6 +218,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit refuses what a reverse proxy for one upstream must not forward.
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	switch {
+	case !h.inboundOK(r):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="coop-proxy"`)
+		writeProblem(w, http.StatusUnauthorized, "inbound_credential_required",
+			"coop-proxy requires its inbound secret: send Proxy-Authorization: Bearer <secret>")
+	case h.maxHeaderBytes > 0 && headerSize(r) > h.maxHeaderBytes:
+		writeProblem(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
+			fmt.Sprintf("the request header is larger than %d bytes", h.maxHeaderBytes))
+	case h.maxBodyBytes > 0 && r.ContentLength > h.maxBodyBytes:
+		h.tooLarge(w)
 	case r.Method == http.MethodConnect:
 		writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
 	case r.URL.IsAbs() && !strings.EqualFold(r.URL.Host, h.upstream.Host):
@@ -170,6 +243,22 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	return false
+}
+
+func (h *Handler) tooLarge(w http.ResponseWriter) {
+	writeProblem(w, http.StatusRequestEntityTooLarge, "body_too_large",
+		fmt.Sprintf("the request body is larger than %d bytes", h.maxBodyBytes))
+}
+
+// headerSize approximates the size of the request line and header on the wire.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // keepBody reads a body up to the retry limit into memory and sets

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -22,7 +24,7 @@ type bearer struct {
 // request with it, and retries once on 401 invalid_token when the body can
 // be sent again.
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := b.tokens.Token(req.Context())
+	tok, err := b.token(req.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +42,7 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	resp.Body.Close()
 	b.tokens.Invalidate(tok)
-	tok, err = b.tokens.Token(req.Context())
+	tok, err = b.token(req.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +58,17 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b.metrics.retry()
 	return b.send(retry)
+}
+
+// token waits for a token; running out of time while waiting is a token
+// failure (503), not an upstream timeout.
+func (b *bearer) token(ctx context.Context) (*tokensource.Token, error) {
+	tok, err := b.tokens.Token(ctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, &tokensource.Error{Code: tokensource.Unavailable, Err: err, RetryAfter: time.Second,
+			Description: "no token could be had within the request timeout"}
+	}
+	return tok, err
 }
 
 func (b *bearer) send(req *http.Request) (*http.Response, error) {

@@ -17,11 +17,11 @@ import (
 
 // runToken prints a valid access token: from the store when it holds one,
 // else fetched (and stored), for `curl -H "Authorization: Bearer $(coop-proxy token)"`.
-func runToken(ctx context.Context, cfg *Config, _ []string, out io.Writer) error {
+func runToken(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
 	cfg.LogFormat = "console"
-	log, flush := newLogger(cfg)
+	log, _, flush := newLogger(cfg)
 	defer flush()
-	tk, err := newTokens(cfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)), serveHooks{}, nil)
+	tk, err := newTokens(cfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)), serveOptions{}, nil)
 	if err != nil {
 		return err
 	}
@@ -43,8 +43,8 @@ func storeKey(cfg *Config) tokenstore.Key {
 }
 
 // runStatus shows what the store holds for the configured grant; never a token.
-func runStatus(ctx context.Context, cfg *Config, _ []string, out io.Writer) error {
-	log, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+func runStatus(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
+	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
 	defer flush()
 	st, err := openStore(cfg, log)
 	if err != nil {
@@ -96,8 +96,8 @@ func runStatus(ctx context.Context, cfg *Config, _ []string, out io.Writer) erro
 }
 
 // runLogout removes the farmer's stored grant.
-func runLogout(ctx context.Context, cfg *Config, _ []string, out io.Writer) error {
-	log, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+func runLogout(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
+	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
 	defer flush()
 	st, err := openStore(cfg, log)
 	if err != nil {
@@ -118,7 +118,7 @@ func runLogout(ctx context.Context, cfg *Config, _ []string, out io.Writer) erro
 }
 
 // runCheckConfig prints every problem with the settings, one a line.
-func runCheckConfig(_ context.Context, cfg *Config, _ []string, out io.Writer) error {
+func runCheckConfig(_ context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
 	need := needs{client: true, listen: true}
 	errs := cfg.check(need)
 	for _, e := range errs {
@@ -132,7 +132,7 @@ func runCheckConfig(_ context.Context, cfg *Config, _ []string, out io.Writer) e
 }
 
 // runVersion prints the version, commit and Go version from the build info.
-func runVersion(_ context.Context, _ *Config, _ []string, out io.Writer) error {
+func runVersion(_ context.Context, _ *Config, _ rereadFunc, out io.Writer) error {
 	version, commit, goVersion := "(devel)", "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion

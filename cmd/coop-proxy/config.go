@@ -213,23 +213,36 @@ func (c *Config) storePath() (string, error) {
 
 // secret returns the client secret from the environment or its file.
 func (c *Config) secret() (redact.Secret, error) {
+	s, err := readSecret("ClientSecret", "ClientSecretFile", c.ClientSecret, c.ClientSecretFile)
+	if err == nil && s == "" {
+		err = problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", envPrefix, envPrefix)
+	}
+	return s, err
+}
+
+// inboundSecret returns the secret callers must present, or "" for none.
+func (c *Config) inboundSecret() (redact.Secret, error) {
+	return readSecret("InboundSecret", "InboundSecretFile", c.InboundSecret, c.InboundSecretFile)
+}
+
+// readSecret reads a secret given in the environment (field) or in a file
+// (fileField), not both; "" when neither is set.
+func readSecret(field, fileField string, value redact.Secret, file string) (redact.Secret, error) {
 	switch {
-	case c.ClientSecret != "" && c.ClientSecretFile != "":
-		return "", problem("ClientSecretFile", "set either %s%s or the file, not both", envPrefix, "CLIENT_SECRET")
-	case c.ClientSecretFile != "":
-		b, err := os.ReadFile(c.ClientSecretFile)
+	case value != "" && file != "":
+		return "", problem(fileField, "set either %s%s or the file, not both", envPrefix, fieldEnv(field))
+	case file != "":
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", problem("ClientSecretFile", "cannot read the secret file: %v", unwrapPathError(err))
+			return "", problem(fileField, "cannot read the secret file: %v", unwrapPathError(err))
 		}
 		s := strings.TrimSpace(string(b))
 		if s == "" {
-			return "", problem("ClientSecretFile", "%s is empty", c.ClientSecretFile)
+			return "", problem(fileField, "%s is empty", file)
 		}
 		return redact.Secret(s), nil
-	case c.ClientSecret != "":
-		return c.ClientSecret, nil
 	}
-	return "", problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", envPrefix, envPrefix)
+	return value, nil
 }
 
 func unwrapPathError(err error) error {
@@ -301,13 +314,41 @@ func (c *Config) check(need needs) []error {
 	default:
 		add(problem("LogLevel", "%q is not debug, info, warn or error", c.LogLevel))
 	}
+	inbound, err := c.inboundSecret()
+	add(err)
 	if need.listen {
-		add(checkListen("Listen", c.Listen))
+		add(c.checkFrontDoor(inbound != ""))
 		if c.adminEnabled() {
 			add(checkListen("AdminListen", c.AdminListen))
 		}
 	}
+	if c.MaxBodyBytes <= 0 {
+		add(problem("MaxBodyBytes", "must be more than 0"))
+	}
+	if c.MaxUpstreamConns <= 0 {
+		add(problem("MaxUpstreamConns", "must be more than 0"))
+	}
 	return errs
+}
+
+// checkFrontDoor: anyone who can reach the proxy acts as the farmer, so it
+// listens beyond loopback only with an inbound secret, or when the operator
+// says in so many words that anyone may use it. A Unix socket is guarded by
+// its file mode.
+func (c *Config) checkFrontDoor(haveInbound bool) error {
+	if path, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			return problem("Listen", "%q: a Unix socket needs an absolute path, as unix:/run/coop-proxy/proxy.sock", c.Listen)
+		}
+		return nil
+	}
+	if err := checkListen("Listen", c.Listen); err != nil {
+		return err
+	}
+	if !isLoopbackListen(c.Listen) && !haveInbound && !c.AllowUnauthenticatedCallers {
+		return problem("Listen", "%q is reachable from other machines, and whoever reaches coop-proxy acts as the farmer: set %sINBOUND_SECRET_FILE (callers send Proxy-Authorization: Bearer <secret>), or %sALLOW_UNAUTHENTICATED_CALLERS=true to accept that", c.Listen, envPrefix, envPrefix)
+	}
+	return nil
 }
 
 // adminEnabled: an admin listener is wanted ("off", or an empty flag, says none).

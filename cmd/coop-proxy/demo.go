@@ -20,7 +20,7 @@ import (
 // tutorial's "Brent's Lazy CRON Job" application (fresh random secrets),
 // starts the proxy in front of it, prints commands to try, and stops both
 // on Ctrl-C.
-func runDemo(ctx context.Context, cfg *Config, _ []string, out io.Writer) error {
+func runDemo(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
 	em := coop.New(coop.Options{})
 	password := rand.Text()[:16]
 	brent := em.AddUser("brent@example.com", password, "Brent", "Farmer")
@@ -57,12 +57,12 @@ func runDemo(ctx context.Context, cfg *Config, _ []string, out io.Writer) error 
 	if errs := d.check(needs{client: true, listen: true}); len(errs) > 0 {
 		return errs[0]
 	}
-	log, flush := newLogger(&d)
+	log, level, flush := newLogger(&d)
 	defer flush()
 
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, &d, log, serveHooks{ready: ready}) }()
+	go func() { done <- serve(ctx, &d, log, level, serveOptions{ready: ready}) }()
 	var addrs [2]string
 	select {
 	case addrs = <-ready:

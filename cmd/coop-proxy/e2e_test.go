@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,7 +59,7 @@ type farm struct {
 	em           *coop.Server
 	url          string
 	redirect     string                // the application's registered loopback redirect URI
-	onAPI        func(r *http.Request) // when set, sees every /api/ request before COOP does
+	onAPI        atomic.Pointer[func(r *http.Request)] // when set, sees every /api/ request before COOP does
 	clock        *fakeClock
 	brent, sally coop.User
 	app          coop.App
@@ -81,8 +82,8 @@ func newFarmWith(t *testing.T, opts coop.Options) *farm {
 	f.sally = f.em.AddUser("sally@example.com", "sally-password", "Sally", "Farmer")
 	f.app = f.em.AddApp(f.brent.ID, "Brent's Lazy CRON Job", []string{"eggs-collect", "eggs-count", "profile"}, f.redirect)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if f.onAPI != nil && strings.HasPrefix(r.URL.Path, "/api/") {
-			f.onAPI(r)
+		if hook := f.onAPI.Load(); hook != nil && strings.HasPrefix(r.URL.Path, "/api/") {
+			(*hook)(r)
 		}
 		f.em.ServeHTTP(w, r)
 	}))
@@ -143,11 +144,11 @@ type proc struct {
 // starts a proxy also checks that its log holds no secret or token.
 func (f *farm) start(t *testing.T, cfg *Config) *proc {
 	t.Helper()
-	return f.startWith(t, cfg, serveHooks{})
+	return f.startWith(t, cfg, serveOptions{})
 }
 
 // startWith is start with hooks (ready and now are set here).
-func (f *farm) startWith(t *testing.T, cfg *Config, hooks serveHooks) *proc {
+func (f *farm) startWith(t *testing.T, cfg *Config, hooks serveOptions) *proc {
 	t.Helper()
 	logs := &logBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
@@ -155,7 +156,7 @@ func (f *farm) startWith(t *testing.T, cfg *Config, hooks serveHooks) *proc {
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	hooks.ready, hooks.now = ready, f.clock.Now
-	go func() { done <- serve(ctx, cfg, log, hooks) }()
+	go func() { done <- serve(ctx, cfg, log, zap.NewAtomicLevelAt(zap.DebugLevel), hooks) }()
 	p := &proc{logs: logs}
 	select {
 	case a := <-ready:
@@ -210,6 +211,9 @@ func call(t *testing.T, method, url string, hdr map[string]string) answer {
 	_ = json.Unmarshal(b, &a.json)
 	return a
 }
+
+// watchAPI sets the hook that sees every /api/ request before COOP does.
+func (f *farm) watchAPI(hook func(r *http.Request)) { f.onAPI.Store(&hook) }
 
 func (f *farm) tokenRequests() int { return f.em.CountTokenRequests("") }
 

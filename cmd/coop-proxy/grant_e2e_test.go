@@ -160,14 +160,14 @@ func TestRefreshIsStoredBeforeUse(t *testing.T) {
 	var unstored atomic.Int32
 	var mu sync.Mutex
 	everStored := map[string]bool{first.AccessToken: true}
-	f.onAPI = func(r *http.Request) {
+	f.watchAPI(func(r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		everStored[storedRecord(t, cfg).AccessToken] = true
 		if !everStored[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] {
 			unstored.Add(1)
 		}
-	}
+	})
 	p := f.start(t, cfg)
 	call(t, "POST", p.url+"/api/1/eggs-count", nil)
 	f.clock.Advance(24*time.Hour - 4*time.Minute) // inside the refresh margin
@@ -215,7 +215,7 @@ func TestGrantSurvivesAStoreWriteFailureAfterRotation(t *testing.T) {
 	}
 	before := storedRecord(t, cfg)
 	flaky := &flakyStore{}
-	p := f.startWith(t, cfg, serveHooks{wrapStore: func(s tokensource.Store) tokensource.Store { flaky.inner = s; return flaky }})
+	p := f.startWith(t, cfg, serveOptions{wrapStore: func(s tokensource.Store) tokensource.Store { flaky.inner = s; return flaky }})
 	call(t, "POST", p.url+"/api/1/eggs-count", nil)
 
 	flaky.fail.Store(true)
@@ -348,10 +348,13 @@ type child struct {
 
 var listeningRE = regexp.MustCompile(`"listen":"([^"]+)"`)
 
-func startChild(t *testing.T, cfg *Config) *child {
+// startChild starts coop-proxy serve with cfg's settings, and extra
+// environment variables.
+func startChild(t *testing.T, cfg *Config, extra ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(os.Environ(), extra...)
+	cmd.Env = append(cmd.Env,
 		"COOP_PROXY_TEST_AS_MAIN=1",
 		envPrefix+"UPSTREAM="+cfg.Upstream,
 		envPrefix+"CLIENT_ID="+cfg.ClientID,
@@ -360,6 +363,7 @@ func startChild(t *testing.T, cfg *Config) *child {
 		envPrefix+"STORE="+cfg.Store,
 		envPrefix+"LISTEN=127.0.0.1:0",
 		envPrefix+"ADMIN_LISTEN=off",
+		envPrefix+"REFRESH_MARGIN="+cfg.RefreshMargin.String(),
 		envPrefix+"REDIRECT_URI="+cfg.RedirectURI,
 	)
 	c := &child{cmd: cmd, stderr: &logBuffer{}}

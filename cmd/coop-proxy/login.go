@@ -20,7 +20,7 @@ import (
 // learns who they are from /api/me when the profile scope was granted, and
 // stores the grant where `serve --grant authorization_code` picks it up
 // (even while running).
-func runLogin(ctx context.Context, cfg *Config, _ []string, out io.Writer) error {
+func runLogin(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
 	oc, err := oauthConfig(cfg)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func runLogin(ctx context.Context, cfg *Config, _ []string, out io.Writer) error
 		}
 	}
 
-	log, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
 	defer flush()
 	st, err := openStore(cfg, log)
 	if err != nil {

@@ -21,8 +21,12 @@ type command struct {
 	name    string
 	summary string
 	needs   needs
-	run     func(ctx context.Context, cfg *Config, args []string, out io.Writer) error
+	run     func(ctx context.Context, cfg *Config, reread rereadFunc, out io.Writer) error
 }
+
+// rereadFunc reads the settings again from the environment and the same
+// command line, for a reload.
+type rereadFunc func() (*Config, error)
 
 func commands() []command {
 	return []command{
@@ -84,7 +88,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(ctx, cfg, rest, stdout); err != nil {
+	reread := func() (*Config, error) {
+		cfg, _, err := loadConfig(flag.NewFlagSet(name, flag.ContinueOnError), args, nil)
+		return cfg, err
+	}
+	if err := cmd.run(ctx, cfg, reread, stdout); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
 			return ee.code

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
 )
@@ -29,10 +32,10 @@ import (
 var adminPaths = []string{"/healthz", "/readyz", "/metrics"}
 
 // runServe runs the proxy until ctx ends (SIGINT or SIGTERM).
-func runServe(ctx context.Context, cfg *Config, _ []string, _ io.Writer) error {
-	log, flush := newLogger(cfg)
+func runServe(ctx context.Context, cfg *Config, reread rereadFunc, _ io.Writer) error {
+	log, level, flush := newLogger(cfg)
 	defer flush()
-	err := serve(ctx, cfg, log, serveHooks{})
+	err := serve(ctx, cfg, log, level, serveOptions{reload: reread})
 	if err != nil {
 		log.Error("coop-proxy stopped", zap.Error(err))
 	}
@@ -41,21 +44,26 @@ func runServe(ctx context.Context, cfg *Config, _ []string, _ io.Writer) error {
 
 // server is a running proxy: its listeners and token stack.
 type server struct {
-	cfg      *Config
+	cfg      *Config          // replaced by a reload, in the reload goroutine only
+	secrets  [2]redact.Secret // the client and inbound secrets in use
+	hooks    serveOptions
 	log      *zap.Logger
+	level    zap.AtomicLevel
 	tokens   *tokens
 	draining atomic.Bool
 }
 
-// serveHooks let the demo and the tests watch and steer a running proxy.
-type serveHooks struct {
+// serveOptions carry the reload and let the demo and the tests watch and
+// steer a running proxy.
+type serveOptions struct {
+	reload    func() (*Config, error)                   // reads the settings again on SIGHUP; nil: no reload
 	ready     chan<- [2]string                          // receives the proxy's and admin listener's addresses once both listen
 	now       func() time.Time                          // the token cache's clock; nil: time.Now
 	wrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
 }
 
 // serve listens, serves until ctx ends, then drains.
-func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) error {
+func serve(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLevel, hooks serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var metrics *proxy.Metrics
@@ -63,26 +71,40 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	if err != nil {
 		return err
 	}
-	s := &server{cfg: cfg, log: log, tokens: tk}
+	s := &server{cfg: cfg, hooks: hooks, log: log, level: level, tokens: tk}
 	metrics = proxy.NewMetrics(reg, s.expiresIn, tk.stored.Durable)
 	upstream, _ := url.Parse(cfg.Upstream)
+	base := proxy.NewTransport(cfg.UpstreamTimeout)
+	base.MaxConnsPerHost = cfg.MaxUpstreamConns
 	handler := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Tokens:         tk.cache,
-		Base:           proxy.NewTransport(cfg.UpstreamTimeout),
+		Base:           base,
 		RetryBodyLimit: cfg.RetryBodyLimit,
 		LoopbackOnly:   isLoopbackListen(cfg.Listen),
 		AdminPaths:     adminPaths,
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		RequestTimeout: cfg.RequestTimeout,
 		Log:            log.Named("proxy"),
 		Metrics:        metrics,
 	})
+	secret, _ := cfg.secret() // both checked before serve
+	inbound, _ := cfg.inboundSecret()
+	s.secrets = [2]redact.Secret{secret, inbound}
+	handler.SetInboundSecret(inbound.Reveal())
+	if cfg.AllowUnauthenticatedCallers && inbound == "" && !isLoopbackListen(cfg.Listen) {
+		log.Warn("listening beyond loopback without an inbound secret: anyone who reaches coop-proxy acts as the farmer", zap.String("listen", cfg.Listen))
+	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
+	// http.Server's own limit (with a plain-text 431) is a backstop; the
+	// handler answers MaxHeaderBytes with JSON.
 	main := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: cfg.MaxHeaderBytes, ErrorLog: zap.NewStdLog(log.Named("http"))}
+		MaxHeaderBytes: 2 * cfg.MaxHeaderBytes, ErrorLog: zap.NewStdLog(log.Named("http"))}
 	servers := []*http.Server{main}
 	lns := []net.Listener{ln}
 	addrs := [2]string{ln.Addr().String()}
@@ -104,6 +126,21 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { tk.maintain(bg, log.Named("tokens")) })
+	if hooks.reload != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		wg.Go(func() {
+			for {
+				select {
+				case <-bg.Done():
+					return
+				case <-hup:
+					s.reload(hooks.reload, handler)
+				}
+			}
+		})
+	}
 	defer func() {
 		stopBg()
 		tk.cache.Close()
@@ -134,8 +171,10 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	case err := <-errc:
 		return err
 	}
-	// Draining: readiness goes false, listeners close, in-flight requests
-	// finish within the shutdown timeout. A second signal kills at once.
+	// Draining: readiness goes false at once, the proxy's listener closes
+	// and its in-flight requests finish within the shutdown timeout; the
+	// admin listener stays up meanwhile to say so. A second signal kills at
+	// once.
 	signal.Reset(os.Interrupt, syscall.SIGTERM)
 	s.draining.Store(true)
 	log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", cfg.ShutdownTimeout))
@@ -149,6 +188,66 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, hooks serveHooks) 
 	}
 	log.Info("coop-proxy stopped")
 	return shutErr
+}
+
+// reload reads the settings again (SIGHUP) and applies those that can
+// change live: the client secret, the inbound secret and the log level. A
+// reload with any problem changes nothing.
+func (s *server) reload(read func() (*Config, error), handler *proxy.Handler) {
+	next, err := read()
+	if err == nil {
+		if errs := next.check(needs{client: true, listen: true}); len(errs) > 0 {
+			err = errors.Join(errs...)
+		}
+	}
+	if err != nil {
+		s.log.Error("reload failed: keeping the settings in use", zap.Error(err))
+		return
+	}
+	oldSecret, oldInbound := s.secrets[0], s.secrets[1]
+	newSecret, _ := next.secret() // checked above
+	newInbound, _ := next.inboundSecret()
+	if newSecret != oldSecret {
+		g, err := newGrant(next, s.hooks)
+		if err != nil {
+			s.log.Error("reload failed: keeping the settings in use", zap.Error(err))
+			return
+		}
+		s.tokens.stored.SetGrant(g)
+		s.tokens.cache.RetryNow()
+	}
+	if newInbound != oldInbound {
+		handler.SetInboundSecret(newInbound.Reveal())
+	}
+	if lvl, err := zapcore.ParseLevel(next.LogLevel); err == nil {
+		s.level.SetLevel(lvl)
+	}
+	var restart []string
+	for _, name := range changedSettings(s.cfg, next) {
+		switch name {
+		case "ClientSecret", "ClientSecretFile", "InboundSecret", "InboundSecretFile", "LogLevel":
+		default:
+			restart = append(restart, settingName(name))
+		}
+	}
+	s.log.Info("settings reloaded", zap.Bool("client_secret_changed", newSecret != oldSecret),
+		zap.Bool("inbound_secret_changed", newInbound != oldInbound), zap.String("log_level", next.LogLevel))
+	if len(restart) > 0 {
+		s.log.Warn("these settings changed and take effect only on restart", zap.Strings("settings", restart))
+	}
+	s.cfg, s.secrets = next, [2]redact.Secret{newSecret, newInbound}
+}
+
+// changedSettings names the Config fields that differ.
+func changedSettings(a, b *Config) []string {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	var names []string
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			names = append(names, va.Type().Field(i).Name)
+		}
+	}
+	return names
 }
 
 func (s *server) expiresIn() float64 {

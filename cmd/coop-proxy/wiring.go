@@ -17,10 +17,11 @@ import (
 )
 
 // newLogger builds the zap logger the settings ask for, writing to stderr
-// through a buffer (one write per second, not one per request). The
-// returned func flushes it.
-func newLogger(cfg *Config) (*zap.Logger, func()) {
-	level, _ := zapcore.ParseLevel(cfg.LogLevel)
+// through a buffer (one write per second, not one per request). Its level
+// can be changed while it runs; the returned func flushes it.
+func newLogger(cfg *Config) (*zap.Logger, zap.AtomicLevel, func()) {
+	lvl, _ := zapcore.ParseLevel(cfg.LogLevel)
+	level := zap.NewAtomicLevelAt(lvl)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "time"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -35,7 +36,7 @@ func newLogger(cfg *Config) (*zap.Logger, func()) {
 	}
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.Lock(os.Stderr), Size: 256 << 10, FlushInterval: time.Second}
 	log := zap.New(zapcore.NewCore(enc, ws, level), zap.ErrorOutput(zapcore.Lock(os.Stderr)))
-	return log, func() { _ = ws.Stop() }
+	return log, level, func() { _ = ws.Stop() }
 }
 
 // tokens is the token stack of one configuration: store, persisting layer
@@ -104,43 +105,48 @@ func openStore(cfg *Config, log *zap.Logger) (*tokenstore.Store, error) {
 }
 
 // newTokens builds the token stack for the configured grant.
-func newTokens(cfg *Config, log *zap.Logger, hooks serveHooks, onFetch func(error)) (*tokens, error) {
+func newTokens(cfg *Config, log *zap.Logger, hooks serveOptions, onFetch func(error)) (*tokens, error) {
 	st, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	var grant tokensource.Grant
-	client, now := tokenHTTPClient(), hooks.now
-	switch cfg.Grant {
-	case "authorization_code":
-		oc, err := oauthConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		grant = &tokensource.Refresh{Config: oc, Client: client, Now: now}
-	default:
-		secret, err := cfg.secret()
-		if err != nil {
-			return nil, err
-		}
-		grant = &tokensource.ClientCredentials{Client: client, Now: now, Config: &clientcredentials.Config{
-			ClientID: cfg.ClientID, ClientSecret: secret.Reveal(), TokenURL: cfg.tokenURL(),
-			Scopes: cfg.scopeList(), AuthStyle: authStyle(cfg.AuthStyle),
-		}}
+	grant, err := newGrant(cfg, hooks)
+	if err != nil {
+		return nil, err
 	}
 	var store tokensource.Store = st
 	if hooks.wrapStore != nil {
 		store = hooks.wrapStore(st)
 	}
-	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: cfg.RefreshMargin, Now: now, Log: log.Named("tokens")}
+	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: cfg.RefreshMargin, Now: hooks.now, Log: log.Named("tokens")}
 	cache := &tokensource.Cache{
 		Source:  stored,
 		Margin:  cfg.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
-		Now:     now,
+		Now:     hooks.now,
 		OnFetch: onFetch,
 	}
 	return &tokens{store: st, stored: stored, cache: cache}, nil
+}
+
+// newGrant builds the configured grant.
+func newGrant(cfg *Config, hooks serveOptions) (tokensource.Grant, error) {
+	client := tokenHTTPClient()
+	if cfg.Grant == "authorization_code" {
+		oc, err := oauthConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &tokensource.Refresh{Config: oc, Client: client, Now: hooks.now}, nil
+	}
+	secret, err := cfg.secret()
+	if err != nil {
+		return nil, err
+	}
+	return &tokensource.ClientCredentials{Client: client, Now: hooks.now, Config: &clientcredentials.Config{
+		ClientID: cfg.ClientID, ClientSecret: secret.Reveal(), TokenURL: cfg.tokenURL(),
+		Scopes: cfg.scopeList(), AuthStyle: authStyle(cfg.AuthStyle),
+	}}, nil
 }
 
 // maintain renews the token ahead of expiry and writes pending tokens to

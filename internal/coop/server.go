@@ -206,6 +206,19 @@ func (s *Server) AddApp(ownerID int64, clientID string, scopes []string, redirec
 	return a
 }
 
+// RegenerateSecret gives a registered application a new client secret, as
+// the owner can on COOP's site; the old secret stops working at once.
+func (s *Server) RegenerateSecret(clientID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.apps[clientID]
+	if !ok {
+		return "", false
+	}
+	a.ClientSecret = randomHex(16)
+	return a.ClientSecret, true
+}
+
 // IssueToken creates tokens directly, without an HTTP round trip, as the
 // token endpoint would: an access token acting for userID through clientID
 // with the given scopes, and a refresh token when withRefresh (else refresh

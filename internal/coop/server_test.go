@@ -339,3 +339,29 @@ func BenchmarkEggsCount(b *testing.B) {
 		}
 	}
 }
+
+func TestRegenerateSecretRetiresTheOldOne(t *testing.T) {
+	s := New(Options{})
+	owner := s.AddUser("brent@example.com", "pw", "Brent", "Farmer")
+	app := s.AddApp(owner.ID, "TopCluck", AllScopes(), "")
+	secret, ok := s.RegenerateSecret("TopCluck")
+	if !ok || secret == app.ClientSecret || len(secret) != 32 {
+		t.Fatalf("RegenerateSecret = %q, %v", secret, ok)
+	}
+	if _, ok := s.RegenerateSecret("nobody"); ok {
+		t.Fatal("an unknown client got a secret")
+	}
+	for _, tt := range []struct {
+		secret string
+		status int
+	}{{app.ClientSecret, 400}, {secret, 200}} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/token", strings.NewReader(url.Values{
+			"grant_type": {"client_credentials"}, "client_id": {"TopCluck"}, "client_secret": {tt.secret}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		s.ServeHTTP(rec, req)
+		if rec.Code != tt.status {
+			t.Fatalf("secret %s: %d %s", tt.secret[:4], rec.Code, rec.Body)
+		}
+	}
+}

@@ -236,6 +236,14 @@ func (c *Cache) Invalidate(t *Token) {
 	c.retryAt = time.Time{}
 }
 
+// RetryNow ends a backoff, so that the next Token call fetches at once (after
+// a reload has changed what failed).
+func (c *Cache) RetryNow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.retryAt = time.Time{}
+}
+
 // Current returns the token held now, or nil; it never fetches.
 func (c *Cache) Current() *Token { return c.cur.Load() }
 

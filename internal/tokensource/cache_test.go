@@ -254,3 +254,22 @@ func TestRenewAt(t *testing.T) {
 		t.Fatalf("no expiry: renewAt = %v, want far away", got)
 	}
 }
+
+func TestCacheRetryNowEndsTheBackoff(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, stored, _ := stack(t, g)
+	g.setErr(&Error{Code: ClientRejected, Description: "rejected"})
+	if _, err := c.Token(context.Background()); err == nil {
+		t.Fatal("want an error")
+	}
+	// The operator fixes the secret: a new grant and a reload.
+	fixed := &fakeGrant{clock: g.clock, life: time.Hour}
+	stored.SetGrant(fixed)
+	if _, err := c.Token(context.Background()); err == nil || fixed.calls.Load() != 0 {
+		t.Fatal("during the backoff, no fetch was expected")
+	}
+	c.RetryNow()
+	if got := mustToken(t, c).Access(); got != "access-1" || fixed.calls.Load() != 1 {
+		t.Fatalf("after RetryNow: %q, %d fetches", got, fixed.calls.Load())
+	}
+}

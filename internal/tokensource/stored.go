@@ -139,6 +139,14 @@ func (s *Stored) keepPending(rec tokenstore.Record, err error) {
 		zap.String("token", redact.Fingerprint(rec.AccessToken)), zap.Error(err))
 }
 
+// SetGrant replaces the grant, as a reload does when the client secret
+// changed. The store key must stay the same.
+func (s *Stored) SetGrant(g Grant) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Grant = g
+}
+
 // Durable reports whether every token handed out is on disk.
 func (s *Stored) Durable() bool {
 	s.mu.Lock()

@@ -1,0 +1,189 @@
+package proxy_test
+
+// Benchmarks of the handler (run by `make bench`, not by `go test`):
+//
+//	go test -run '^$' -bench . -benchmem ./proxy/
+//
+// Each has a baseline, a bare httputil.ReverseProxy that sets a fixed token
+// (bench/bareproxy's), so that what the handler costs beyond it shows.
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+	"github.com/coop-proxy/coop-proxy/proxy"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+// eggsBody is COOP's answer to POST /api/{id}/eggs-count.
+var eggsBody = []byte(`{"action":"eggs-count","success":true,"message":"You have collected a total of 3 eggs today","data":3}`)
+
+const (
+	benchToken = "0123456789abcdef0123456789abcdef01234567" // 40 hex, as COOP's
+	eggsPath   = "/api/1/eggs-count"
+	// benchConns is how many requests are in flight at once over HTTP, as
+	// wrk's -c32 in bench/run.sh.
+	benchConns = 32
+)
+
+// oneToken is a token source that always has the same long-lived token.
+type oneToken struct{}
+
+func (oneToken) Token(context.Context, string) (tokenstore.Record, error) {
+	return tokenstore.Record{AccessToken: benchToken, TokenType: "Bearer", Expiry: time.Now().Add(24 * time.Hour)}, nil
+}
+
+// newHandler wires proxy.New as `coop-proxy serve` does: a token cache,
+// metrics on a registry, and a JSON logger at info level (to io.Discard, so
+// that encoding the request line is counted but no I/O is).
+func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Handler {
+	b.Helper()
+	cache := &tokensource.Cache{Source: oneToken{}, Margin: 5 * time.Minute}
+	b.Cleanup(cache.Close)
+	if _, err := cache.Token(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "time"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	metrics := proxy.NewMetrics(prometheus.NewRegistry(), func() float64 { return 3600 }, func() bool { return true })
+	return proxy.New(proxy.Options{
+		Upstream:     upstream,
+		Tokens:       cache,
+		Base:         base,
+		Log:          log.Named("proxy"),
+		Metrics:      metrics,
+		LoopbackOnly: true,
+		AdminPaths:   []string{"/healthz", "/readyz", "/metrics"},
+	})
+}
+
+// newBare is the baseline: bench/bareproxy's reverse proxy.
+func newBare(upstream *url.URL, base http.RoundTripper) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+			pr.Out.Header.Set("Authorization", "Bearer "+benchToken)
+		},
+		Transport: base,
+	}
+}
+
+// startUpstream starts a stand-in for COOP that answers eggsBody.
+func startUpstream(b *testing.B) *url.URL {
+	b.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(eggsBody)
+	}))
+	b.Cleanup(up.Close)
+	u, err := url.Parse(up.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u
+}
+
+// benchOverHTTP serves h on a loopback listener and POSTs to it from
+// benchConns goroutines, each connection kept alive.
+func benchOverHTTP(b *testing.B, h http.Handler) {
+	srv := httptest.NewServer(h)
+	b.Cleanup(srv.Close)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * benchConns}}
+	b.Cleanup(client.CloseIdleConnections)
+	target := srv.URL + eggsPath
+
+	b.ReportAllocs()
+	// RunParallel starts parallelism × GOMAXPROCS goroutines.
+	b.SetParallelism((benchConns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(target, "", nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHandler is coop-proxy's handler over real loopback HTTP, in
+// front of an httptest upstream: client, proxy and upstream in one process.
+func BenchmarkHandler(b *testing.B) {
+	benchOverHTTP(b, newHandler(b, startUpstream(b), proxy.NewTransport(30*time.Second)))
+}
+
+// BenchmarkBareReverseProxy is BenchmarkHandler's baseline.
+func BenchmarkBareReverseProxy(b *testing.B) {
+	benchOverHTTP(b, newBare(startUpstream(b), proxy.NewTransport(30*time.Second)))
+}
+
+// canned is a RoundTripper that answers eggsBody without a network.
+type canned struct{}
+
+var cannedLength = []string{strconv.Itoa(len(eggsBody))}
+
+func (canned) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{
+		Status: "200 OK", StatusCode: http.StatusOK,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		// A new map each time: ReverseProxy deletes hop-by-hop headers from it.
+		Header:        http.Header{"Content-Type": {"application/json"}, "Content-Length": cannedLength},
+		Body:          io.NopCloser(bytes.NewReader(eggsBody)),
+		ContentLength: int64(len(eggsBody)),
+		Request:       req,
+	}, nil
+}
+
+// benchServeHTTP calls h.ServeHTTP directly with the same request each time
+// (the handlers do not change it) and a new recorder.
+func benchServeHTTP(b *testing.B, h http.Handler) {
+	req := httptest.NewRequest(http.MethodPost, eggsPath, nil)
+	req.Host = "127.0.0.1:8080" // as a caller of coop-proxy on loopback sends it
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkHandlerServeHTTP is the handler's own per-request cost, with the
+// transport to COOP stubbed out.
+func BenchmarkHandlerServeHTTP(b *testing.B) {
+	benchServeHTTP(b, newHandler(b, &url.URL{Scheme: "http", Host: "coop.invalid"}, canned{}))
+}
+
+// BenchmarkBareReverseProxyServeHTTP is BenchmarkHandlerServeHTTP's baseline.
+func BenchmarkBareReverseProxyServeHTTP(b *testing.B) {
+	benchServeHTTP(b, newBare(&url.URL{Scheme: "http", Host: "coop.invalid"}, canned{}))
+}
