@@ -58,7 +58,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 type farm struct {
 	em           *coop.Server
 	url          string
-	redirect     string                // the application's registered loopback redirect URI
+	redirect     string                                // the application's registered loopback redirect URI
 	onAPI        atomic.Pointer[func(r *http.Request)] // when set, sees every /api/ request before COOP does
 	clock        *fakeClock
 	brent, sally coop.User

@@ -146,7 +146,9 @@ func TestSIGHUPPicksUpARotatedClientSecret(t *testing.T) {
 	_ = os.WriteFile(cfg.ClientSecretFile, []byte(secret), 0o600)
 	before := f.em.CountTokenRequests("client_credentials")
 	_ = c.cmd.Process.Signal(syscall.SIGHUP)
-	waitUntilOr(t, c, "the reload", func() bool { return strings.Contains(c.stderr.String(), `"client_secret_changed":true`) || strings.Count(c.stderr.String(), "reload failed") > reloads+1 })
+	waitUntilOr(t, c, "the reload", func() bool {
+		return strings.Contains(c.stderr.String(), `"client_secret_changed":true`) || strings.Count(c.stderr.String(), "reload failed") > reloads+1
+	})
 	if !strings.Contains(c.stderr.String(), `"client_secret_changed":true`) {
 		t.Fatalf("reload:\n%s", c.stderr.String())
 	}

@@ -1,13 +1,14 @@
 package coop
 
 import (
-	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // The five farm actions, in the order of coop-api.md.

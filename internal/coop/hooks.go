@@ -1,9 +1,10 @@
 package coop
 
 import (
-	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"net/http"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // Fault is a failure the token endpoint can be made to show, to test how a

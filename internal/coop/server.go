@@ -11,12 +11,13 @@ package coop
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // Defaults of Options, as COOP was configured.

@@ -2,7 +2,6 @@ package coop
 
 import (
 	"encoding/json"
-	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // fakeClock is a settable clock for Options.Now: tests move time instead of

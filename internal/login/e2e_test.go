@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coop-proxy/coop-proxy/internal/coop"
 	"golang.org/x/oauth2"
+
+	"github.com/coop-proxy/coop-proxy/internal/coop"
 )
 
 // fakeClock is the emulator's clock, moved by the test.

@@ -3,11 +3,12 @@ package tokensource
 import (
 	"context"
 	"errors"
-	"github.com/coop-proxy/coop-proxy/tokenstore"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/tokenstore"
 
 	"go.uber.org/zap"
 )
