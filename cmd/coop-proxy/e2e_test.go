@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/fakeclock"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -33,26 +35,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeClock is the controlled clock shared by the emulator and the proxy's
-// token cache. It starts at the real time, because x/oauth2 computes expiry
-// from the real clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // farm is a COOP emulator on loopback with two farmers and the tutorial's
 // cron application owned by Brent.
 type farm struct {
@@ -60,7 +42,7 @@ type farm struct {
 	url          string
 	redirect     string                                // the application's registered loopback redirect URI
 	onAPI        atomic.Pointer[func(r *http.Request)] // when set, sees every /api/ request before COOP does
-	clock        *fakeClock
+	clock        *fakeclock.Clock
 	brent, sally coop.User
 	app          coop.App
 	dir          string
@@ -73,7 +55,7 @@ func newFarm(t *testing.T) *farm { return newFarmWith(t, coop.Options{}) }
 // unless opts brings a clock of its own.
 func newFarmWith(t *testing.T, opts coop.Options) *farm {
 	t.Helper()
-	f := &farm{clock: &fakeClock{t: time.Now()}, dir: t.TempDir(), redirect: freeRedirectURI(t)}
+	f := &farm{clock: fakeclock.New(time.Now()), dir: t.TempDir(), redirect: freeRedirectURI(t)}
 	if opts.Now == nil {
 		opts.Now = f.clock.Now
 	}

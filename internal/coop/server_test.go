@@ -9,34 +9,16 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/fakeclock"
 
 	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
-// fakeClock is a settable clock for Options.Now: tests move time instead of
-// sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2024, time.March, 5, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2024, time.March, 5, 10, 0, 0, 0, time.UTC))
 }
 
 // fixture is a COOP with two farmers and four applications, served over
@@ -44,7 +26,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 type fixture struct {
 	s     *Server
 	ts    *httptest.Server
-	clock *fakeClock
+	clock *fakeclock.Clock
 
 	brent, alice User
 	// cron: Brent's client-credentials job, a client id with special

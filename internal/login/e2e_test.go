@@ -10,45 +10,28 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/fakeclock"
 
 	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/internal/coop"
 )
 
-// fakeClock is the emulator's clock, moved by the test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // farm is an emulated COOP on loopback with one farmer.
 type farm struct {
 	coop   *coop.Server
 	srv    *httptest.Server
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	farmer coop.User
 }
 
 const farmerPassword = "cluck-cluck"
 
 func newFarm(t *testing.T) *farm {
-	clock := &fakeClock{now: time.Date(2014, 6, 1, 8, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2014, 6, 1, 8, 0, 0, 0, time.UTC))
 	c := coop.New(coop.Options{Now: clock.Now})
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)

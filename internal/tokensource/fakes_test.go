@@ -8,28 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/fakeclock"
+
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)) }
 
 // memStore is an in-memory Store whose writes can be made to fail.
 type memStore struct {
@@ -80,7 +64,7 @@ func (m *memStore) put(k tokenstore.Key, r tokenstore.Record) {
 // fakeGrant issues numbered tokens that live `life`, rotating a refresh
 // token like COOP: a refresh token works once.
 type fakeGrant struct {
-	clock   *clock
+	clock   *fakeclock.Clock
 	life    time.Duration
 	refresh bool // behave as the refresh grant
 	calls   atomic.Int32
