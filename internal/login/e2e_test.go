@@ -2,13 +2,10 @@ package login
 
 import (
 	"errors"
-	"html"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,66 +52,6 @@ func (f *farm) config(t *testing.T, clientID, redirect, registered string, style
 	}
 }
 
-var (
-	returnToField = regexp.MustCompile(`name="return_to" value="([^"]*)"`)
-	approveLink   = regexp.MustCompile(`<a href="([^"]*)">Yes, I Authorize This Request</a>`)
-	denyLink      = regexp.MustCompile(`<a href="([^"]*)">get me out of here!</a>`)
-)
-
-// browser is the farmer's browser: it keeps COOP's cookie and follows no
-// redirect by itself, so the test sees every step.
-type browser struct {
-	t    *testing.T
-	c    *http.Client
-	coop string
-}
-
-func newBrowser(t *testing.T, coopURL string) *browser {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &browser{t: t, c: noRedirects(jar), coop: coopURL}
-}
-
-// logIn opens the authorization URL, meets COOP's login page and logs in,
-// and returns the page COOP sends the browser back to.
-func (b *browser) logIn(authURL string) (*http.Response, string) {
-	b.t.Helper()
-	resp, page := get(b.t, b.c, authURL)
-	m := returnToField.FindStringSubmatch(page)
-	if resp.StatusCode != http.StatusOK || m == nil {
-		b.t.Fatalf("authorization URL answered %d without the login form: %q", resp.StatusCode, page)
-	}
-	resp, err := b.c.PostForm(b.coop+"/login", url.Values{
-		"email": {"brent@example.com"}, "password": {farmerPassword}, "return_to": {html.UnescapeString(m[1])},
-	})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		b.t.Fatalf("login answered %d", resp.StatusCode)
-	}
-	return get(b.t, b.c, b.coop+resp.Header.Get("Location"))
-}
-
-// decide logs in, clicks the consent link and returns where COOP redirects.
-func (b *browser) decide(authURL string, link *regexp.Regexp) string {
-	b.t.Helper()
-	resp, page := b.logIn(authURL)
-	m := link.FindStringSubmatch(page)
-	if resp.StatusCode != http.StatusOK || m == nil {
-		b.t.Fatalf("consent page %d without the link: %q", resp.StatusCode, page)
-	}
-	resp, _ = get(b.t, b.c, b.coop+html.UnescapeString(m[1]))
-	if resp.StatusCode != http.StatusFound {
-		b.t.Fatalf("the consent link answered %d", resp.StatusCode)
-	}
-	return resp.Header.Get("Location")
-}
-
 // TestLoginAgainstTheEmulator runs the whole flow in a test browser against
 // the emulated COOP, through the loopback listener or the paste.
 func TestLoginAgainstTheEmulator(t *testing.T) {
@@ -123,30 +60,30 @@ func TestLoginAgainstTheEmulator(t *testing.T) {
 		clientID  string
 		style     oauth2.AuthStyle
 		paste     bool
-		link      *regexp.Regexp
+		approve   bool
 		late      bool                // the browser comes back after the code expired
 		tamper    func(string) string // changes the redirected address
 		check     func(*testing.T, *farm, outcome)
 		exchanges int
 	}{
-		{name: "approval logs in", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, link: approveLink, check: wantLoggedIn, exchanges: 1},
-		{name: "approval logs in by paste", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, paste: true, link: approveLink, check: wantLoggedIn, exchanges: 1},
-		{name: "approval logs in with Basic credentials when the client id needs no escaping", clientID: "TopCluck", style: oauth2.AuthStyleInHeader, link: approveLink, check: wantLoggedIn, exchanges: 1},
+		{name: "approval logs in", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, approve: true, check: wantLoggedIn, exchanges: 1},
+		{name: "approval logs in by paste", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, paste: true, approve: true, check: wantLoggedIn, exchanges: 1},
+		{name: "approval logs in with Basic credentials when the client id needs no escaping", clientID: "TopCluck", style: oauth2.AuthStyleInHeader, approve: true, check: wantLoggedIn, exchanges: 1},
 		{
-			name: "Basic credentials for a client id with an apostrophe fail as on COOP", clientID: "Brent's Top Cluck", style: oauth2.AuthStyleInHeader, link: approveLink,
+			name: "Basic credentials for a client id with an apostrophe fail as on COOP", clientID: "Brent's Top Cluck", style: oauth2.AuthStyleInHeader, approve: true,
 			check: func(t *testing.T, _ *farm, o outcome) { wantAuthorizationError("invalid_client")(t, o.err) }, exchanges: 1,
 		},
-		{name: "denial is ErrDenied", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, link: denyLink, check: wantErr(ErrDenied)},
+		{name: "denial is ErrDenied", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, approve: false, check: wantErr(ErrDenied)},
 		{
-			name: "a tampered state is refused before any exchange", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, link: approveLink,
+			name: "a tampered state is refused before any exchange", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, approve: true,
 			tamper: func(loc string) string { return replaceParam(loc, "state", "forged") }, check: wantErr(ErrStateMismatch),
 		},
 		{
-			name: "a pasted address with another state is refused before any exchange", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, paste: true, link: approveLink,
+			name: "a pasted address with another state is refused before any exchange", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, paste: true, approve: true,
 			tamper: func(loc string) string { return replaceParam(loc, "state", "forged") }, check: wantErr(ErrStateMismatch),
 		},
 		{
-			name: "an expired code is invalid_grant", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, link: approveLink, late: true,
+			name: "an expired code is invalid_grant", clientID: "Top Cluck", style: oauth2.AuthStyleInParams, approve: true, late: true,
 			check: func(t *testing.T, _ *farm, o outcome) { wantAuthorizationError("invalid_grant")(t, o.err) }, exchanges: 1,
 		},
 	}
@@ -164,8 +101,11 @@ func TestLoginAgainstTheEmulator(t *testing.T) {
 			authURL := out.authURL(t)
 			state := queryOf(t, authURL).Get("state")
 
-			b := newBrowser(t, f.srv.URL)
-			loc := b.decide(authURL, tt.link)
+			b := coop.NewBrowser(f.srv.URL, "brent@example.com", farmerPassword)
+			loc, err := b.Decide(authURL, tt.approve)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !strings.HasPrefix(loc, redirect+"?") {
 				t.Fatalf("COOP redirected to %q", loc)
 			}
@@ -179,7 +119,7 @@ func TestLoginAgainstTheEmulator(t *testing.T) {
 			if tt.paste {
 				io.WriteString(typing, loc+"\n")
 			} else {
-				resp, page := get(t, b.c, loc)
+				resp, page := get(t, b.Client, loc)
 				if ok := resp.StatusCode == http.StatusOK; ok != strings.Contains(page, "You are logged in to coop-proxy") {
 					t.Errorf("callback page %d %q", resp.StatusCode, page)
 				}
@@ -255,9 +195,9 @@ func TestLoginCOOPRefuses(t *testing.T) {
 			out := newOutRecorder()
 			done := start(t.Context(), cfg, out)
 
-			resp, page := newBrowser(t, f.srv.URL).logIn(out.authURL(t))
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, tt.page) {
-				t.Fatalf("after login COOP answered %d %q", resp.StatusCode, page)
+			_, err := coop.NewBrowser(f.srv.URL, "brent@example.com", farmerPassword).Decide(out.authURL(t), true)
+			if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), tt.page) {
+				t.Fatalf("after login COOP answered %v, want its 400 page", err)
 			}
 			o := await(t, done)
 			if !errors.Is(o.err, ErrTimeout) {
