@@ -119,7 +119,7 @@ func runLogout(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) er
 
 // runCheckConfig prints every problem with the settings, one a line.
 func runCheckConfig(_ context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	need := needs{client: true, listen: true}
+	need := needs{client: true, listen: true, store: true}
 	errs := cfg.check(need)
 	for _, e := range errs {
 		fmt.Fprintln(out, e)

@@ -287,7 +287,8 @@ func (c *Config) check(need needs) []error {
 		_, err := c.secret()
 		add(err)
 	}
-	if _, err := c.storePath(); err != nil {
+	if need.store {
+		_, err := c.storePath()
 		add(err)
 	}
 	for _, d := range []struct {
@@ -355,7 +356,7 @@ func (c *Config) checkFrontDoor(haveInbound bool) error {
 func (c *Config) adminEnabled() bool { return c.AdminListen != "" && c.AdminListen != "off" }
 
 // needs says which settings a command uses.
-type needs struct{ client, listen bool }
+type needs struct{ client, listen, store bool }
 
 func checkURL(field, s string) error {
 	u, err := url.Parse(s)

@@ -105,6 +105,8 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatalf("serve --help: %d\n%s", code, stdout.String())
 	}
 	stdout.Reset()
+	t.Setenv("HOME", "") // version needs no store, so no home directory
+	t.Setenv("XDG_STATE_HOME", "")
 	if code := run([]string{"version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "coop-proxy ") || !strings.Contains(stdout.String(), "go1.") {
 		t.Fatalf("version: %d %q", code, stdout.String())
 	}

@@ -54,7 +54,7 @@ func runDemo(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) erro
 	if os.Getenv(envPrefix+"LOG_FORMAT") == "" {
 		d.LogFormat = "console"
 	}
-	if errs := d.check(needs{client: true, listen: true}); len(errs) > 0 {
+	if errs := d.check(needs{client: true, listen: true, store: true}); len(errs) > 0 {
 		return errs[0]
 	}
 	log, level, flush := newLogger(&d)

@@ -30,12 +30,12 @@ type rereadFunc func() (*Config, error)
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy (the default command)", needs{client: true, listen: true}, runServe},
-		{"token", "print a valid access token and nothing else", needs{client: true}, runToken},
-		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", needs{}, runStatus},
-		{"login", "log a farmer in with the authorization-code grant and store the grant", needs{client: true}, runLogin},
-		{"logout", "remove the stored farmer's grant", needs{}, runLogout},
-		{"check-config", "check every setting, print each problem on its own line", needs{client: true, listen: true}, runCheckConfig},
+		{"serve", "run the proxy (the default command)", needs{client: true, listen: true, store: true}, runServe},
+		{"token", "print a valid access token and nothing else", needs{client: true, store: true}, runToken},
+		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", needs{store: true}, runStatus},
+		{"login", "log a farmer in with the authorization-code grant and store the grant", needs{client: true, store: true}, runLogin},
+		{"logout", "remove the stored farmer's grant", needs{store: true}, runLogout},
+		{"check-config", "check every setting, print each problem on its own line", needs{client: true, listen: true, store: true}, runCheckConfig},
 		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", needs{}, runDemo},
 		{"version", "print the version", needs{}, runVersion},
 	}

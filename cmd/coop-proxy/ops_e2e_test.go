@@ -236,3 +236,22 @@ func waitUntilOr(t *testing.T, c *child, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	reread := func() (*Config, error) { c := *cfg; return &c, nil }
+	p := f.startWith(t, cfg, serveOptions{reload: reread, watchEvery: 20 * time.Millisecond})
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	secret, _ := f.em.RegenerateSecret(f.app.ClientID)
+	f.em.ExpireAllTokens()
+	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 503 {
+		t.Fatalf("with the old secret: %d %s", a.status, a.body)
+	}
+	// As a Kubernetes Secret volume would: the file changes in place.
+	_ = os.WriteFile(cfg.ClientSecretFile, []byte(secret), 0o600)
+	waitUntil(t, "the reload", func() bool { return strings.Contains(p.logs.String(), "a secret file changed") })
+	waitUntil(t, "a token with the new secret", func() bool { return call(t, "POST", p.url+"/api/1/eggs-count", nil).status == 200 })
+}

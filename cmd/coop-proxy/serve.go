@@ -56,10 +56,11 @@ type server struct {
 // serveOptions carry the reload and let the demo and the tests watch and
 // steer a running proxy.
 type serveOptions struct {
-	reload    func() (*Config, error)                   // reads the settings again on SIGHUP; nil: no reload
-	ready     chan<- [2]string                          // receives the proxy's and admin listener's addresses once both listen
-	now       func() time.Time                          // the token cache's clock; nil: time.Now
-	wrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
+	reload     func() (*Config, error)                   // reads the settings again on SIGHUP; nil: no reload
+	ready      chan<- [2]string                          // receives the proxy's and admin listener's addresses once both listen
+	now        func() time.Time                          // the token cache's clock; nil: time.Now
+	wrapStore  func(tokensource.Store) tokensource.Store // lets a test make the store fail
+	watchEvery time.Duration                             // how often secret files are looked at; 0: secretWatchInterval
 }
 
 // serve listens, serves until ctx ends, then drains.
@@ -131,13 +132,28 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLe
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		wg.Go(func() {
+			// Secret files are also watched, as Kubernetes updates a mounted
+			// Secret in place and nothing in a pod can send SIGHUP.
+			every := hooks.watchEvery
+			if every == 0 {
+				every = secretWatchInterval
+			}
+			watch := time.NewTicker(every)
+			defer watch.Stop()
+			seen := s.secretFiles()
 			for {
 				select {
 				case <-bg.Done():
 					return
 				case <-hup:
-					s.reload(hooks.reload, handler)
+				case <-watch.C:
+					if now := s.secretFiles(); now == seen {
+						continue
+					}
+					s.log.Info("a secret file changed: reloading")
 				}
+				s.reload(hooks.reload, handler)
+				seen = s.secretFiles()
 			}
 		})
 	}
@@ -196,7 +212,7 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLe
 func (s *server) reload(read func() (*Config, error), handler *proxy.Handler) {
 	next, err := read()
 	if err == nil {
-		if errs := next.check(needs{client: true, listen: true}); len(errs) > 0 {
+		if errs := next.check(needs{client: true, listen: true, store: true}); len(errs) > 0 {
 			err = errors.Join(errs...)
 		}
 	}
@@ -236,6 +252,26 @@ func (s *server) reload(read func() (*Config, error), handler *proxy.Handler) {
 		s.log.Warn("these settings changed and take effect only on restart", zap.Strings("settings", restart))
 	}
 	s.cfg, s.secrets = next, [2]redact.Secret{newSecret, newInbound}
+}
+
+// secretWatchInterval is how often the secret files are looked at.
+const secretWatchInterval = 5 * time.Second
+
+// fileState is what tells that a file changed: its size and time.
+type fileState struct {
+	size    int64
+	modTime time.Time
+}
+
+// secretFiles returns the state of the client and inbound secret files.
+func (s *server) secretFiles() [2]fileState {
+	var st [2]fileState
+	for i, path := range []string{s.cfg.ClientSecretFile, s.cfg.InboundSecretFile} {
+		if info, err := os.Stat(path); path != "" && err == nil {
+			st[i] = fileState{info.Size(), info.ModTime()}
+		}
+	}
+	return st
 }
 
 // changedSettings names the Config fields that differ.
