@@ -1,0 +1,78 @@
+// Command bareproxy is the benchmark's baseline (b): the least a Go reverse
+// proxy in front of COOP does. It is a bare httputil.ReverseProxy that sets
+// a fixed bearer token, over the same transport as coop-proxy
+// (proxy.NewTransport), with no per-request logging, no metrics and no
+// token cache.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/proxy"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:18081", "address to listen on (loopback)")
+	upstream := flag.String("upstream", "", "COOP's base URL (required)")
+	tokenFile := flag.String("token-file", "", "file holding the access token to send (required)")
+	flag.Parse()
+	if *upstream == "" || *tokenFile == "" {
+		log.Fatal("bareproxy: -upstream and -token-file are required")
+	}
+	if err := run(*listen, *upstream, *tokenFile); err != nil {
+		log.Fatalf("bareproxy: %v", err)
+	}
+}
+
+func run(listen, upstream, tokenFile string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	target, err := url.Parse(upstream)
+	if err != nil {
+		return err
+	}
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return err
+	}
+	authorization := "Bearer " + strings.TrimSpace(string(token))
+
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			pr.Out.Header.Set("Authorization", authorization)
+		},
+		// The same connection pooling and timeouts as coop-proxy's.
+		Transport: proxy.NewTransport(30 * time.Second),
+	}
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return hs.Shutdown(sctx)
+}

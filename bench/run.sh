@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# bench/run.sh (`make bench`): the throughput and latency of coop-proxy
+# against a bare Go reverse proxy and nginx, in front of the COOP emulator.
+#
+# Targets, each loaded in turn by wrk from core 1 while the COOP emulator and
+# the proxy under test share core 0:
+#   (a) the COOP emulator directly (wrk sends the bearer token itself)
+#   (b) bench/bareproxy: a bare httputil.ReverseProxy adding a fixed token
+#   (c) nginx, 1 worker, adding the same fixed token
+#   (d) `coop-proxy serve`, client credentials grant, JSON log at info level
+# Each gets a 2 s warm-up, then `wrk -t1 -c32 -d10s --latency`, POST
+# /api/1/eggs-count. The results, and the Go benchmarks of the proxy
+# package, go to bench/results/YYYY-MM-DD.md (a new section per run) and
+# to stdout.
+#
+# Ports: BENCH_PORT_BASE (default 18080) and the four after it, on 127.0.0.1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+
+port_base=${BENCH_PORT_BASE:-18080}
+upstream_addr=127.0.0.1:$port_base
+bare_addr=127.0.0.1:$((port_base + 1))
+nginx_addr=127.0.0.1:$((port_base + 2))
+proxy_addr=127.0.0.1:$((port_base + 3))
+admin_addr=127.0.0.1:$((port_base + 4))
+api_path=/api/1/eggs-count
+wrk_args=(-t1 -c32 --latency -s "$root/bench/post.lua")
+
+# --- tools -------------------------------------------------------------------
+missing=()
+for cmd in wrk nginx curl jq; do
+	command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
+if ((${#missing[@]})); then
+	echo "installing ${missing[*]}" >&2
+	apt-get update
+	apt-get install -y "${missing[@]}"
+fi
+
+# --- temp dir, processes, cleanup ---------------------------------------------
+# The temp dir (mode 0700) holds the client secret and an access token.
+tmp=$(mktemp -d -t coop-proxy-bench.XXXXXX)
+declare -A pids=() # name → pid of each server started
+
+# stop NAME: SIGTERM the server NAME and wait for it to exit.
+stop() {
+	local pid=${pids[$1]:-}
+	[[ -n $pid ]] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	unset "pids[$1]"
+}
+
+cleanup() {
+	local status=$?
+	for name in "${!pids[@]}"; do
+		stop "$name"
+	done
+	if ((status == 0)); then
+		rm -rf "$tmp"
+	else
+		echo "bench failed; logs kept in $tmp" >&2
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: run CMD in the background, output to $tmp/NAME.log.
+start() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 &
+	pids[$name]=$!
+}
+
+# fail NAME MESSAGE: show the end of NAME's log and stop the run.
+fail() {
+	echo "$1: $2" >&2
+	tail -n 20 "$tmp/$1.log" >&2 || true
+	exit 1
+}
+
+# await_ok NAME URL [CURL ARGS...]: wait up to 10 s for URL to answer 2xx.
+await_ok() {
+	local name=$1 url=$2
+	shift 2
+	for _ in $(seq 100); do
+		if curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then
+			return 0
+		fi
+		kill -0 "${pids[$name]}" 2>/dev/null || fail "$name" "exited"
+		sleep 0.1
+	done
+	fail "$name" "no 2xx from $url within 10 s"
+}
+
+# No setting of the caller's may change how coop-proxy runs here.
+for var in $(compgen -v COOP_PROXY_ || true); do
+	unset "$var"
+done
+
+for addr in "$upstream_addr" "$bare_addr" "$nginx_addr" "$proxy_addr" "$admin_addr"; do
+	if (: <"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
+		echo "$addr is in use: set BENCH_PORT_BASE to a free range" >&2
+		exit 1
+	fi
+done
+
+# --- build and start COOP ----------------------------------------------------
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "building" >&2
+mkdir "$tmp/bin"
+go build -o "$tmp/bin/coop-proxy" ./cmd/coop-proxy
+go build -o "$tmp/bin/upstream" ./bench/upstream
+go build -o "$tmp/bin/bareproxy" ./bench/bareproxy
+
+start upstream taskset -c 0 "$tmp/bin/upstream" -listen "$upstream_addr" -credentials "$tmp/credentials.json"
+for _ in $(seq 100); do
+	[[ -s $tmp/credentials.json ]] && break
+	sleep 0.1
+done
+[[ -s $tmp/credentials.json ]] || fail upstream "wrote no credentials"
+client_id=$(jq -r .client_id "$tmp/credentials.json")
+jq -r .client_secret "$tmp/credentials.json" >"$tmp/client_secret"
+token=$(jq -r .access_token "$tmp/credentials.json")
+printf '%s\n' "$token" >"$tmp/access_token"
+printf 'Authorization: Bearer %s\n' "$token" >"$tmp/auth-header"
+await_ok upstream "http://$upstream_addr$api_path" -X POST -H "@$tmp/auth-header"
+
+# --- load --------------------------------------------------------------------
+# to_ms VALUE: wrk's "290.00us", "1.03ms", "1.20s" in milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+		f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+		if (f < 0) { print "cannot read wrk latency " v > "/dev/stderr"; exit 1 }
+		printf "%.3f", n * f
+	}'
+}
+
+declare -A rps=() p50=() p99=() errors=()
+
+# load LABEL ADDR [ENV...]: warm up, then measure ADDR with wrk on core 1;
+# ENV (NAME=VALUE) is passed to wrk (post.lua reads BENCH_TOKEN).
+load() {
+	local label=$1 url=http://$2$api_path out=$tmp/wrk-$1.txt
+	shift 2
+	echo "load $label: $url" >&2
+	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d2s "$url" >/dev/null
+	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d10s "$url" >"$out"
+	rps[$label]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+	p50[$label]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+	p99[$label]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+	# "Non-2xx or 3xx responses: N" and "Socket errors: connect N, read N,
+	# write N, timeout N" appear only when there are any.
+	errors[$label]=$(awk -F'[:,]' '
+		/^ *Non-2xx or 3xx responses:/ { n += $2 }
+		/^ *Socket errors:/ { for (i = 2; i <= NF; i++) { split($i, w, " "); n += w[2] } }
+		END { print n + 0 }' "$out")
+}
+
+load a "$upstream_addr" BENCH_TOKEN="$token"
+
+start bareproxy taskset -c 0 "$tmp/bin/bareproxy" -listen "$bare_addr" \
+	-upstream "http://$upstream_addr" -token-file "$tmp/access_token"
+await_ok bareproxy "http://$bare_addr$api_path" -X POST
+load b "$bare_addr"
+stop bareproxy
+
+sed -e "s|@TMP@|$tmp|g" -e "s|@LISTEN@|$nginx_addr|g" -e "s|@UPSTREAM@|$upstream_addr|g" \
+	-e "s|@TOKEN@|$token|g" bench/nginx.conf.tmpl >"$tmp/nginx.conf"
+start nginx taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log"
+await_ok nginx "http://$nginx_addr$api_path" -X POST
+load c "$nginx_addr"
+stop nginx
+
+start coop-proxy env \
+	COOP_PROXY_UPSTREAM="http://$upstream_addr" \
+	COOP_PROXY_CLIENT_ID="$client_id" \
+	COOP_PROXY_CLIENT_SECRET_FILE="$tmp/client_secret" \
+	COOP_PROXY_STORE="$tmp/tokens.json" \
+	COOP_PROXY_LISTEN="$proxy_addr" \
+	COOP_PROXY_ADMIN_LISTEN="$admin_addr" \
+	COOP_PROXY_LOG_FORMAT=json \
+	taskset -c 0 "$tmp/bin/coop-proxy" serve
+await_ok coop-proxy "http://$admin_addr/readyz"
+await_ok coop-proxy "http://$proxy_addr$api_path" -X POST
+load d "$proxy_addr"
+stop coop-proxy # flushes its log
+log_lines=$(grep -c '"msg":"request"' "$tmp/coop-proxy.log" || true)
+
+stop upstream
+
+# --- Go benchmarks -------------------------------------------------------------
+echo "go test -bench" >&2
+gobench=$(go test -run '^$' -bench . -benchmem ./proxy/)
+
+# --- report --------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+rps_db=$(ratio "${rps[d]}" "${rps[b]}")
+p99_db=$(ratio "${p99[d]}" "${p99[b]}")
+rps_dc=$(ratio "${rps[d]}" "${rps[c]}")
+p99_dc=$(ratio "${p99[d]}" "${p99[c]}")
+verdict=$(awk -v r="$rps_db" -v p="$p99_db" 'BEGIN { print (r >= 0.95 && p <= 1.10) ? "PASS" : "MISS" }')
+
+nginx_version=$(nginx -v 2>&1)
+wrk_version=$({ wrk -v 2>&1 || true; } | head -n 1)
+section=$tmp/section.md
+{
+	echo "## Run at $(date +%H:%M:%S%z)"
+	echo
+	echo "- machine: $(nproc) cores, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r);"
+	echo "  load average before the run: $loadavg (other work on these cores makes p99 noisy)"
+	echo "- $(go version), ${nginx_version#nginx version: }, ${wrk_version% Copyright*}"
+	echo "- load: each target 2 s warm-up, then \`wrk ${wrk_args[*]:0:3} -d10s\` POST $api_path from core 1;"
+	echo "  the COOP emulator and the proxy under test share core 0"
+	echo
+	echo "| target | | req/s | p50 (ms) | p99 (ms) | errors |"
+	echo "| --- | --- | ---: | ---: | ---: | ---: |"
+	echo "| (a) | COOP emulator directly | ${rps[a]} | ${p50[a]} | ${p99[a]} | ${errors[a]} |"
+	echo "| (b) | bare httputil.ReverseProxy | ${rps[b]} | ${p50[b]} | ${p99[b]} | ${errors[b]} |"
+	echo "| (c) | nginx, 1 worker | ${rps[c]} | ${p50[c]} | ${p99[c]} | ${errors[c]} |"
+	echo "| (d) | coop-proxy serve | ${rps[d]} | ${p50[d]} | ${p99[d]} | ${errors[d]} |"
+	echo
+	echo "| ratio | throughput | p99 |"
+	echo "| --- | ---: | ---: |"
+	echo "| (d)/(b) | $rps_db | $p99_db |"
+	echo "| (d)/(c) | $rps_dc | $p99_dc |"
+	echo
+	echo "target: (d) ≥ 0.95 × (b) throughput, (d) p99 ≤ 1.10 × (b) p99 — **$verdict**"
+	echo
+	echo "(d) wrote $log_lines request log lines (JSON, info level)."
+	echo
+	echo "### Go benchmarks (\`go test -run '^\$' -bench . -benchmem ./proxy/\`)"
+	echo
+	echo '```'
+	echo "$gobench"
+	echo '```'
+	echo
+} >"$section"
+
+results=bench/results/$(date +%F).md
+mkdir -p bench/results
+if [[ ! -e $results ]]; then
+	# shellcheck disable=SC2016 # the backquotes are Markdown
+	printf '# coop-proxy benchmark, %s\n\nMade by `make bench` (bench/run.sh).\n\n' "$(date +%F)" >"$results"
+fi
+cat "$section" >>"$results"
+cat "$section"
+echo "results appended to $results" >&2
+
+for label in a b c d; do
+	if ((errors[$label] > 0)); then
+		echo "target ($label) had ${errors[$label]} errors: its numbers are not valid" >&2
+		exit 1
+	fi
+done
