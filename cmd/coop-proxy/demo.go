@@ -70,8 +70,13 @@ func runDemo(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) erro
 		return err
 	}
 	p := "http://" + addrs[0]
-	env := fmt.Sprintf("%sUPSTREAM=%s %sCLIENT_ID=%q %sCLIENT_SECRET_FILE=%s %sSTORE=%s",
+	// The settings for running coop-proxy's other commands against the demo.
+	envFile := filepath.Join(dir, "env")
+	envText := fmt.Sprintf("export %sUPSTREAM=%s\nexport %sCLIENT_ID=%q\nexport %sCLIENT_SECRET_FILE=%s\nexport %sSTORE=%s\n",
 		envPrefix, emURL, envPrefix, app.ClientID, envPrefix, secretFile, envPrefix, d.Store)
+	if err := os.WriteFile(envFile, []byte(envText), 0o600); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, `
 coop-proxy demo
   COOP emulator   %s   (farmers: %s id %d, %s id %d)
@@ -79,23 +84,30 @@ coop-proxy demo
   coop-proxy      %s   (admin: %s)
 
 Try, in another terminal (no token in sight):
-  curl -X POST %s/api/%d/eggs-collect        # collects eggs on Brent's farm
-  curl -X POST %s/api/%d/eggs-collect        # again within 20 s: COOP's "give the ladies a break"
+  curl -X POST %s/api/%d/eggs-collect     # collects eggs on Brent's farm
+  curl -X POST %s/api/%d/eggs-collect     # again within 20 s: COOP's "give the ladies a break"
   curl -X POST %s/api/%d/eggs-count
-  curl %s/api/me                              # the application's owner
-  curl -X POST %s/api/%d/barn-unlock         # Sally's farm: COOP's 401 passes through
-  curl -X POST %s/api/%d/eggs-count          # straight to COOP, no token: COOP's 200 "access_denied"
+  curl %s/api/me                           # the application's owner
+  curl -X POST %s/api/%d/barn-unlock      # Sally's farm: COOP's 401 passes through
+  curl -X POST %s/api/%d/eggs-count       # straight to COOP, no token: COOP's 200 "access_denied"
   curl %s/metrics
-  %s %s status
+
+The other commands, with the demo's settings:
+  . %s
+  %s status
+  curl -H "Authorization: Bearer $(%s token)" -X POST %s/api/%d/eggs-count
 
 A farmer's own grant (authorization code), against the same emulator:
-  %s %s login --store %s/farmer.json --grant authorization_code
-  (log in on the emulator's page as %s, password %s)
+  . %s
+  %s login --grant authorization_code      # log in as %s, password %s
+  %s serve --grant authorization_code --listen 127.0.0.1:8081 --admin-listen off
+  curl http://127.0.0.1:8081/api/me
 
 Ctrl-C stops both.
 `, emURL, brent.Email, brent.ID, sally.Email, sally.ID, app.ClientID, p, orNone(addrs[1]),
 		p, brent.ID, p, brent.ID, p, brent.ID, p, p, sally.ID, emURL, brent.ID, adminURL(addrs[1]),
-		env, self(), env, self(), dir, brent.Email, password)
+		envFile, self(), self(), emURL, brent.ID,
+		envFile, self(), brent.Email, password, self())
 
 	err = <-done
 	if errors.Is(err, http.ErrServerClosed) {

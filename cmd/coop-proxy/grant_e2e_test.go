@@ -116,6 +116,11 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 	if err := runLogout(context.Background(), cfg, nil, &logout); err != nil || !strings.Contains(logout.String(), "Logged out") {
 		t.Fatalf("logout: %v %s", err, logout.String())
 	}
+	// The running proxy stops acting for the farmer within a second.
+	waitUntil(t, "the logout to reach the proxy", func() bool {
+		a := call(t, "GET", p.url+"/api/me", nil)
+		return a.status == 503 && a.json["error"] == "login_required"
+	})
 	status.Reset()
 	_ = runStatus(context.Background(), cfg, nil, &status)
 	if !strings.Contains(status.String(), "no farmer logged in") {

@@ -45,6 +45,8 @@ type tokens struct {
 	store  *tokenstore.Store
 	stored *tokensource.Stored
 	cache  *tokensource.Cache
+	key    tokenstore.Key
+	farmer bool // the grant is a farmer's (authorization code), which logout can remove
 }
 
 // authStyle maps the auth-style setting to x/oauth2's. COOP does not
@@ -126,7 +128,7 @@ func newTokens(cfg *Config, log *zap.Logger, hooks serveOptions, onFetch func(er
 		Now:     hooks.now,
 		OnFetch: onFetch,
 	}
-	return &tokens{store: st, stored: stored, cache: cache}, nil
+	return &tokens{store: st, stored: stored, cache: cache, key: grant.Key(), farmer: cfg.Grant == "authorization_code"}, nil
 }
 
 // newGrant builds the configured grant.
@@ -149,8 +151,8 @@ func newGrant(cfg *Config, hooks serveOptions) (tokensource.Grant, error) {
 	}}, nil
 }
 
-// maintain renews the token ahead of expiry and writes pending tokens to
-// the store, once a second, until ctx ends.
+// maintain renews the token ahead of expiry, writes pending tokens to the
+// store, and notices a logout, once a second, until ctx ends.
 func (t *tokens) maintain(ctx context.Context, log *zap.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -164,6 +166,13 @@ func (t *tokens) maintain(ctx context.Context, log *zap.Logger) {
 		if !t.stored.Durable() {
 			if err := t.stored.Flush(ctx); err != nil {
 				log.Error("still cannot write tokens to the token store", zap.Error(err))
+			}
+			continue
+		}
+		if t.farmer && t.cache.Current() != nil {
+			if _, ok, err := t.store.Load(ctx, t.key); err == nil && !ok {
+				log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
+				t.cache.Forget()
 			}
 		}
 	}

@@ -244,6 +244,15 @@ func (c *Cache) RetryNow() {
 	c.retryAt = time.Time{}
 }
 
+// Forget drops the token held, so that the next Token call asks the source
+// (after a logout removed the grant it came from).
+func (c *Cache) Forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cur.Store(nil)
+	c.retryAt = time.Time{}
+}
+
 // Current returns the token held now, or nil; it never fetches.
 func (c *Cache) Current() *Token { return c.cur.Load() }
 
