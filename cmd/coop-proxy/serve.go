@@ -161,6 +161,10 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLe
 		stopBg()
 		tk.cache.Close()
 		wg.Wait()
+		// Tokens still only in memory are the farmer's grant: one more try.
+		if err := tk.stored.Flush(context.Background()); err != nil {
+			log.Error("EXITING WITH NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: the grant may be lost; run `coop-proxy login` if the next start says login_required", zap.Error(err))
+		}
 	}()
 
 	// A token at start, so that /readyz is true as soon as can be; a failure
