@@ -6,19 +6,15 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log"
-	"net"
-	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/bench/benchserve"
 	"github.com/coop-proxy/coop-proxy/proxy"
 )
 
@@ -36,9 +32,6 @@ func main() {
 }
 
 func run(listen, upstream, tokenFile string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	target, err := url.Parse(upstream)
 	if err != nil {
 		return err
@@ -59,20 +52,5 @@ func run(listen, upstream, tokenFile string) error {
 		Transport: proxy.NewTransport(30 * time.Second),
 	}
 
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return hs.Shutdown(sctx)
+	return benchserve.Run(listen, rp, nil)
 }

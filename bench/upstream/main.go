@@ -6,18 +6,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
+	"github.com/coop-proxy/coop-proxy/bench/benchserve"
 	"github.com/coop-proxy/coop-proxy/internal/coop"
 )
 
@@ -41,9 +37,6 @@ func main() {
 }
 
 func run(listen, credsPath string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	srv := coop.New(coop.Options{})
 	farmer := srv.AddUser("brent@example.com", "bench-only", "Brent", "Farmer")
 	app := srv.AddApp(farmer.ID, "Brent's Lazy CRON Job", coop.AllScopes(), "")
@@ -52,23 +45,9 @@ func run(listen, credsPath string) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Printf("upstream: COOP emulator on http://%s, farm %d", ln.Addr(), farmer.ID)
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return hs.Shutdown(sctx)
+	return benchserve.Run(listen, srv, func(addr net.Addr) {
+		log.Printf("upstream: COOP emulator on http://%s, farm %d", addr, farmer.ID)
+	})
 }
 
 // writeCredentials writes c as indented JSON to a file of mode 0600 that
