@@ -68,7 +68,14 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLe
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var metrics *proxy.Metrics
-	tk, err := newTokens(cfg, log, hooks, func(err error) { metrics.TokenFetched(fetchOutcome(err)) })
+	tokenLog := log.Named("tokens")
+	tk, err := newTokens(cfg, log, hooks, func(err error) {
+		metrics.TokenFetched(fetchOutcome(err))
+		var te *tokensource.Error
+		if errors.As(err, &te) {
+			tokenLog.Warn("no token", zap.String("error", string(te.Code)), zap.String("reason", te.Description), zap.Duration("retry_in", te.RetryAfter))
+		}
+	})
 	if err != nil {
 		return err
 	}
