@@ -66,6 +66,14 @@ func runStatus(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) er
 		} else {
 			p("state", "no token stored yet (serve or token fetches one)")
 		}
+		// Other grants there often mean other settings (grant, scopes, URL).
+		keys, err := st.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			p("stored", k)
+		}
 		return nil
 	}
 	now := time.Now()

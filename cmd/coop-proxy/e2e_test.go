@@ -453,3 +453,21 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestTokenCommandPrintsOnlyAValidToken(t *testing.T) {
+	f := newFarm(t)
+	cfg := f.config(t)
+	first, err := runTokenTo(t, cfg)
+	if err != nil || !regexp.MustCompile(`^[0-9a-f]{40}\n$`).MatchString(first) {
+		t.Fatalf("token printed %q, %v", first, err)
+	}
+	second, err := runTokenTo(t, cfg) // from the store: no second request
+	if err != nil || second != first || f.tokenRequests() != 1 {
+		t.Fatalf("second run: %q %v, %d token requests", second, err, f.tokenRequests())
+	}
+	tok := strings.TrimSpace(first)
+	a := call(t, "POST", f.url+"/api/1/eggs-count", map[string]string{"Authorization": "Bearer " + tok})
+	if a.status != 200 {
+		t.Fatalf("the printed token does not work at COOP: %d %s", a.status, a.body)
+	}
+}

@@ -126,6 +126,24 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 	if !strings.Contains(status.String(), "no farmer logged in") {
 		t.Fatalf("status after logout:\n%s", status.String())
 	}
+	// The application's own token is still there, and status says so.
+	ccCfg := f.config(t)
+	if _, err := runTokenTo(t, ccCfg); err != nil {
+		t.Fatal(err)
+	}
+	status.Reset()
+	_ = runStatus(context.Background(), cfg, nil, &status)
+	if !strings.Contains(status.String(), "stored:         client_credentials|Brent's Lazy CRON Job|") {
+		t.Fatalf("status does not list the other grant:\n%s", status.String())
+	}
+}
+
+// runTokenTo runs `coop-proxy token` and returns what it printed.
+func runTokenTo(t *testing.T, cfg *Config) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := runToken(context.Background(), cfg, nil, &out)
+	return out.String(), err
 }
 
 func TestLoginDenied(t *testing.T) {
