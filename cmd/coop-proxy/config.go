@@ -87,7 +87,7 @@ func problem(field, format string, args ...any) error {
 func loadConfig(fs *flag.FlagSet, args []string, environ map[string]string) (*Config, []string, error) {
 	cfg := &Config{}
 	if err := env.ParseWithOptions(cfg, env.Options{Prefix: envPrefix, Environment: environ}); err != nil {
-		return nil, nil, envError(err)
+		return nil, nil, envError(err, environ)
 	}
 	bindFlags(fs, cfg)
 	if err := fs.Parse(args); err != nil {
@@ -97,12 +97,18 @@ func loadConfig(fs *flag.FlagSet, args []string, environ map[string]string) (*Co
 }
 
 // envError turns caarlos0/env's error into one naming the variable.
-func envError(err error) error {
+// environ is the environment read (nil: the process's).
+func envError(err error, environ map[string]string) error {
 	var agg env.AggregateError
 	if errors.As(err, &agg) && len(agg.Errors) > 0 {
 		var pe env.ParseError
 		if errors.As(agg.Errors[0], &pe) {
-			return problem(pe.Name, "cannot read %q as %s", os.Getenv(envPrefix+fieldEnv(pe.Name)), pe.Type)
+			name := envPrefix + fieldEnv(pe.Name)
+			value, ok := environ[name]
+			if !ok {
+				value = os.Getenv(name)
+			}
+			return problem(pe.Name, "cannot read %q as %s", value, pe.Type)
 		}
 		return agg.Errors[0]
 	}

@@ -240,7 +240,9 @@ func waitUntilOr(t *testing.T, c *child, what string, cond func() bool) {
 func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
 	f := newFarm(t)
 	cfg := f.config(t)
-	reread := func() (*Config, error) { c := *cfg; return &c, nil }
+	// The client id changes too: that takes a restart, so the new secret
+	// must be used with the client id in use.
+	reread := func() (*Config, error) { c := *cfg; c.ClientID = "Another App"; return &c, nil }
 	p := f.startWith(t, cfg, serveOptions{reload: reread, watchEvery: 20 * time.Millisecond})
 	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
 		t.Fatalf("%d %s", a.status, a.body)
@@ -254,4 +256,7 @@ func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
 	_ = os.WriteFile(cfg.ClientSecretFile, []byte(secret), 0o600)
 	waitUntil(t, "the reload", func() bool { return strings.Contains(p.logs.String(), "a secret file changed") })
 	waitUntil(t, "a token with the new secret", func() bool { return call(t, "POST", p.url+"/api/1/eggs-count", nil).status == 200 })
+	if !strings.Contains(p.logs.String(), "take effect only on restart") || !strings.Contains(p.logs.String(), envPrefix+"CLIENT_ID") {
+		t.Fatal("the client id change is not reported as needing a restart")
+	}
 }

@@ -235,7 +235,11 @@ func (s *server) reload(read func() (*Config, error), handler *proxy.Handler) {
 	newSecret, _ := next.secret() // checked above
 	newInbound, _ := next.inboundSecret()
 	if newSecret != oldSecret {
-		g, err := newGrant(next, s.hooks)
+		// Only the secret changes live: the grant keeps its client id, token
+		// URL and scopes (its store key) until a restart.
+		c := *s.cfg
+		c.ClientSecret, c.ClientSecretFile = next.ClientSecret, next.ClientSecretFile
+		g, err := newGrant(&c, s.hooks)
 		if err != nil {
 			s.log.Error("reload failed: keeping the settings in use", zap.Error(err))
 			return
@@ -325,7 +329,11 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "token_expires_in_seconds": int(time.Until(t.Expiry).Seconds())})
+	ready := map[string]any{"status": "ready"}
+	if !t.Expiry.IsZero() {
+		ready["token_expires_in_seconds"] = int(time.Until(t.Expiry).Seconds())
+	}
+	writeJSON(w, http.StatusOK, ready)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -81,20 +81,27 @@ func TestRunReportsThePortInUse(t *testing.T) {
 	}
 }
 
+// runUnanswered runs a login against stub that no browser ever answers
+// (nothing is pasted either), with a 50 ms timeout; it also returns the
+// redirect URI used and what the login printed.
+func runUnanswered(t *testing.T, stub *stubCOOP, paste bool) (outcome, string, *outRecorder) {
+	t.Helper()
+	redirect := freeRedirectURI(t, "/callback")
+	cfg := stub.config(redirect)
+	cfg.Timeout = 50 * time.Millisecond
+	cfg.Paste = paste
+	in, never := io.Pipe()
+	t.Cleanup(func() { never.Close() })
+	cfg.In = in
+	out := newOutRecorder()
+	return await(t, start(t.Context(), cfg, out)), redirect, out
+}
+
 func TestRunTimesOutWhenNoAnswerComes(t *testing.T) {
 	for _, paste := range []bool{false, true} {
 		name := map[bool]string{false: "listener", true: "paste"}[paste]
 		t.Run(name, func(t *testing.T) {
-			stub := newStubCOOP(t)
-			redirect := freeRedirectURI(t, "/callback")
-			cfg := stub.config(redirect)
-			cfg.Timeout = 50 * time.Millisecond
-			cfg.Paste = paste
-			in, never := io.Pipe()
-			defer never.Close()
-			cfg.In = in
-			out := newOutRecorder()
-			o := await(t, start(t.Context(), cfg, out))
+			o, redirect, out := runUnanswered(t, newStubCOOP(t), paste)
 			if !errors.Is(o.err, ErrTimeout) {
 				t.Fatalf("err = %v, want ErrTimeout", o.err)
 			}
@@ -426,15 +433,7 @@ func TestPreflightCatchesCOOPsErrorPage(t *testing.T) {
 			t.Run(tt.name+map[bool]string{false: " (listener)", true: " (paste)"}[paste], func(t *testing.T) {
 				stub := newStubCOOP(t)
 				stub.authorize = tt.authorize
-				redirect := freeRedirectURI(t, "/callback")
-				cfg := stub.config(redirect)
-				cfg.Timeout = 50 * time.Millisecond
-				cfg.Paste = paste
-				in, never := io.Pipe()
-				defer never.Close()
-				cfg.In = in
-				out := newOutRecorder()
-				o := await(t, start(t.Context(), cfg, out))
+				o, redirect, out := runUnanswered(t, stub, paste)
 				if tt.want == "" {
 					if !errors.Is(o.err, ErrTimeout) {
 						t.Fatalf("err = %v, want the login to go on to ErrTimeout", o.err)
