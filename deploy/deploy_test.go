@@ -22,10 +22,11 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
 )
 
 const (
-	configGo   = "../cmd/coop-proxy/config.go"
 	dockerfile = "../Dockerfile"
 	buildImage = "../.ci/build-image"
 	envPrefix  = "COOP_PROXY_"
@@ -35,7 +36,7 @@ const (
 // "coop-proxy <command>".
 var commands = []string{"serve", "token", "status", "login", "logout", "check-config", "demo", "version", "help"}
 
-// program is what config.go declares.
+// program is what the settings type (internal/config) declares.
 type program struct {
 	env      map[string]bool   // COOP_PROXY_ names
 	flags    map[string]bool   // flag names, without dashes
@@ -44,33 +45,15 @@ type program struct {
 
 func readProgram(t *testing.T) program {
 	t.Helper()
-	src, err := os.ReadFile(configGo)
-	if err != nil {
-		t.Fatalf("reading the settings: %v", err)
-	}
 	p := program{env: map[string]bool{}, flags: map[string]bool{"help": true, "h": true}, defaults: map[string]string{}}
-	// One struct field a line: `env:"NAME" envDefault:"..." flag:"name" help:"..."`.
-	tagRE := regexp.MustCompile("`[^`]*\\benv:\"([A-Z0-9_]+)\"[^`]*`")
-	defRE := regexp.MustCompile(`\benvDefault:"([^"]*)"`)
-	flagRE := regexp.MustCompile(`\bflag:"([a-z0-9-]+)"`)
-	for _, m := range tagRE.FindAllStringSubmatch(string(src), -1) {
-		name := envPrefix + m[1]
-		p.env[name] = true
-		if d := defRE.FindStringSubmatch(m[0]); d != nil {
-			p.defaults[name] = d[1]
+	for _, f := range config.Fields() {
+		p.env[f.Env] = true
+		if f.Default != "" {
+			p.defaults[f.Env] = f.Default
 		}
-		if f := flagRE.FindStringSubmatch(m[0]); f != nil {
-			p.flags[f[1]] = true
+		if f.Flag != "" {
+			p.flags[f.Flag] = true
 		}
-	}
-	// If the tags could not be read, every check below would pass vacuously.
-	for _, want := range []string{"COOP_PROXY_UPSTREAM", "COOP_PROXY_STORE", "COOP_PROXY_LISTEN", "COOP_PROXY_SHUTDOWN_TIMEOUT"} {
-		if !p.env[want] {
-			t.Fatalf("%s declares no %s: the env tags were not read (found %d)", configGo, want, len(p.env))
-		}
-	}
-	if !p.flags["store"] || !p.flags["listen"] {
-		t.Fatalf("%s declares no --store or --listen: the flag tags were not read (found %d)", configGo, len(p.flags))
 	}
 	return p
 }
@@ -185,7 +168,7 @@ func TestSettingsExist(t *testing.T) {
 		for _, loc := range settingRE.FindAllStringIndex(text, -1) {
 			seen++
 			if name := text[loc[0]:loc[1]]; !p.env[name] {
-				t.Errorf("%s:%d: %s is not a setting of coop-proxy (%s)", path, lineOf(text, loc[0]), name, configGo)
+				t.Errorf("%s:%d: %s is not a setting of coop-proxy (internal/config)", path, lineOf(text, loc[0]), name)
 			}
 		}
 	}
@@ -226,7 +209,7 @@ func TestFlagsExist(t *testing.T) {
 			for _, f := range flagRE.FindAllStringSubmatch(tail, -1) {
 				flags++
 				if !p.flags[f[1]] {
-					t.Errorf("%s:%d: coop-proxy %s --%s: no such flag (%s)", path, lineOf(text, m[0]), text[m[2]:m[3]], f[1], configGo)
+					t.Errorf("%s:%d: coop-proxy %s --%s: no such flag (internal/config)", path, lineOf(text, m[0]), text[m[2]:m[3]], f[1])
 				}
 			}
 		}

@@ -3,65 +3,64 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
-	"github.com/coop-proxy/coop-proxy/internal/tokensource"
-	"github.com/coop-proxy/coop-proxy/tokenstore"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 // runToken prints a valid access token: from the store when it holds one,
 // else fetched (and stored), for `curl -H "Authorization: Bearer $(coop-proxy token)"`.
-func runToken(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	cfg.LogFormat = "console"
-	log, _, flush := newLogger(cfg)
+func runToken(ctx context.Context, inv *invocation) error {
+	s := inv.settings
+	log, flush := quietLogger()
 	defer flush()
-	tk, err := newTokens(cfg, log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)), serveOptions{}, nil)
+	tk, err := server.NewTokens(&s.Route, s.Store, log, server.TokenOptions{}, nil)
 	if err != nil {
 		return err
 	}
-	defer tk.cache.Close()
-	tok, err := tk.cache.Token(ctx)
+	defer tk.Cache.Close()
+	tok, err := tk.Cache.Token(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(out, tok.Access())
+	_, err = fmt.Fprintln(inv.out, tok.Access())
 	return err
 }
 
-// storeKey is the key the configured grant is stored under.
-func storeKey(cfg *Config) tokenstore.Key {
-	if cfg.Grant == "authorization_code" {
-		return tokensource.AuthorizationCodeKey(cfg.tokenURL(), cfg.ClientID)
-	}
-	return tokensource.ClientCredentialsKey(cfg.tokenURL(), cfg.ClientID, cfg.scopeList())
+// quietLogger logs warnings and errors to stderr for a person to read.
+func quietLogger() (*zap.Logger, func()) {
+	log, _, flush := server.NewLogger(os.Stderr, "console", config.LogLevel{Level: zap.WarnLevel})
+	return log, flush
 }
 
 // runStatus shows what the store holds for the configured grant; never a token.
-func runStatus(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+func runStatus(ctx context.Context, inv *invocation) error {
+	r, out := &inv.settings.Route, inv.out
+	log, flush := quietLogger()
 	defer flush()
-	st, err := openStore(cfg, log)
+	st, err := server.OpenStore(inv.settings.Store, log)
 	if err != nil {
 		return err
 	}
-	key := storeKey(cfg)
+	key := server.StoreKey(r)
 	rec, ok, err := st.Load(ctx, key)
 	if err != nil {
 		return err
 	}
 	p := func(k, v string) { fmt.Fprintf(out, "%-15s %s\n", k+":", v) }
 	p("store", st.Path())
-	p("grant", cfg.Grant)
-	p("client id", cfg.ClientID)
-	p("token url", cfg.tokenURL())
+	p("grant", string(r.Grant))
+	p("client id", r.ClientID)
+	p("token url", r.TokenEndpoint())
 	if !ok {
-		if cfg.Grant == "authorization_code" {
+		if r.Grant == config.AuthorizationCode {
 			p("state", "no farmer logged in: run `coop-proxy login`")
 		} else {
 			p("state", "no token stored yet (serve or token fetches one)")
@@ -91,7 +90,7 @@ func runStatus(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) er
 	}
 	if rec.RefreshToken != "" {
 		p("refresh token", "held ("+redact.Fingerprint(rec.RefreshToken)+")")
-	} else if cfg.Grant == "authorization_code" {
+	} else if r.Grant == config.AuthorizationCode {
 		p("refresh token", "none: log in again when the access token expires")
 	}
 	if !rec.GrantedAt.IsZero() {
@@ -104,43 +103,29 @@ func runStatus(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) er
 }
 
 // runLogout removes the farmer's stored grant.
-func runLogout(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+func runLogout(ctx context.Context, inv *invocation) error {
+	log, flush := quietLogger()
 	defer flush()
-	st, err := openStore(cfg, log)
+	st, err := server.OpenStore(inv.settings.Store, log)
 	if err != nil {
 		return err
 	}
-	cfg.Grant = "authorization_code"
-	key := storeKey(cfg)
-	existed, err := st.Delete(ctx, key)
+	r := inv.settings.Route
+	r.Grant = config.AuthorizationCode
+	existed, err := st.Delete(ctx, server.StoreKey(&r))
 	if err != nil {
 		return err
 	}
 	if existed {
-		fmt.Fprintf(out, "Logged out: the farmer's grant for %q was removed from %s.\n", cfg.ClientID, st.Path())
+		fmt.Fprintf(inv.out, "Logged out: the farmer's grant for %q was removed from %s.\n", r.ClientID, st.Path())
 	} else {
-		fmt.Fprintf(out, "No farmer was logged in for %q in %s.\n", cfg.ClientID, st.Path())
+		fmt.Fprintf(inv.out, "No farmer was logged in for %q in %s.\n", r.ClientID, st.Path())
 	}
-	return nil
-}
-
-// runCheckConfig prints every problem with the settings, one a line.
-func runCheckConfig(_ context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	need := needs{client: true, listen: true, store: true}
-	errs := cfg.check(need)
-	for _, e := range errs {
-		fmt.Fprintln(out, e)
-	}
-	if len(errs) > 0 {
-		return exitError{code: 1}
-	}
-	fmt.Fprintln(out, "configuration OK")
 	return nil
 }
 
 // runVersion prints the version, commit and Go version from the build info.
-func runVersion(_ context.Context, _ *Config, _ rereadFunc, out io.Writer) error {
+func runVersion(_ context.Context, inv *invocation) error {
 	version, commit, goVersion := "(devel)", "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -159,7 +144,7 @@ func runVersion(_ context.Context, _ *Config, _ rereadFunc, out io.Writer) error
 	if buildCommit != "" {
 		commit = buildCommit
 	}
-	fmt.Fprintf(out, "coop-proxy %s (commit %s, %s)\n", version, commit, goVersion)
+	fmt.Fprintf(inv.out, "coop-proxy %s (commit %s, %s)\n", version, commit, goVersion)
 	return nil
 }
 

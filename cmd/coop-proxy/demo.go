@@ -13,29 +13,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/coop"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 // runDemo starts the COOP emulator on loopback with a demo farmer and the
 // tutorial's "Brent's Lazy CRON Job" application (fresh random secrets),
 // starts the proxy in front of it, prints commands to try, and stops both
 // on Ctrl-C.
-func runDemo(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
+func runDemo(ctx context.Context, inv *invocation) error {
+	out := inv.out
 	em := coop.New(coop.Options{})
 	password := rand.Text()[:16]
 	brent := em.AddUser("brent@example.com", password, "Brent", "Farmer")
 	sally := em.AddUser("sally@example.com", rand.Text()[:16], "Sally", "Farmer")
-	app := em.AddApp(brent.ID, "Brent's Lazy CRON Job", coop.AllScopes(), cfg.RedirectURI)
+	app := em.AddApp(brent.ID, "Brent's Lazy CRON Job", coop.AllScopes(), inv.settings.Route.RedirectURI)
 
-	eln, err := net.Listen("tcp", "127.0.0.1:0")
+	emURL, stop, err := serveEmulator(em)
 	if err != nil {
-		return fmt.Errorf("cannot start the COOP emulator: %w", err)
+		return err
 	}
-	esrv := &http.Server{Handler: em, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = esrv.Serve(eln) }()
-	defer esrv.Close()
-	emURL := "http://" + eln.Addr().String()
-
+	defer stop()
 	dir, err := os.MkdirTemp("", "coop-proxy-demo-")
 	if err != nil {
 		return err
@@ -45,38 +44,44 @@ func runDemo(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) erro
 	if err := os.WriteFile(secretFile, []byte(app.ClientSecret+"\n"), 0o600); err != nil {
 		return err
 	}
-
-	d := *cfg
-	d.Upstream, d.TokenURL, d.AuthorizeURL = emURL, "", ""
-	d.ClientID, d.ClientSecret, d.ClientSecretFile = app.ClientID, "", secretFile
-	d.Grant, d.Scopes = "client_credentials", ""
-	d.Store = filepath.Join(dir, "tokens.json")
-	if os.Getenv(envPrefix+"LOG_FORMAT") == "" {
-		d.LogFormat = "console"
+	environ := demoEnviron(emURL, app.ClientID, secretFile, filepath.Join(dir, "tokens.json"))
+	d, err := config.Load("coop-proxy demo", inv.args, environ, config.Everything)
+	if err != nil {
+		return err
 	}
-	if errs := d.check(needs{client: true, listen: true, store: true}); len(errs) > 0 {
-		return errs[0]
-	}
-	log, level, flush := newLogger(&d)
+	log, level, flush := server.NewLogger(os.Stderr, d.LogFormat, d.LogLevel)
 	defer flush()
-
-	ready := make(chan [2]string, 1)
+	ready := make(chan server.Addrs, 1)
+	srv, err := server.New(d, server.Options{Log: log, Level: level, Ready: ready})
+	if err != nil {
+		return err
+	}
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, &d, log, level, serveOptions{ready: ready}) }()
-	var addrs [2]string
+	go func() { done <- srv.Run(ctx) }()
+	var addrs server.Addrs
 	select {
 	case addrs = <-ready:
 	case err := <-done:
 		return err
 	}
-	p := "http://" + addrs[0]
 	// The settings for running coop-proxy's other commands against the demo.
 	envFile := filepath.Join(dir, "env")
 	envText := fmt.Sprintf("export %sUPSTREAM=%s\nexport %sCLIENT_ID=%q\nexport %sCLIENT_SECRET_FILE=%s\nexport %sSTORE=%s\n",
-		envPrefix, emURL, envPrefix, app.ClientID, envPrefix, secretFile, envPrefix, d.Store)
+		config.EnvPrefix, emURL, config.EnvPrefix, app.ClientID, config.EnvPrefix, secretFile, config.EnvPrefix, d.Store)
 	if err := os.WriteFile(envFile, []byte(envText), 0o600); err != nil {
 		return err
 	}
+	printDemo(out, emURL, brent, sally, password, app, addrs, envFile)
+	err = <-done
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// printDemo prints the demo's addresses and the commands to try.
+func printDemo(out io.Writer, emURL string, brent, sally coop.User, password string, app coop.App, addrs server.Addrs, envFile string) {
+	p := "http://" + addrs.Proxy
 	fmt.Fprintf(out, `
 coop-proxy demo
   COOP emulator   %s   (farmers: %s id %d, %s id %d)
@@ -104,16 +109,44 @@ A farmer's own grant (authorization code), against the same emulator:
   curl http://127.0.0.1:8081/api/me
 
 Ctrl-C stops both.
-`, emURL, brent.Email, brent.ID, sally.Email, sally.ID, app.ClientID, p, orNone(addrs[1]),
-		p, brent.ID, p, brent.ID, p, brent.ID, p, p, sally.ID, emURL, brent.ID, adminURL(addrs[1]),
+`, emURL, brent.Email, brent.ID, sally.Email, sally.ID, app.ClientID, p, orNone(addrs.Admin),
+		p, brent.ID, p, brent.ID, p, brent.ID, p, p, sally.ID, emURL, brent.ID, adminURL(addrs.Admin),
 		envFile, self(), self(), emURL, brent.ID,
 		envFile, self(), brent.Email, password, self())
 
-	err = <-done
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+}
+
+// serveEmulator serves the emulator on a loopback port.
+func serveEmulator(em *coop.Server) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot start the COOP emulator: %w", err)
 	}
-	return err
+	srv := &http.Server{Handler: em, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// demoEnviron is the user's settings, with the emulator's application in
+// place of COOP's.
+func demoEnviron(emURL, clientID, secretFile, store string) map[string]string {
+	environ := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, config.EnvPrefix) {
+			environ[k] = v
+		}
+	}
+	if environ[config.EnvPrefix+"LOG_FORMAT"] == "" {
+		environ[config.EnvPrefix+"LOG_FORMAT"] = "console"
+	}
+	for k, v := range map[string]string{"UPSTREAM": emURL, "CLIENT_ID": clientID, "CLIENT_SECRET_FILE": secretFile,
+		"STORE": store, "GRANT": "client_credentials"} {
+		environ[config.EnvPrefix+k] = v
+	}
+	for _, k := range []string{"TOKEN_URL", "AUTHORIZE_URL", "CLIENT_SECRET", "SCOPES"} {
+		delete(environ, config.EnvPrefix+k)
+	}
+	return environ
 }
 
 func orNone(s string) string {

@@ -23,7 +23,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/coop"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 // TestMain lets a test run the test binary as coop-proxy itself, for the
@@ -79,18 +81,30 @@ func newFarmWith(t *testing.T, opts coop.Options) *farm {
 }
 
 // config is the default configuration pointed at the emulator, on
-// ephemeral loopback ports, with a store in the test's directory.
-func (f *farm) config(t *testing.T) *Config {
+// ephemeral loopback ports, with a store in the test's directory; kv are
+// further settings, as pairs of environment names (without the prefix) and
+// values.
+func (f *farm) config(t *testing.T, kv ...string) *config.Settings {
 	t.Helper()
-	cfg, _, err := loadConfig(newFlagSet(), nil, map[string]string{})
+	s, err := config.Load("test", nil, f.environ(kv...), config.Everything)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Upstream, cfg.ClientID, cfg.ClientSecretFile = f.url, f.app.ClientID, f.secretFile
-	cfg.Store = filepath.Join(f.dir, "state", "tokens.json")
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.RedirectURI, cfg.NoBrowser, cfg.LoginTimeout = f.redirect, true, 10*time.Second
-	return cfg
+	return s
+}
+
+// environ is config's environment.
+func (f *farm) environ(kv ...string) map[string]string {
+	env := map[string]string{}
+	for k, v := range map[string]string{"UPSTREAM": f.url, "CLIENT_ID": f.app.ClientID, "CLIENT_SECRET_FILE": f.secretFile,
+		"STORE": filepath.Join(f.dir, "state", "tokens.json"), "LISTEN": "127.0.0.1:0", "ADMIN_LISTEN": "127.0.0.1:0",
+		"REDIRECT_URI": f.redirect, "NO_BROWSER": "true", "LOGIN_TIMEOUT": "10s"} {
+		env[config.EnvPrefix+k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		env[config.EnvPrefix+kv[i]] = kv[i+1]
+	}
+	return env
 }
 
 // secretsRE matches what COOP's secrets and tokens look like (32 or 40 hex
@@ -119,30 +133,36 @@ func (b *logBuffer) String() string {
 type proc struct {
 	url, admin string
 	logs       *logBuffer
+	srv        *server.Server
 	stop       func() error
 }
 
 // start runs serve with cfg until the test ends (or stop). Every test that
 // starts a proxy also checks that its log holds no secret or token.
-func (f *farm) start(t *testing.T, cfg *Config) *proc {
+func (f *farm) start(t *testing.T, cfg *config.Settings) *proc {
 	t.Helper()
-	return f.startWith(t, cfg, serveOptions{})
+	return f.startWith(t, cfg, server.Options{})
 }
 
-// startWith is start with hooks (ready and now are set here).
-func (f *farm) startWith(t *testing.T, cfg *Config, hooks serveOptions) *proc {
+// startWith is start with options (the log, ready and the clock are set here).
+func (f *farm) startWith(t *testing.T, cfg *config.Settings, opts server.Options) *proc {
 	t.Helper()
 	logs := &logBuffer{}
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	opts.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	opts.Log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), opts.Level))
+	ready := make(chan server.Addrs, 1)
+	opts.Ready, opts.Now = ready, f.clock.Now
+	srv, err := server.New(cfg, opts)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
-	hooks.ready, hooks.now = ready, f.clock.Now
-	go func() { done <- serve(ctx, cfg, log, zap.NewAtomicLevelAt(zap.DebugLevel), hooks) }()
-	p := &proc{logs: logs}
+	go func() { done <- srv.Run(ctx) }()
+	p := &proc{logs: logs, srv: srv}
 	select {
 	case a := <-ready:
-		p.url, p.admin = "http://"+a[0], "http://"+a[1]
+		p.url, p.admin = "http://"+a.Proxy, "http://"+a.Admin
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v", err)
@@ -231,15 +251,12 @@ func TestEggsCollectThroughTheProxy(t *testing.T) {
 
 func TestTheBasicQuirkIsHandledByDefault(t *testing.T) {
 	f := newFarm(t)
-	cfg := f.config(t)
-	cfg.AuthStyle = "auto" // tries Basic (refused: COOP does not URL-decode it), then the body
+	cfg := f.config(t, "AUTH_STYLE", "auto") // tries Basic (refused: COOP does not URL-decode it), then the body
 	p := f.start(t, cfg)
 	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
 		t.Fatalf("auto: %d %s", a.status, a.body)
 	}
-	cfg = f.config(t)
-	cfg.AuthStyle = "basic"
-	cfg.Store = filepath.Join(f.dir, "basic.json")
+	cfg = f.config(t, "AUTH_STYLE", "basic", "STORE", filepath.Join(f.dir, "basic.json"))
 	p = f.start(t, cfg)
 	a := call(t, "POST", p.url+"/api/1/eggs-count", nil)
 	if a.status != 503 || a.json["error"] != "invalid_client" {

@@ -17,30 +17,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/coop"
 	"github.com/coop-proxy/coop-proxy/internal/login"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
 // farmerConfig is the configuration for the farmer's grant.
-func (f *farm) farmerConfig(t *testing.T) *Config {
-	cfg := f.config(t)
-	cfg.Grant, cfg.Scopes = "authorization_code", "eggs-collect eggs-count profile"
-	return cfg
+func (f *farm) farmerConfig(t *testing.T) *config.Settings {
+	return f.config(t, "GRANT", "authorization_code", "SCOPES", "eggs-collect eggs-count profile")
 }
 
 var authURLLine = regexp.MustCompile(`Open this address in a browser to log in to COOP: (\S+)`)
 
 // login runs `coop-proxy login` with Brent's browser approving (or
 // denying), and returns its output and error.
-func (f *farm) login(t *testing.T, cfg *Config, approve bool) (string, error) {
+func (f *farm) login(t *testing.T, cfg *config.Settings, approve bool) (string, error) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	var out bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		err := runLogin(context.Background(), cfg, nil, pw)
+		err := runLogin(context.Background(), &invocation{settings: cfg, out: pw})
 		pw.Close()
 		done <- err
 	}()
@@ -100,7 +100,7 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 	}
 
 	var status bytes.Buffer
-	if err := runStatus(context.Background(), cfg, nil, &status); err != nil {
+	if err := runStatus(context.Background(), &invocation{settings: cfg, out: &status}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"brent@example.com (id 1)", "eggs-collect eggs-count profile", "expires in", "refresh token:  held", "granted:", cfg.Store} {
@@ -113,7 +113,7 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 	}
 
 	var logout bytes.Buffer
-	if err := runLogout(context.Background(), cfg, nil, &logout); err != nil || !strings.Contains(logout.String(), "Logged out") {
+	if err := runLogout(context.Background(), &invocation{settings: cfg, out: &logout}); err != nil || !strings.Contains(logout.String(), "Logged out") {
 		t.Fatalf("logout: %v %s", err, logout.String())
 	}
 	// The running proxy stops acting for the farmer within a second.
@@ -122,7 +122,7 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 		return a.status == 503 && a.json["error"] == "login_required"
 	})
 	status.Reset()
-	_ = runStatus(context.Background(), cfg, nil, &status)
+	_ = runStatus(context.Background(), &invocation{settings: cfg, out: &status})
 	if !strings.Contains(status.String(), "no farmer logged in") {
 		t.Fatalf("status after logout:\n%s", status.String())
 	}
@@ -132,17 +132,17 @@ func TestLoginThenServeActsForTheFarmer(t *testing.T) {
 		t.Fatal(err)
 	}
 	status.Reset()
-	_ = runStatus(context.Background(), cfg, nil, &status)
+	_ = runStatus(context.Background(), &invocation{settings: cfg, out: &status})
 	if !strings.Contains(status.String(), "stored:         client_credentials|Brent's Lazy CRON Job|") {
 		t.Fatalf("status does not list the other grant:\n%s", status.String())
 	}
 }
 
 // runTokenTo runs `coop-proxy token` and returns what it printed.
-func runTokenTo(t *testing.T, cfg *Config) (string, error) {
+func runTokenTo(t *testing.T, cfg *config.Settings) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := runToken(context.Background(), cfg, nil, &out)
+	err := runToken(context.Background(), &invocation{settings: cfg, out: &out})
 	return out.String(), err
 }
 
@@ -238,7 +238,7 @@ func TestGrantSurvivesAStoreWriteFailureAfterRotation(t *testing.T) {
 	}
 	before := storedRecord(t, cfg)
 	flaky := &flakyStore{}
-	p := f.startWith(t, cfg, serveOptions{wrapStore: func(s tokensource.Store) tokensource.Store { flaky.inner = s; return flaky }})
+	p := f.startWith(t, cfg, server.Options{TokenOptions: server.TokenOptions{WrapStore: func(s tokensource.Store) tokensource.Store { flaky.inner = s; return flaky }}})
 	call(t, "POST", p.url+"/api/1/eggs-count", nil)
 
 	flaky.fail.Store(true)
@@ -373,21 +373,21 @@ var listeningRE = regexp.MustCompile(`"listen":"([^"]+)"`)
 
 // startChild starts coop-proxy serve with cfg's settings, and extra
 // environment variables.
-func startChild(t *testing.T, cfg *Config, extra ...string) *child {
+func startChild(t *testing.T, cfg *config.Settings, extra ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve")
 	cmd.Env = append(os.Environ(), extra...)
 	cmd.Env = append(cmd.Env,
 		"COOP_PROXY_TEST_AS_MAIN=1",
-		envPrefix+"UPSTREAM="+cfg.Upstream,
-		envPrefix+"CLIENT_ID="+cfg.ClientID,
-		envPrefix+"CLIENT_SECRET_FILE="+cfg.ClientSecretFile,
-		envPrefix+"GRANT="+cfg.Grant,
-		envPrefix+"STORE="+cfg.Store,
-		envPrefix+"LISTEN=127.0.0.1:0",
-		envPrefix+"ADMIN_LISTEN=off",
-		envPrefix+"REFRESH_MARGIN="+cfg.RefreshMargin.String(),
-		envPrefix+"REDIRECT_URI="+cfg.RedirectURI,
+		config.EnvPrefix+"UPSTREAM="+cfg.Route.Upstream,
+		config.EnvPrefix+"CLIENT_ID="+cfg.Route.ClientID,
+		config.EnvPrefix+"CLIENT_SECRET_FILE="+cfg.Route.ClientSecretFile,
+		config.EnvPrefix+"GRANT="+string(cfg.Route.Grant),
+		config.EnvPrefix+"STORE="+cfg.Store,
+		config.EnvPrefix+"LISTEN=127.0.0.1:0",
+		config.EnvPrefix+"ADMIN_LISTEN=off",
+		config.EnvPrefix+"REFRESH_MARGIN="+cfg.Route.RefreshMargin.String(),
+		config.EnvPrefix+"REDIRECT_URI="+cfg.Route.RedirectURI,
 	)
 	c := &child{cmd: cmd, stderr: &logBuffer{}}
 	cmd.Stderr = c.stderr

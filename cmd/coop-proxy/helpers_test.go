@@ -2,30 +2,24 @@ package main
 
 import (
 	"context"
-	"flag"
-	"io"
 	"net"
 	"testing"
 
 	"go.uber.org/zap"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
-func newFlagSet() *flag.FlagSet {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return fs
-}
-
 // storedRecord reads the configured grant's record from the store.
-func storedRecord(t *testing.T, cfg *Config) tokenstore.Record {
+func storedRecord(t *testing.T, cfg *config.Settings) tokenstore.Record {
 	t.Helper()
-	st, err := openStore(cfg, zap.NewNop())
+	st, err := server.OpenStore(cfg.Store, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, ok, err := st.Load(context.Background(), storeKey(cfg))
+	rec, ok, err := st.Load(context.Background(), server.StoreKey(&cfg.Route))
 	if err != nil || !ok {
 		t.Fatalf("store: %v, found %v", err, ok)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/login"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -20,14 +20,11 @@ import (
 // learns who they are from /api/me when the profile scope was granted, and
 // stores the grant where `serve --grant authorization_code` picks it up
 // (even while running).
-func runLogin(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) error {
-	oc, err := oauthConfig(cfg)
-	if err != nil {
-		return err
-	}
-	client := tokenHTTPClient()
-	lc := login.Config{OAuth: *oc, HTTPClient: client, Timeout: cfg.LoginTimeout, Paste: cfg.Paste, In: os.Stdin, Out: out}
-	if !cfg.NoBrowser && !cfg.Paste {
+func runLogin(ctx context.Context, inv *invocation) error {
+	s, r, out := inv.settings, &inv.settings.Route, inv.out
+	client := server.TokenHTTPClient()
+	lc := login.Config{OAuth: *server.OAuthConfig(r), HTTPClient: client, Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
+	if !s.NoBrowser && !s.Paste {
 		lc.OpenBrowser = login.BrowserOpener()
 	}
 	res, err := login.Run(ctx, lc)
@@ -38,7 +35,7 @@ func runLogin(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) err
 	rec := tokensource.RecordFromToken(res.Token, res.Scopes, time.Now())
 	rec.GrantedAt = time.Now()
 	if slices.Contains(rec.Scopes, "profile") {
-		id, email, err := login.WhoAmI(ctx, client, cfg.Upstream, rec.AccessToken)
+		id, email, err := login.WhoAmI(ctx, client, r.Upstream, rec.AccessToken)
 		if err != nil {
 			fmt.Fprintf(out, "Note: logged in, but /api/me did not say who: %v\n", err)
 		} else {
@@ -46,13 +43,13 @@ func runLogin(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) err
 		}
 	}
 
-	log, _, flush := newLogger(&Config{LogFormat: "console", LogLevel: "warn"})
+	log, flush := quietLogger()
 	defer flush()
-	st, err := openStore(cfg, log)
+	st, err := server.OpenStore(s.Store, log)
 	if err != nil {
 		return err
 	}
-	key := tokensource.AuthorizationCodeKey(cfg.tokenURL(), cfg.ClientID)
+	key := tokensource.AuthorizationCodeKey(r.TokenEndpoint(), r.ClientID)
 	if _, err := st.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}
@@ -69,6 +66,6 @@ func runLogin(ctx context.Context, cfg *Config, _ rereadFunc, out io.Writer) err
 		until = "access token until " + rec.Expiry.Local().Format(time.RFC1123) + ", renewed with the refresh token"
 	}
 	fmt.Fprintf(out, "Logged in as %s for %q, scopes %s; %s.\nGrant stored in %s. Run: coop-proxy serve --grant authorization_code\n",
-		who, cfg.ClientID, strings.Join(rec.Scopes, " "), until, st.Path())
+		who, r.ClientID, strings.Join(rec.Scopes, " "), until, st.Path())
 	return nil
 }

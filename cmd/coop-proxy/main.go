@@ -14,30 +14,38 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
 )
 
 // command is one subcommand.
 type command struct {
 	name    string
 	summary string
-	needs   needs
-	run     func(ctx context.Context, cfg *Config, reread rereadFunc, out io.Writer) error
+	needs   config.Needs
+	run     func(ctx context.Context, inv *invocation) error
 }
 
-// rereadFunc reads the settings again from the environment and the same
-// command line, for a reload.
-type rereadFunc func() (*Config, error)
+// invocation is one run of a command: its settings, and how to read them
+// again for a reload.
+type invocation struct {
+	name     string
+	args     []string // the flags given
+	settings *config.Settings
+	reread   func() (*config.Settings, error)
+	out      io.Writer
+}
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy (the default command)", needs{client: true, listen: true, store: true}, runServe},
-		{"token", "print a valid access token and nothing else", needs{client: true, store: true}, runToken},
-		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", needs{store: true}, runStatus},
-		{"login", "log a farmer in with the authorization-code grant and store the grant", needs{client: true, store: true}, runLogin},
-		{"logout", "remove the stored farmer's grant", needs{store: true}, runLogout},
-		{"check-config", "check every setting, print each problem on its own line", needs{client: true, listen: true, store: true}, runCheckConfig},
-		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", needs{}, runDemo},
-		{"version", "print the version", needs{}, runVersion},
+		{"serve", "run the proxy (the default command)", config.Everything, runServe},
+		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true}, runToken},
+		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", config.Needs{Store: true}, runStatus},
+		{"login", "log a farmer in with the authorization-code grant and store the grant", config.Needs{Client: true, Store: true}, runLogin},
+		{"logout", "remove the stored farmer's grant", config.Needs{Store: true}, runLogout},
+		{"check-config", "check every setting, print each problem on its own line", config.Everything, nil},
+		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", config.Needs{}, runDemo},
+		{"version", "print the version", config.Needs{}, runVersion},
 	}
 }
 
@@ -55,44 +63,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
-	var cmd *command
-	for _, c := range commands() {
-		if c.name == name {
-			cmd = &c
-		}
-	}
+	cmd := findCommand(name)
 	if cmd == nil {
 		fmt.Fprintf(stderr, "coop-proxy: unknown command %q (try: coop-proxy help)\n", name)
 		return 2
 	}
-	fs := flag.NewFlagSet("coop-proxy "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	cfg, rest, err := loadConfig(fs, args, nil)
-	if errors.Is(err, flag.ErrHelp) {
-		commandUsage(stdout, cmd, fs)
+	load := func() (*config.Settings, error) { return config.Load("coop-proxy "+name, args, nil, cmd.needs) }
+	settings, err := load()
+	var problems config.Problems
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		commandUsage(stdout, cmd)
 		return 0
-	}
-	if err != nil {
+	case cmd.run == nil: // check-config
+		return checkConfig(stdout, err)
+	case errors.As(err, &problems) && cmd.name == "demo":
+		// the demo replaces the settings it needs
+	case err != nil:
 		fmt.Fprintf(stderr, "coop-proxy %s: %v\n", name, err)
 		return 2
 	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "coop-proxy %s: unexpected argument %q\n", name, rest[0])
-		return 2
-	}
-	if name != "check-config" && name != "demo" {
-		if errs := cfg.check(cmd.needs); len(errs) > 0 {
-			fmt.Fprintf(stderr, "coop-proxy %s: %v\n", name, errs[0])
-			return 2
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	reread := func() (*Config, error) {
-		cfg, _, err := loadConfig(flag.NewFlagSet(name, flag.ContinueOnError), args, nil)
-		return cfg, err
-	}
-	if err := cmd.run(ctx, cfg, reread, stdout); err != nil {
+	if err := cmd.run(ctx, &invocation{name: name, args: args, settings: settings, reread: load, out: stdout}); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
 			return ee.code
@@ -101,6 +94,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return &c
+		}
+	}
+	return nil
+}
+
+// checkConfig prints every problem with the settings, one a line.
+func checkConfig(out io.Writer, err error) int {
+	if err == nil {
+		fmt.Fprintln(out, "configuration OK")
+		return 0
+	}
+	var problems config.Problems
+	if !errors.As(err, &problems) {
+		problems = config.Problems{err}
+	}
+	for _, e := range problems {
+		fmt.Fprintln(out, e)
+	}
+	return 1
 }
 
 // exitError ends a command with a status and no further message (the
@@ -118,26 +136,26 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nEvery setting is an environment variable (COOP_PROXY_...) or a flag; 'coop-proxy COMMAND --help' lists them.")
 }
 
-func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: coop-proxy %s [flags]\n\n%s.\n\nSettings (flag, environment variable, current value):\n", c.name, capitalize(c.summary))
-	var lines []string
-	fs.VisitAll(func(f *flag.Flag) {
-		lines = append(lines, fmt.Sprintf("  --%s  (%s%s)  [%s]\n      %s\n", f.Name, envPrefix, envOfFlag(f.Name), f.Value, f.Usage))
-	})
+// commandUsage lists every setting with its current value, from the
+// settings' own description (config.Fields).
+func commandUsage(w io.Writer, c *command) {
+	fmt.Fprintf(w, "Usage: coop-proxy %s [flags]\n\n%s.\n\nSettings (flag, environment variable, current value):\n",
+		c.name, strings.ToUpper(c.summary[:1])+c.summary[1:])
+	settings, _ := config.Load("", nil, nil, config.Needs{})
+	var lines, secrets []string
+	for _, f := range config.Fields() {
+		value := ""
+		if settings != nil {
+			value = f.Value(settings)
+		}
+		if f.Flag == "" {
+			secrets = append(secrets, fmt.Sprintf("  (%s)  %s\n", f.Env, f.Help))
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("  --%s  (%s)  [%s]\n      %s\n", f.Flag, f.Env, value, f.Help))
+	}
 	sort.Strings(lines)
-	for _, l := range lines {
+	for _, l := range append(lines, secrets...) {
 		fmt.Fprint(w, l)
 	}
-	fmt.Fprintf(w, "  (%sCLIENT_SECRET)  the client secret, environment only\n", envPrefix)
-}
-
-func envOfFlag(flagName string) string {
-	return strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-func capitalize(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 // unixClient talks HTTP over the Unix socket at path.
@@ -25,7 +28,7 @@ func TestUnixSocketListener(t *testing.T) {
 	f := newFarm(t)
 	cfg := f.config(t)
 	sock := filepath.Join(t.TempDir(), "proxy.sock")
-	cfg.Listen = "unix:" + sock
+	cfg.Route.Listen = "unix:" + sock
 
 	// A socket file left by a process that died is replaced.
 	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
@@ -48,11 +51,11 @@ func TestUnixSocketListener(t *testing.T) {
 
 	// A second proxy on the same socket is refused with a clear reason.
 	var stderr bytes.Buffer
-	t.Setenv(envPrefix+"CLIENT_ID", cfg.ClientID)
-	t.Setenv(envPrefix+"CLIENT_SECRET_FILE", cfg.ClientSecretFile)
-	t.Setenv(envPrefix+"STORE", cfg.Store)
-	t.Setenv(envPrefix+"UPSTREAM", cfg.Upstream)
-	if code := run([]string{"serve", "--listen", cfg.Listen, "--admin-listen", "off"}, &bytes.Buffer{}, &stderr); code == 0 || !strings.Contains(stderr.String(), "another process is listening") {
+	t.Setenv(config.EnvPrefix+"CLIENT_ID", cfg.Route.ClientID)
+	t.Setenv(config.EnvPrefix+"CLIENT_SECRET_FILE", cfg.Route.ClientSecretFile)
+	t.Setenv(config.EnvPrefix+"STORE", cfg.Store)
+	t.Setenv(config.EnvPrefix+"UPSTREAM", cfg.Route.Upstream)
+	if code := run([]string{"serve", "--listen", cfg.Route.Listen, "--admin-listen", "off"}, &bytes.Buffer{}, &stderr); code == 0 || !strings.Contains(stderr.String(), "another process is listening") {
 		t.Fatalf("second listener: exit %d %q", code, stderr.String())
 	}
 
@@ -69,9 +72,9 @@ func TestNonLoopbackNeedsAnInboundSecret(t *testing.T) {
 	cfg := f.config(t)
 	inbound := filepath.Join(f.dir, "inbound")
 	_ = os.WriteFile(inbound, []byte("open-sesame\n"), 0o600)
-	t.Setenv(envPrefix+"CLIENT_ID", cfg.ClientID)
-	t.Setenv(envPrefix+"CLIENT_SECRET_FILE", cfg.ClientSecretFile)
-	t.Setenv(envPrefix+"STORE", cfg.Store)
+	t.Setenv(config.EnvPrefix+"CLIENT_ID", cfg.Route.ClientID)
+	t.Setenv(config.EnvPrefix+"CLIENT_SECRET_FILE", cfg.Route.ClientSecretFile)
+	t.Setenv(config.EnvPrefix+"STORE", cfg.Store)
 	tests := []struct {
 		name string
 		args []string
@@ -104,10 +107,9 @@ func TestNonLoopbackNeedsAnInboundSecret(t *testing.T) {
 
 func TestInboundSecretEndToEnd(t *testing.T) {
 	f := newFarm(t)
-	cfg := f.config(t)
-	cfg.InboundSecretFile = filepath.Join(f.dir, "inbound")
-	_ = os.WriteFile(cfg.InboundSecretFile, []byte("open-sesame"), 0o600)
-	p := f.start(t, cfg)
+	inbound := filepath.Join(f.dir, "inbound")
+	_ = os.WriteFile(inbound, []byte("open-sesame"), 0o600)
+	p := f.start(t, f.config(t, "INBOUND_SECRET_FILE", inbound))
 	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 401 || a.json["error"] != "inbound_credential_required" {
 		t.Fatalf("without the secret: %d %s", a.status, a.body)
 	}
@@ -137,13 +139,13 @@ func TestSIGHUPPicksUpARotatedClientSecret(t *testing.T) {
 		t.Fatalf("with the old secret: %d %s", a.status, a.body)
 	}
 	// A bad reload (empty secret file) is reported and changes nothing.
-	_ = os.WriteFile(cfg.ClientSecretFile, nil, 0o600)
+	_ = os.WriteFile(cfg.Route.ClientSecretFile, nil, 0o600)
 	reloads := strings.Count(c.stderr.String(), "reload failed")
 	_ = c.cmd.Process.Signal(syscall.SIGHUP)
 	waitUntil(t, "the failed reload", func() bool { return strings.Count(c.stderr.String(), "reload failed") > reloads })
 
 	// The operator writes the new secret and sends SIGHUP.
-	_ = os.WriteFile(cfg.ClientSecretFile, []byte(secret), 0o600)
+	_ = os.WriteFile(cfg.Route.ClientSecretFile, []byte(secret), 0o600)
 	before := f.em.CountTokenRequests("client_credentials")
 	_ = c.cmd.Process.Signal(syscall.SIGHUP)
 	waitUntilOr(t, c, "the reload", func() bool {
@@ -242,8 +244,10 @@ func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
 	cfg := f.config(t)
 	// The client id changes too: that takes a restart, so the new secret
 	// must be used with the client id in use.
-	reread := func() (*Config, error) { c := *cfg; c.ClientID = "Another App"; return &c, nil }
-	p := f.startWith(t, cfg, serveOptions{reload: reread, watchEvery: 20 * time.Millisecond})
+	reread := func() (*config.Settings, error) {
+		return config.Load("test", nil, f.environ("CLIENT_ID", "Another App"), config.Everything)
+	}
+	p := f.startWith(t, cfg, server.Options{Reread: reread, WatchEvery: 20 * time.Millisecond})
 	if a := call(t, "POST", p.url+"/api/1/eggs-count", nil); a.status != 200 {
 		t.Fatalf("%d %s", a.status, a.body)
 	}
@@ -253,10 +257,10 @@ func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
 		t.Fatalf("with the old secret: %d %s", a.status, a.body)
 	}
 	// As a Kubernetes Secret volume would: the file changes in place.
-	_ = os.WriteFile(cfg.ClientSecretFile, []byte(secret), 0o600)
+	_ = os.WriteFile(cfg.Route.ClientSecretFile, []byte(secret), 0o600)
 	waitUntil(t, "the reload", func() bool { return strings.Contains(p.logs.String(), "a secret file changed") })
 	waitUntil(t, "a token with the new secret", func() bool { return call(t, "POST", p.url+"/api/1/eggs-count", nil).status == 200 })
-	if !strings.Contains(p.logs.String(), "take effect only on restart") || !strings.Contains(p.logs.String(), envPrefix+"CLIENT_ID") {
+	if !strings.Contains(p.logs.String(), "take effect only on restart") || !strings.Contains(p.logs.String(), config.EnvPrefix+"CLIENT_ID") {
 		t.Fatal("the client id change is not reported as needing a restart")
 	}
 }

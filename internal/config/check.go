@@ -1,0 +1,193 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Problem is what is wrong with one setting, named as the user wrote it.
+type Problem struct {
+	Setting string // "COOP_PROXY_LISTEN (--listen)"
+	Msg     string
+}
+
+func (e *Problem) Error() string { return e.Setting + ": " + e.Msg }
+
+// Problems lists every problem a load found, in the order of the settings.
+type Problems []error
+
+func (p Problems) Error() string { return p[0].Error() }
+
+// firstPerSetting keeps one problem per setting: a value that could not be
+// read is not also reported as out of range.
+func (p Problems) firstPerSetting() Problems {
+	seen := map[string]bool{}
+	var out Problems
+	for _, err := range p {
+		var pr *Problem
+		if errors.As(err, &pr) {
+			if seen[pr.Setting] {
+				continue
+			}
+			seen[pr.Setting] = true
+		}
+		out = append(out, err)
+	}
+	return out
+}
+
+func (p *Problems) add(err error) {
+	if err != nil {
+		*p = append(*p, err)
+	}
+}
+
+func problem(field, format string, args ...any) error {
+	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...)}
+}
+
+// addParseErrors names each value caarlos0/env could not read.
+func (p *Problems) addParseErrors(err error, environ map[string]string) {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		p.add(err)
+		return
+	}
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			p.add(e)
+			continue
+		}
+		value := environ[EnvPrefix+fieldEnv(pe.Name)]
+		var ve *valueError
+		switch {
+		case errors.As(pe.Err, &ve):
+			p.add(problem(pe.Name, "%s", ve.msg))
+		case pe.Type == reflect.TypeFor[time.Duration]():
+			p.add(problem(pe.Name, "%q is not a duration such as 30s or 5m", value))
+		case pe.Type.Kind() == reflect.Bool:
+			p.add(problem(pe.Name, "%q is not true or false", value))
+		default:
+			p.add(problem(pe.Name, "%q is not a whole number", value))
+		}
+	}
+}
+
+// check validates every setting the command needs.
+func (s *Settings) check(need Needs, p *Problems) {
+	r := &s.Route
+	p.add(checkURL("Upstream", r.Upstream))
+	if r.TokenURL != "" {
+		p.add(checkURL("TokenURL", r.TokenURL))
+	}
+	if r.AuthorizeURL != "" {
+		p.add(checkURL("AuthorizeURL", r.AuthorizeURL))
+	}
+	if need.Client && r.ClientID == "" {
+		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout},
+		{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
+		if d.v <= 0 {
+			p.add(problem(d.field, "must be more than 0"))
+		}
+	}
+	if r.RetryBodyLimit < 0 {
+		p.add(problem("RetryBodyLimit", "must be 0 or more"))
+	}
+	if s.MaxHeaderBytes < 1024 {
+		p.add(problem("MaxHeaderBytes", "must be at least 1024"))
+	}
+	if r.MaxBodyBytes <= 0 {
+		p.add(problem("MaxBodyBytes", "must be more than 0"))
+	}
+	if r.MaxUpstreamConns <= 0 {
+		p.add(problem("MaxUpstreamConns", "must be more than 0"))
+	}
+	if s.MaxConns <= 0 {
+		p.add(problem("MaxConns", "must be more than 0"))
+	}
+	if need.Listen {
+		p.add(r.checkFrontDoor())
+		if s.AdminEnabled() {
+			p.add(checkListen("AdminListen", s.AdminListen))
+		}
+	}
+}
+
+// checkFrontDoor: anyone who can reach the proxy acts as the farmer, so it
+// listens beyond loopback only with an inbound secret, or when the operator
+// says in so many words that anyone may use it. A Unix socket is guarded by
+// its file mode.
+func (r *Route) checkFrontDoor() error {
+	if path, ok := r.UnixSocket(); ok {
+		if !filepath.IsAbs(path) {
+			return problem("Listen", "%q: a Unix socket needs an absolute path, as unix:/run/coop-proxy/proxy.sock", r.Listen)
+		}
+		return nil
+	}
+	if err := checkListen("Listen", r.Listen); err != nil {
+		return err
+	}
+	if !IsLoopback(r.Listen) && r.InboundSecret == "" && !r.AllowUnauthenticatedCallers {
+		return problem("Listen", "%q is reachable from other machines, and whoever reaches coop-proxy acts as the farmer: set %sINBOUND_SECRET_FILE (callers send Proxy-Authorization: Bearer <secret>), or %sALLOW_UNAUTHENTICATED_CALLERS=true to accept that", r.Listen, EnvPrefix, EnvPrefix)
+	}
+	return nil
+}
+
+// UnixSocket returns the socket path of a unix:/path listen address.
+func (r *Route) UnixSocket() (string, bool) { return strings.CutPrefix(r.Listen, "unix:") }
+
+// AdminEnabled: an admin listener is wanted ("off", or an empty value, says none).
+func (s *Settings) AdminEnabled() bool { return s.AdminListen != "" && s.AdminListen != "off" }
+
+// IsLoopback reports whether a host:port listen address is on loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return problem(field, "%q is not an http(s) URL with a host", s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return problem(field, "%q must not carry credentials, a query or a fragment", u.Redacted())
+	}
+	return nil
+}
+
+func checkListen(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return problem(field, "%q is not host:port", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return problem(field, "%q has no valid port", addr)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return problem(field, "%q: host must be an IP address (or localhost)", addr)
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+// Package config holds coop-proxy's settings as one immutable value: read
+// once from the environment with the command-line flags layered over it,
+// secret files read once, and every value checked. A reload builds a new
+// value beside the one in effect; nothing ever changes a Settings in place.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
+)
+
+// EnvPrefix starts the name of every environment variable coop-proxy reads.
+const EnvPrefix = "COOP_PROXY_"
+
+// Settings is every setting. Each one is read from the environment (env
+// tag, after EnvPrefix) and can be overridden by the flag of the same
+// meaning (flag tag); the help tag is the line --help and the README give.
+// Secrets have no flag: a flag shows in `ps` to every user of the machine.
+//
+// Route holds what belongs to one upstream and its grant; the rest belongs
+// to the process. The environment describes one route.
+type Settings struct {
+	Route Route
+
+	AdminListen     string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
+	Store           string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
+	MaxHeaderBytes  int           `env:"MAX_HEADER_BYTES" envDefault:"65536" flag:"max-header-bytes" help:"largest request header (bytes); larger gets 431"`
+	MaxConns        int           `env:"MAX_CONNS" envDefault:"1024" flag:"max-conns" help:"most caller connections open at once; further callers wait to be accepted"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" flag:"shutdown-timeout" help:"on SIGINT/SIGTERM, how long in-flight requests may take to finish"`
+	LogFormat       LogFormat     `env:"LOG_FORMAT" envDefault:"json" flag:"log-format" help:"json or console"`
+	LogLevel        LogLevel      `env:"LOG_LEVEL" envDefault:"info" flag:"log-level" help:"debug, info, warn or error"`
+	LoginTimeout    time.Duration `env:"LOGIN_TIMEOUT" envDefault:"5m" flag:"login-timeout" help:"login: how long to wait for the farmer's answer"`
+	NoBrowser       bool          `env:"NO_BROWSER" flag:"no-browser" help:"login: only print the address to open, do not start a browser"`
+	Paste           bool          `env:"PASTE" flag:"paste" help:"login: no listener; paste the address the browser was sent to (for machines without a browser)"`
+}
+
+// Route is one upstream API, the grant that gets its tokens, and the
+// listener its callers reach it on.
+type Route struct {
+	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
+	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
+	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
+	Grant                       Grant         `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
+	ClientID                    string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
+	ClientSecret                redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
+	ClientSecretFile            string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
+	Scopes                      Scopes        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
+	AuthStyle                   AuthStyle     `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how client credentials reach the token endpoint: body (works with every COOP client id), basic, or auto"`
+	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
+	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
+	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
+	AllowUnauthenticatedCallers bool          `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
+	RefreshMargin               time.Duration `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
+	RetryBodyLimit              int64         `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token; 0: never resend a request with a body"`
+	UpstreamTimeout             time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" flag:"upstream-timeout" help:"longest wait for COOP's response headers; then 504"`
+	RequestTimeout              time.Duration `env:"REQUEST_TIMEOUT" envDefault:"2m" flag:"request-timeout" help:"longest a whole request may take, body included; then 504 (or the connection is cut mid-answer)"`
+	MaxBodyBytes                int64         `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
+	MaxUpstreamConns            int           `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
+	RedirectURI                 string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
+}
+
+// Needs says which settings a command uses, and so which are required and
+// which secret files are read.
+type Needs struct {
+	Client bool // client id and secret (the secret file is read)
+	Listen bool // the listeners (the inbound secret file is read)
+	Store  bool // the token store path
+}
+
+// Everything is what serve and check-config need.
+var Everything = Needs{Client: true, Listen: true, Store: true}
+
+// Load reads the settings: the environment (environ; nil means the
+// process's), then the flags in args over it, parsed once by caarlos0/env;
+// then the secret files the command needs, each read once; then every
+// check. Problems are returned as a *Problems listing each one; the
+// Settings returned with them holds what could be read (for --help). A
+// flag.ErrHelp is returned as is.
+func Load(name string, args []string, environ map[string]string, need Needs) (*Settings, error) {
+	if environ == nil {
+		environ = processEnviron()
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, f := range Fields() {
+		if f.Flag != "" {
+			fs.Var(&rawFlag{bool: f.kind == reflect.Bool}, f.Flag, f.Help)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	merged := make(map[string]string, len(environ))
+	for k, v := range environ {
+		merged[k] = v
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		merged[EnvPrefix+EnvOfFlag(fl.Name)] = fl.Value.String()
+	})
+
+	s := &Settings{}
+	var p Problems
+	if err := env.ParseWithOptions(s, env.Options{Prefix: EnvPrefix, Environment: merged}); err != nil {
+		p.addParseErrors(err, merged)
+	}
+	s.resolve(need, &p)
+	s.check(need, &p)
+	if p = p.firstPerSetting(); len(p) > 0 {
+		return s, p
+	}
+	return s, nil
+}
+
+func processEnviron() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// rawFlag keeps a flag's text; caarlos0/env parses it with the environment.
+type rawFlag struct {
+	value string
+	bool  bool
+}
+
+func (f *rawFlag) String() string     { return f.value }
+func (f *rawFlag) Set(s string) error { f.value = s; return nil }
+func (f *rawFlag) IsBoolFlag() bool   { return f.bool }
+
+// resolve fills in what the settings imply: the secrets from their files
+// (each read once, here) and the default store path.
+func (s *Settings) resolve(need Needs, p *Problems) {
+	r := &s.Route
+	if need.Client {
+		secret, err := readSecret("ClientSecret", "ClientSecretFile", r.ClientSecret, r.ClientSecretFile)
+		if err == nil && secret == "" {
+			err = problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", EnvPrefix, EnvPrefix)
+		}
+		p.add(err)
+		r.ClientSecret = secret
+	}
+	if need.Listen {
+		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
+		p.add(err)
+		r.InboundSecret = secret
+	}
+	if need.Store && s.Store == "" {
+		path, err := defaultStorePath()
+		p.add(err)
+		s.Store = path
+	}
+}
+
+// readSecret reads a secret given in the environment (field) or in a file
+// (fileField), not both; "" when neither is set. A file that cannot be read
+// or holds nothing is an error, never an empty secret.
+func readSecret(field, fileField string, value redact.Secret, file string) (redact.Secret, error) {
+	switch {
+	case value != "" && file != "":
+		return "", problem(fileField, "set either %s%s or the file, not both", EnvPrefix, fieldEnv(field))
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %v", pe.Path, pe.Err)
+			}
+			return "", problem(fileField, "cannot read the secret file: %v", err)
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", problem(fileField, "%s is empty", file)
+		}
+		return redact.Secret(s), nil
+	}
+	return value, nil
+}
+
+// defaultStorePath is the token store in the user's state directory (XDG
+// Base Directory specification).
+func defaultStorePath() (string, error) {
+	if dir := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, "coop-proxy", "tokens.json"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", problem("Store", "no home directory to default to (%v): set it", err)
+	}
+	return filepath.Join(home, ".local", "state", "coop-proxy", "tokens.json"), nil
+}
+
+// TokenEndpoint is the token endpoint: the setting, else COOP's path
+// under the upstream.
+func (r *Route) TokenEndpoint() string {
+	if r.TokenURL != "" {
+		return r.TokenURL
+	}
+	return strings.TrimSuffix(r.Upstream, "/") + "/token"
+}
+
+// AuthorizeEndpoint is the authorization endpoint, for login: the setting,
+// else COOP's path under the upstream.
+func (r *Route) AuthorizeEndpoint() string {
+	if r.AuthorizeURL != "" {
+		return r.AuthorizeURL
+	}
+	return strings.TrimSuffix(r.Upstream, "/") + "/authorize"
+}

@@ -1,0 +1,170 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+func load(t *testing.T, args []string, env map[string]string, need Needs) (*Settings, error) {
+	t.Helper()
+	full := map[string]string{}
+	for k, v := range env {
+		full[EnvPrefix+k] = v
+	}
+	return Load("test", args, full, need)
+}
+
+func TestFlagsOverrideTheEnvironment(t *testing.T) {
+	s, err := load(t, []string{"--listen", "127.0.0.1:9999", "--refresh-margin=1m", "--no-browser", "--scopes", "eggs-count,profile"},
+		map[string]string{"LISTEN": "127.0.0.1:7777", "REFRESH_MARGIN": "10m", "CLIENT_ID": "Brent's Lazy CRON Job"}, Needs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.Route
+	if r.Listen != "127.0.0.1:9999" || r.RefreshMargin != time.Minute || !s.NoBrowser || r.ClientID != "Brent's Lazy CRON Job" {
+		t.Fatalf("%+v", s)
+	}
+	if r.Scopes.String() != "eggs-count profile" {
+		t.Fatalf("scopes %q", r.Scopes)
+	}
+	if r.Upstream != "http://coop.apps.knpuniversity.com" || r.TokenEndpoint() != "http://coop.apps.knpuniversity.com/token" ||
+		r.AuthorizeEndpoint() != "http://coop.apps.knpuniversity.com/authorize" || r.Grant != ClientCredentials || r.AuthStyle != AuthBody ||
+		s.LogLevel.Level != zapcore.InfoLevel || s.LogFormat != "json" {
+		t.Fatalf("defaults: %+v", s)
+	}
+}
+
+func TestTypedSettingsRejectUnknownValuesWhileParsing(t *testing.T) {
+	for _, tt := range []struct{ env, value, want string }{
+		{"GRANT", "password", `COOP_PROXY_GRANT (--grant): "password" is not client_credentials or authorization_code`},
+		{"AUTH_STYLE", "header", `COOP_PROXY_AUTH_STYLE (--auth-style): "header" is not body, basic or auto`},
+		{"LOG_FORMAT", "xml", `COOP_PROXY_LOG_FORMAT (--log-format): "xml" is not json or console`},
+		{"LOG_LEVEL", "panic", `COOP_PROXY_LOG_LEVEL (--log-level): "panic" is not debug, info, warn or error`},
+		{"UPSTREAM_TIMEOUT", "forever", `COOP_PROXY_UPSTREAM_TIMEOUT (--upstream-timeout): "forever" is not a duration`},
+		{"MAX_CONNS", "many", `COOP_PROXY_MAX_CONNS (--max-conns): "many" is not a whole number`},
+		{"NO_BROWSER", "perhaps", `COOP_PROXY_NO_BROWSER (--no-browser): "perhaps" is not true or false`},
+	} {
+		_, err := load(t, nil, map[string]string{tt.env: tt.value}, Needs{})
+		var p Problems
+		if !errors.As(err, &p) || len(p) != 1 || !strings.Contains(p[0].Error(), tt.want) {
+			t.Errorf("%s=%s: %v; want %q", tt.env, tt.value, err, tt.want)
+		}
+	}
+}
+
+func TestSecretFilesAreReadOnceAndAFailedReadIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "secret")
+	if err := os.WriteFile(file, []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CLIENT_ID": "app", "CLIENT_SECRET_FILE": file, "INBOUND_SECRET_FILE": file}
+	s, err := load(t, nil, env, Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Route.ClientSecret.Reveal() != "s3cret" || s.Route.InboundSecret.Reveal() != "s3cret" {
+		t.Fatal("the secrets were not read from their file")
+	}
+	// The value read is the value used: rewriting the file later changes nothing.
+	_ = os.WriteFile(file, []byte("other"), 0o600)
+	if s.Route.ClientSecret.Reveal() != "s3cret" {
+		t.Fatal("the settings changed after the load")
+	}
+
+	for name, content := range map[string]*string{"empty": new(""), "blank": new(" \n"), "missing": nil} {
+		path := filepath.Join(dir, name)
+		if content != nil {
+			_ = os.WriteFile(path, []byte(*content), 0o600)
+		}
+		for _, which := range []string{"CLIENT_SECRET_FILE", "INBOUND_SECRET_FILE"} {
+			env := map[string]string{"CLIENT_ID": "app", "CLIENT_SECRET_FILE": file, which: path}
+			s, err := load(t, nil, env, Everything)
+			if err == nil || !strings.Contains(err.Error(), path) {
+				t.Errorf("%s %s: %v, want an error naming the file", which, name, err)
+			}
+			if s != nil && which == "INBOUND_SECRET_FILE" && s.Route.InboundSecret != "" {
+				t.Errorf("%s %s gave a secret", which, name)
+			}
+		}
+	}
+}
+
+func TestSecretsAreNotReadWhenTheCommandDoesNotNeedThem(t *testing.T) {
+	if _, err := load(t, nil, map[string]string{"CLIENT_SECRET_FILE": "/nonexistent"}, Needs{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHelpAndStrayArguments(t *testing.T) {
+	if _, err := load(t, []string{"--help"}, nil, Needs{}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	if _, err := load(t, []string{"extra"}, nil, Needs{}); err == nil || !strings.Contains(err.Error(), `unexpected argument "extra"`) {
+		t.Fatalf("stray argument: %v", err)
+	}
+}
+
+func TestEveryFieldHasAnEnvNameAMatchingFlagAndHelp(t *testing.T) {
+	fields := Fields()
+	if len(fields) < 25 {
+		t.Fatalf("only %d settings found", len(fields))
+	}
+	for _, f := range fields {
+		if f.Env == EnvPrefix || f.Help == "" {
+			t.Errorf("%s lacks an env or help tag", f.Name)
+		}
+		if f.Flag != "" && EnvPrefix+EnvOfFlag(f.Flag) != f.Env {
+			t.Errorf("%s: flag --%s does not match %s", f.Name, f.Flag, f.Env)
+		}
+		secret := strings.Contains(f.Name, "Secret") && !strings.HasSuffix(f.Name, "File")
+		if secret != (f.Flag == "") {
+			t.Errorf("%s: a secret has no flag, every other setting has one", f.Name)
+		}
+	}
+}
+
+func TestChangedNamesEachDifferingSetting(t *testing.T) {
+	a, err := load(t, nil, map[string]string{"CLIENT_ID": "one"}, Needs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := load(t, nil, map[string]string{"CLIENT_ID": "two", "LOG_LEVEL": "debug"}, Needs{})
+	var names []string
+	for _, f := range Changed(a, b) {
+		names = append(names, f.Name)
+	}
+	if strings.Join(names, ",") != "ClientID,LogLevel" {
+		t.Fatalf("changed: %v", names)
+	}
+}
+
+func TestFrontDoorAndListenChecks(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want string // "" for no problem
+	}{
+		{map[string]string{"LISTEN": "0.0.0.0:8080"}, "INBOUND_SECRET_FILE"},
+		{map[string]string{"LISTEN": "0.0.0.0:8080", "ALLOW_UNAUTHENTICATED_CALLERS": "true"}, ""},
+		{map[string]string{"LISTEN": "0.0.0.0:8080", "INBOUND_SECRET": "x"}, ""},
+		{map[string]string{"LISTEN": "unix:relative.sock"}, "absolute path"},
+		{map[string]string{"LISTEN": "8080"}, "is not host:port"},
+		{map[string]string{"ADMIN_LISTEN": "example.com:9090"}, "must be an IP address"},
+		{map[string]string{"ADMIN_LISTEN": "off", "LISTEN": "[::1]:8080"}, ""},
+		{map[string]string{"UPSTREAM": "http://user:pw@coop/"}, "must not carry credentials"},
+		{map[string]string{"MAX_CONNS": "0"}, "MAX_CONNS (--max-conns): must be more than 0"},
+		{map[string]string{"RETRY_BODY_LIMIT": "0"}, ""},
+	} {
+		_, err := load(t, nil, tt.env, Needs{Listen: true})
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
+		}
+	}
+}

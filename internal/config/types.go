@@ -1,0 +1,95 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// valueError is a value a setting's type refused; its text is the reason.
+type valueError struct{ msg string }
+
+func (e *valueError) Error() string { return e.msg }
+
+// Grant is the OAuth 2.0 grant that gets the route's tokens.
+type Grant string
+
+const (
+	// ClientCredentials is the application's own token (RFC 6749 §4.4).
+	ClientCredentials Grant = "client_credentials"
+	// AuthorizationCode is a farmer's grant from `coop-proxy login`
+	// (RFC 6749 §4.1), renewed with its refresh token (§6).
+	AuthorizationCode Grant = "authorization_code"
+)
+
+// UnmarshalText accepts only the known grants.
+func (g *Grant) UnmarshalText(b []byte) error {
+	switch v := Grant(b); v {
+	case ClientCredentials, AuthorizationCode:
+		*g = v
+		return nil
+	}
+	return &valueError{fmt.Sprintf("%q is not client_credentials or authorization_code", b)}
+}
+
+// AuthStyle is how the client credentials reach the token endpoint
+// (RFC 6749 §2.3.1).
+type AuthStyle string
+
+const (
+	// AuthBody sends client_id and client_secret in the form: COOP does not
+	// URL-decode Basic credentials, so this works for every COOP client id.
+	AuthBody AuthStyle = "body"
+	// AuthBasic sends them with HTTP Basic, form-encoded first (§2.3.1).
+	AuthBasic AuthStyle = "basic"
+	// AuthAuto tries Basic, then the body.
+	AuthAuto AuthStyle = "auto"
+)
+
+// UnmarshalText accepts only the known styles.
+func (a *AuthStyle) UnmarshalText(b []byte) error {
+	switch v := AuthStyle(b); v {
+	case AuthBody, AuthBasic, AuthAuto:
+		*a = v
+		return nil
+	}
+	return &valueError{fmt.Sprintf("%q is not body, basic or auto", b)}
+}
+
+// LogFormat is how log lines are written.
+type LogFormat string
+
+// UnmarshalText accepts json and console.
+func (f *LogFormat) UnmarshalText(b []byte) error {
+	switch v := LogFormat(b); v {
+	case "json", "console":
+		*f = v
+		return nil
+	}
+	return &valueError{fmt.Sprintf("%q is not json or console", b)}
+}
+
+// LogLevel is the least severe level logged.
+type LogLevel struct{ zapcore.Level }
+
+// UnmarshalText accepts debug, info, warn and error.
+func (l *LogLevel) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "debug", "info", "warn", "error":
+		return l.Level.UnmarshalText(b)
+	}
+	return &valueError{fmt.Sprintf("%q is not debug, info, warn or error", b)}
+}
+
+// Scopes are OAuth scopes, given space or comma separated.
+type Scopes []string
+
+// UnmarshalText splits on spaces and commas.
+func (s *Scopes) UnmarshalText(b []byte) error {
+	*s = strings.FieldsFunc(string(b), func(r rune) bool { return r == ' ' || r == ',' })
+	return nil
+}
+
+// String joins the scopes with spaces, as an OAuth scope parameter.
+func (s Scopes) String() string { return strings.Join(s, " ") }

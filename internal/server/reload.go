@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+)
+
+// secretWatchInterval is how often the secret files are looked at.
+const secretWatchInterval = 5 * time.Second
+
+// watchReloads reloads on SIGHUP and when a secret file changes (Kubernetes
+// updates a mounted Secret in place, and nothing in a pod can send SIGHUP),
+// until ctx ends.
+func (srv *Server) watchReloads(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	every := srv.opts.WatchEvery
+	if every == 0 {
+		every = secretWatchInterval
+	}
+	watch := time.NewTicker(every)
+	defer watch.Stop()
+	seen := srv.secretFiles()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-watch.C:
+			if srv.secretFiles() == seen {
+				continue
+			}
+			srv.log.Info("a secret file changed: reloading")
+		}
+		// The files' state is taken before they are read: a file rewritten
+		// while being read (truncated, then written) differs from it at the
+		// next look, and is read again then.
+		seen = srv.secretFiles()
+		srv.reread()
+	}
+}
+
+// reread loads the settings again and applies them; a load with any
+// problem (a secret file unreadable or empty, as it is for a moment while
+// it is rewritten in place) changes nothing.
+func (srv *Server) reread() {
+	next, err := srv.opts.Reread()
+	if err != nil {
+		srv.log.Error("reload failed: keeping the settings in use", zap.Error(err))
+		return
+	}
+	srv.Reload(next)
+}
+
+// Reload applies the settings that can change live (the client secret, the
+// inbound secret, the log level) and keeps every other one as it is in
+// effect, logging those that differ as taking effect on restart. It
+// compares with the settings in effect, not with the last ones read, so a
+// change that waits for a restart never slips in with a later reload.
+func (srv *Server) Reload(next *config.Settings) {
+	cur := srv.settings.Load()
+	applied := *cur
+	applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
+	applied.Route.InboundSecret, applied.Route.InboundSecretFile = next.Route.InboundSecret, next.Route.InboundSecretFile
+	applied.LogLevel = next.LogLevel
+
+	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret
+	if secretChanged {
+		// The grant keeps its client id, token URL and scopes (its store
+		// key): only its secret changes.
+		srv.tokens.Stored.SetGrant(newGrant(&applied.Route, srv.opts.Now))
+		srv.tokens.Cache.RetryNow()
+	}
+	inboundChanged := applied.Route.InboundSecret != cur.Route.InboundSecret
+	if inboundChanged {
+		srv.handler.SetInboundSecret(applied.Route.InboundSecret.Reveal())
+	}
+	if srv.opts.Level != (zap.AtomicLevel{}) {
+		srv.opts.Level.SetLevel(applied.LogLevel.Level)
+	}
+	srv.settings.Store(&applied)
+
+	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged),
+		zap.Bool("inbound_secret_changed", inboundChanged), zap.Stringer("log_level", applied.LogLevel.Level))
+	var restart []string
+	for _, f := range config.Changed(&applied, next) {
+		restart = append(restart, config.SettingName(f.Name))
+	}
+	if len(restart) > 0 {
+		srv.log.Warn("these settings changed and take effect only on restart", zap.Strings("settings", restart))
+	}
+}
+
+// fileState is what tells that a file changed: its size and time.
+type fileState struct {
+	size    int64
+	modTime time.Time
+}
+
+// secretFiles returns the state of the client and inbound secret files.
+func (srv *Server) secretFiles() [2]fileState {
+	r := &srv.settings.Load().Route
+	var st [2]fileState
+	for i, path := range []string{r.ClientSecretFile, r.InboundSecretFile} {
+		if info, err := os.Stat(path); path != "" && err == nil {
+			st[i] = fileState{info.Size(), info.ModTime()}
+		}
+	}
+	return st
+}

@@ -1,0 +1,348 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/coop"
+)
+
+// farm is a COOP emulator with Brent's cron application, and the
+// environment pointing coop-proxy at it.
+type farm struct {
+	em         *coop.Server
+	url        string
+	dir        string
+	secretFile string
+	app        coop.App
+}
+
+func newFarm(t *testing.T) *farm {
+	t.Helper()
+	f := &farm{em: coop.New(coop.Options{}), dir: t.TempDir()}
+	brent := f.em.AddUser("brent@example.com", "pw", "Brent", "Farmer")
+	f.app = f.em.AddApp(brent.ID, "Brent's Lazy CRON Job", []string{"eggs-count"}, "")
+	srv := httptest.NewServer(f.em)
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	f.secretFile = filepath.Join(f.dir, "secret")
+	writeFile(t, f.secretFile, f.app.ClientSecret)
+	return f
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// environ is the settings' environment: the farm's, then kv pairs of
+// names (without the prefix) and values.
+func (f *farm) environ(kv ...string) map[string]string {
+	env := map[string]string{}
+	base := []string{"UPSTREAM", f.url, "CLIENT_ID", f.app.ClientID, "CLIENT_SECRET_FILE", f.secretFile,
+		"STORE", filepath.Join(f.dir, "state", "tokens.json"), "LISTEN", "127.0.0.1:0", "ADMIN_LISTEN", "127.0.0.1:0"}
+	kv = append(base, kv...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		env[config.EnvPrefix+kv[i]] = kv[i+1]
+	}
+	return env
+}
+
+func (f *farm) settings(t *testing.T, kv ...string) *config.Settings {
+	t.Helper()
+	s, err := config.Load("test", nil, f.environ(kv...), config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// running is a server in this process.
+type running struct {
+	srv        *Server
+	proxy, adm string
+	logs       *syncBuffer
+	stop       func() error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func start(t *testing.T, s *config.Settings, o Options) *running {
+	t.Helper()
+	logs := &syncBuffer{}
+	o.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	o.Log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), o.Level))
+	ready := make(chan Addrs, 1)
+	o.Ready = ready
+	srv, err := New(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	r := &running{srv: srv, logs: logs}
+	select {
+	case a := <-ready:
+		r.proxy, r.adm = "http://"+a.Proxy, "http://"+a.Admin
+	case err := <-done:
+		cancel()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var stopErr error
+	r.stop = func() error {
+		once.Do(func() { cancel(); stopErr = <-done })
+		return stopErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+// get answers within 5 s, or fails the test: nothing here may hang.
+func get(t *testing.T, url string, hdr ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Defect 1: an inbound secret file rewritten in place (truncated, then
+// written) while a reload reads it must never leave the proxy without it.
+func TestAReloadNeverSwitchesTheInboundSecretOff(t *testing.T) {
+	f := newFarm(t)
+	inbound := filepath.Join(f.dir, "inbound")
+	writeFile(t, inbound, "open-sesame")
+	env := f.environ("INBOUND_SECRET_FILE", inbound)
+	s, err := config.Load("test", nil, env, config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, s, Options{Reread: func() (*config.Settings, error) {
+		return config.Load("test", nil, env, config.Everything)
+	}})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = os.WriteFile(inbound, []byte("open-sesame"), 0o600) // O_TRUNC, then the write
+		}
+	})
+	const reloads = 2000
+	open := 0
+	for range reloads {
+		r.srv.reread()
+		req := httptest.NewRequest("GET", "http://127.0.0.1/api/me", nil)
+		w := httptest.NewRecorder()
+		r.srv.handler.ServeHTTP(w, req)
+		if w.Code != http.StatusUnauthorized {
+			open++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if open != 0 {
+		t.Fatalf("after %d of %d reloads a request without the inbound secret was let through", open, reloads)
+	}
+	if !strings.Contains(r.logs.String(), "reload failed") {
+		t.Log("no reload read the file half-written (the race did not happen this run)")
+	}
+}
+
+// Defect 2: a setting that takes a restart is never applied by a later
+// reload, whatever else that reload changes.
+func TestASecondReloadDoesNotApplyAChangeThatWaitsForARestart(t *testing.T) {
+	f := newFarm(t)
+	s := f.settings(t)
+	r := start(t, s, Options{})
+	if code, body := get(t, r.proxy+"/api/me"); code != 401 && code != 200 {
+		t.Fatalf("first request: %d %s", code, body) // the token is fetched
+	}
+	r.srv.Reload(f.settings(t, "CLIENT_ID", "Another App"))
+	newSecret, _ := f.em.RegenerateSecret(f.app.ClientID)
+	f.em.ExpireAllTokens()
+	secondFile := filepath.Join(f.dir, "secret2")
+	writeFile(t, secondFile, newSecret)
+	r.srv.Reload(f.settings(t, "CLIENT_ID", "Another App", "CLIENT_SECRET_FILE", secondFile))
+	if got := r.srv.settings.Load().Route.ClientID; got != f.app.ClientID {
+		t.Fatalf("client id in effect: %q", got)
+	}
+	get(t, r.proxy+"/api/1/eggs-count") // a new token, with the new secret
+	reqs := f.em.TokenRequests()
+	last := reqs[len(reqs)-1]
+	if last.ClientID != f.app.ClientID || last.Status != 200 {
+		t.Fatalf("the token request after two reloads went out as %q (status %d)", last.ClientID, last.Status)
+	}
+	if n := strings.Count(r.logs.String(), "take effect only on restart"); n != 2 {
+		t.Fatalf("the client id change was reported %d times, want at each reload", n)
+	}
+}
+
+// Defect 5: a caller that announces a body and never sends it, or stops
+// reading the answer, is cut off; connections beyond MAX_CONNS wait.
+func TestSlowCallersAreCutOff(t *testing.T) {
+	f := newFarm(t)
+	big := bytes.Repeat([]byte("x"), 1<<20)
+	var writeFailed atomic.Bool
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 100 { // 100 MiB
+			if _, err := w.Write(big); err != nil {
+				writeFailed.Store(true)
+				return
+			}
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	r := start(t, f.settings(t, "TOKEN_URL", f.url+"/token", "UPSTREAM", upstream.URL, "REQUEST_TIMEOUT", "1s"), Options{})
+	addr := strings.TrimPrefix(r.proxy, "http://")
+
+	// A body announced and never sent.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "POST /api/1/eggs-count HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabcd")
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a caller holding back its body is never answered nor cut off: %v", err)
+	}
+
+	// A caller that stops reading a 100 MiB answer.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, _ = io.WriteString(c2, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	deadline := time.Now().Add(30 * time.Second)
+	for !writeFailed.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("a caller that stopped reading still holds its connection and the upstream answer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestConnectionsBeyondMaxConnsWait(t *testing.T) {
+	f := newFarm(t)
+	r := start(t, f.settings(t, "MAX_CONNS", "2"), Options{})
+	addr := strings.TrimPrefix(r.proxy, "http://")
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	answered := make(chan int, 1)
+	go func() {
+		c := &http.Client{Timeout: 20 * time.Second}
+		resp, err := c.Post(r.proxy+"/api/1/eggs-count", "", nil)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	select {
+	case code := <-answered:
+		t.Fatalf("a third connection was served (%d) while two were held", code)
+	case <-time.After(300 * time.Millisecond):
+	}
+	held[0].Close()
+	if code := <-answered; code != 200 {
+		t.Fatalf("after one closed: %d", code)
+	}
+	held[1].Close()
+}
+
+// Defect 11: only a stale socket is ever removed.
+func TestUnixListenRemovesNothingButAStaleSocket(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	writeFile(t, file, "precious")
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, empty} {
+		ln, err := listen("unix:" + path)
+		if err == nil {
+			ln.Close()
+			t.Fatalf("listened on %s", path)
+		}
+		if !strings.Contains(err.Error(), "is not a socket") || strings.Count(err.Error(), "\n") != 0 {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "precious" {
+		t.Fatal("the file was changed")
+	}
+	if info, err := os.Stat(empty); err != nil || !info.IsDir() {
+		t.Fatal("the directory was removed")
+	}
+}
+
+// Defect 15: a line at error level reaches the output at once, with the
+// lines before it.
+func TestErrorLinesAreWrittenAtOnce(t *testing.T) {
+	var out syncBuffer
+	log, _, flush := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
+	defer flush()
+	log.Info("first")
+	log.Error("second")
+	if !strings.Contains(out.String(), "first") || !strings.Contains(out.String(), "second") {
+		t.Fatalf("after an error line the output holds %q", out.String())
+	}
+}

@@ -1,0 +1,150 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+// Tokens is the token stack of one route: store, persisting layer and cache.
+type Tokens struct {
+	Store  *tokenstore.Store
+	Stored *tokensource.Stored
+	Cache  *tokensource.Cache
+	key    tokenstore.Key
+	farmer bool // the grant is a farmer's (authorization code), which logout can remove
+}
+
+// TokenOptions let tests steer the token stack.
+type TokenOptions struct {
+	Now       func() time.Time                          // the cache's clock; nil: time.Now
+	WrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
+}
+
+// NewTokens builds the token stack for the route's grant over the store at
+// storePath.
+func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
+	st, err := OpenStore(storePath, log)
+	if err != nil {
+		return nil, err
+	}
+	grant := newGrant(r, o.Now)
+	var store tokensource.Store = st
+	if o.WrapStore != nil {
+		store = o.WrapStore(st)
+	}
+	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: r.RefreshMargin, Now: o.Now, Log: log.Named("tokens")}
+	cache := &tokensource.Cache{
+		Source:  stored,
+		Margin:  r.RefreshMargin,
+		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
+		Now:     o.Now,
+		OnFetch: onFetch,
+	}
+	return &Tokens{Store: st, Stored: stored, Cache: cache, key: grant.Key(), farmer: r.Grant == config.AuthorizationCode}, nil
+}
+
+// OpenStore opens the token store file; a corrupt file is logged with its
+// path and moved aside.
+func OpenStore(path string, log *zap.Logger) (*tokenstore.Store, error) {
+	st, err := tokenstore.Open(path, tokenstore.WithCorruptHandler(func(path, movedTo string, err error) {
+		log.Error("token store file is corrupt: moved aside, starting afresh",
+			zap.String("path", path), zap.String("moved_to", movedTo), zap.Error(err))
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("token store %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// StoreKey is the key the route's grant is stored under.
+func StoreKey(r *config.Route) tokenstore.Key {
+	if r.Grant == config.AuthorizationCode {
+		return tokensource.AuthorizationCodeKey(r.TokenEndpoint(), r.ClientID)
+	}
+	return tokensource.ClientCredentialsKey(r.TokenEndpoint(), r.ClientID, r.Scopes)
+}
+
+// AllScopes are COOP's six scopes: what login asks for unless told.
+var AllScopes = []string{"barn-unlock", "toiletseat-down", "chickens-feed", "eggs-collect", "eggs-count", "profile"}
+
+// OAuthConfig is the authorization-code configuration used by login and by
+// the refresh of the farmer's grant.
+func OAuthConfig(r *config.Route) *oauth2.Config {
+	scopes := []string(r.Scopes)
+	if len(scopes) == 0 {
+		scopes = AllScopes
+	}
+	return &oauth2.Config{
+		ClientID:     r.ClientID,
+		ClientSecret: r.ClientSecret.Reveal(),
+		Endpoint:     oauth2.Endpoint{AuthURL: r.AuthorizeEndpoint(), TokenURL: r.TokenEndpoint(), AuthStyle: authStyle(r.AuthStyle)},
+		RedirectURL:  r.RedirectURI,
+		Scopes:       scopes,
+	}
+}
+
+// authStyle maps the auth-style setting to x/oauth2's. COOP does not
+// URL-decode Basic credentials (coop-api.md), so "body" is the default.
+func authStyle(s config.AuthStyle) oauth2.AuthStyle {
+	switch s {
+	case config.AuthBasic:
+		return oauth2.AuthStyleInHeader
+	case config.AuthAuto:
+		return oauth2.AuthStyleAutoDetect
+	}
+	return oauth2.AuthStyleInParams
+}
+
+// TokenHTTPClient talks to the token endpoint.
+func TokenHTTPClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second}
+}
+
+// newGrant builds the route's grant.
+func newGrant(r *config.Route, now func() time.Time) tokensource.Grant {
+	client := TokenHTTPClient()
+	if r.Grant == config.AuthorizationCode {
+		return &tokensource.Refresh{Config: OAuthConfig(r), Client: client, Now: now}
+	}
+	return &tokensource.ClientCredentials{Client: client, Now: now, Config: &clientcredentials.Config{
+		ClientID: r.ClientID, ClientSecret: r.ClientSecret.Reveal(), TokenURL: r.TokenEndpoint(),
+		Scopes: r.Scopes, AuthStyle: authStyle(r.AuthStyle),
+	}}
+}
+
+// maintain renews the token ahead of expiry, writes pending tokens to the
+// store, and notices a logout, once a second, until ctx ends.
+func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		t.Cache.Prefetch()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !t.Stored.Durable() {
+			if err := t.Stored.Flush(ctx); err != nil {
+				log.Error("still cannot write tokens to the token store", zap.Error(err))
+			}
+			continue
+		}
+		if t.farmer && t.Cache.Current() != nil {
+			if _, ok, err := t.Store.Load(ctx, t.key); err == nil && !ok {
+				log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
+				t.Cache.Forget()
+			}
+		}
+	}
+}
