@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -262,5 +264,41 @@ func TestAChangedSecretFileIsReloadedWithoutASignal(t *testing.T) {
 	waitUntil(t, "a token with the new secret", func() bool { return call(t, "POST", p.url+"/api/1/eggs-count", nil).status == 200 })
 	if !strings.Contains(p.logs.String(), "take effect only on restart") || !strings.Contains(p.logs.String(), config.EnvPrefix+"CLIENT_ID") {
 		t.Fatal("the client id change is not reported as needing a restart")
+	}
+}
+
+func TestASecondSignalExitsAtOnceWithTheLogFlushed(t *testing.T) {
+	f := newFarm(t)
+	release := make(chan struct{})
+	defer close(release)
+	var arrived atomic.Bool
+	f.watchAPI(func(r *http.Request) {
+		arrived.Store(true)
+		<-release
+	})
+	c := startChild(t, f.config(t))
+	c.waitListening(t)
+	go func() { // held at COOP: the drain waits for it, and the exit cuts it
+		if resp, err := http.Post(c.url+"/api/1/eggs-collect", "", nil); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitUntil(t, "the slow request at COOP", arrived.Load)
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	waitUntil(t, "the drain", func() bool { return strings.Contains(c.stderr.String(), "shutting down") })
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- c.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a second SIGTERM did not end the drain")
+	}
+	if !strings.Contains(c.stderr.String(), "second signal") {
+		t.Fatalf("the last log line was lost:\n%s", c.stderr.String())
 	}
 }
