@@ -211,15 +211,14 @@ func (f *farm) throughConsent(b context.Context, t *testing.T, authURL, choice s
 	); err != nil {
 		t.Fatalf("filling COOP's login form: %v", err)
 	}
-	resp, err := chromedp.RunResponse(b, chromedp.Click(`//button[normalize-space()="Login!"]`))
-	if err != nil {
+	if _, err := chromedp.RunResponse(b, chromedp.Click(`//button[normalize-space()="Login!"]`)); err != nil {
 		t.Fatalf("submitting COOP's login form: %v", err)
 	}
 	consent, err := chromedp.Run(b, chromedp.Text(chromedp.CSS("body")))
 	if err != nil || !strings.Contains(consent, `Authorize "`+f.clientID+`"`) {
 		t.Fatalf("no consent page after COOP's login (%v):\n%s", err, consent)
 	}
-	resp, err = chromedp.RunResponse(b, chromedp.Click(`//a[normalize-space()="`+choice+`"]`))
+	resp, err := chromedp.RunResponse(b, chromedp.Click(`//a[normalize-space()="`+choice+`"]`))
 	if err != nil {
 		t.Fatalf("clicking %q: %v", choice, err)
 	}
