@@ -1,10 +1,14 @@
-# make test: vet, staticcheck and the race-enabled tests.
+# make test: Chromium when missing (scripts/test-deps.sh), then vet, staticcheck
+# and the race-enabled tests.
 # make bench: the load benchmark and Go benchmarks (bench/run.sh).
 
-.PHONY: test bench
+.PHONY: test test-deps bench
 
-test:
+test: test-deps
 	go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./... && go test -race ./...
+
+test-deps:
+	bash scripts/test-deps.sh
 
 bench:
 	bash bench/run.sh

@@ -10,8 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Bounds on the loopback listener's server: the browser is local, so
@@ -23,7 +26,7 @@ const (
 
 // errStopped is what the browser is told when its answer came after Run
 // stopped waiting.
-var errStopped = errors.New("coop-proxy stopped waiting for this login: run coop-proxy login again")
+var errStopped = errors.New("the login command stopped waiting for this answer: run coop-proxy login again")
 
 // listen opens the loopback listener on exactly the redirect URI's address
 // (RFC 8252 §7.3).
@@ -64,7 +67,7 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.claimed.CompareAndSwap(false, true) {
-		writePage(w, http.StatusOK, "This login is already done: you can close this tab.")
+		writePage(w, http.StatusOK, page{Title: "coop-proxy: login done", Heading: "This login is already done"})
 		return
 	}
 	reply := make(chan error, 1)
@@ -82,27 +85,51 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writePage(w, http.StatusBadRequest, "The login to coop-proxy failed: "+err.Error())
+		writePage(w, http.StatusBadRequest, page{Title: "coop-proxy: login failed", Heading: "The login to coop-proxy failed", Text: sentence(err.Error())})
 		return
 	}
-	writePage(w, http.StatusOK, "You are logged in to coop-proxy: you can close this tab.")
+	writePage(w, http.StatusOK, page{Title: "coop-proxy: logged in", Heading: "You are logged in to coop-proxy",
+		Text: "COOP gave coop-proxy your grant. The terminal where you ran the login says who is logged in and where the grant is stored."})
 }
 
+// page is what the browser shows: how the login went (Title, Heading), why
+// or what next (Text, may be empty), and that the tab is no longer needed.
+type page struct{ Title, Heading, Text string }
+
 var pageTemplate = template.Must(template.New("page").Parse(`<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>coop-proxy login</title></head>
-<body><p>{{.}}</p></body></html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36em;margin:2em auto;padding:0 1em;line-height:1.5}</style>
+</head><body>
+<h1>{{.Heading}}</h1>
+{{with .Text}}<p>{{.}}</p>
+{{end}}<p>You can close this tab.</p>
+</body></html>
 `))
+
+// sentence makes an error message read as a sentence on the page.
+func sentence(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	r, n := utf8.DecodeRuneInString(msg)
+	msg = string(unicode.ToUpper(r)) + msg[n:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
+}
 
 // writePage answers the browser with a small page. The URL it answers holds
 // the code, so the page is not cached and sends no referrer.
-func writePage(w http.ResponseWriter, status int, msg string) {
+func writePage(w http.ResponseWriter, status int, p page) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = pageTemplate.Execute(w, msg)
+	_ = pageTemplate.Execute(w, p)
 }
 
 // serve waits on ln for the browser to come back from COOP, then finishes

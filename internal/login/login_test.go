@@ -501,3 +501,38 @@ func TestErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestCallbackPageTellsTheFarmerWhatHappened reads the callback pages as the
+// farmer sees them: a title and a heading that say how the login went, the
+// reason as a sentence, and where to look next.
+func TestCallbackPageTellsTheFarmerWhatHappened(t *testing.T) {
+	tests := []struct {
+		name   string
+		result error
+		status int
+		want   []string
+	}{
+		{"approved", nil, http.StatusOK, []string{
+			"<title>coop-proxy: logged in</title>", "<h1>You are logged in to coop-proxy</h1>",
+			"The terminal where you ran the login", "You can close this tab.",
+		}},
+		{"denied", ErrDenied, http.StatusBadRequest, []string{
+			"<title>coop-proxy: login failed</title>", "<h1>The login to coop-proxy failed</h1>",
+			"<p>Login refused on COOP (&#34;get me out of here!&#34;): nothing was saved;", "You can close this tab.",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			callbacks := make(chan callback, 1)
+			h := &callbackHandler{path: "/cb", callbacks: callbacks, done: make(chan struct{})}
+			go func() { (<-callbacks).reply <- tt.result }()
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/cb?code=x&state=y", nil))
+			for _, want := range tt.want {
+				if rec.Code != tt.status || !strings.Contains(rec.Body.String(), want) {
+					t.Errorf("answered %d without %q:\n%s", rec.Code, want, rec.Body.String())
+				}
+			}
+		})
+	}
+}
