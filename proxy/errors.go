@@ -33,6 +33,19 @@ func writeProblem(w http.ResponseWriter, status int, code, description string) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// rejection is COOP's rejection of a token (RFC 6750 §3.1 invalid_token)
+// that is not answered by a retry. A token failure is never the caller's
+// 401: the token is dropped, and the caller sends the request again.
+type rejection struct{ description string }
+
+func (e *rejection) Error() string { return "token_rejected: " + e.description }
+
+var (
+	errBodyNotKept = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
+		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
+	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
+)
+
 // statusClientClosed is logged (never sent) when the caller went away
 // before the answer, as nginx does.
 const statusClientClosed = 499
@@ -44,9 +57,13 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var te *tokensource.Error
 	var ne net.Error
 	var mbe *http.MaxBytesError
+	var rj *rejection
 	switch {
 	case errors.As(err, &mbe):
 		h.tooLarge(w)
+	case errors.As(err, &rj):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "token_rejected", rj.description)
 	case errors.As(err, &te):
 		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))

@@ -40,8 +40,9 @@ type Options struct {
 	Tokens   Tokens            // where bearer tokens come from
 	Base     http.RoundTripper // the transport to COOP; nil: NewTransport(30s)
 	// RetryBodyLimit is the largest request body kept in memory so that the
-	// request can be sent again after COOP rejects the token. A larger body
-	// is streamed and its request is not retried. Default 1 MiB.
+	// request can be sent again after COOP rejects the token; 0 keeps none.
+	// A larger body is streamed, and when COOP rejects the token its request
+	// is not sent again: the caller gets 503 + Retry-After to send it again.
 	RetryBodyLimit int64
 	// LoopbackOnly refuses requests whose Host is not a loopback name or
 	// address: a web page in a browser on this machine cannot then reach
@@ -93,9 +94,6 @@ func NewTransport(upstreamTimeout time.Duration) *http.Transport {
 
 // New returns the handler.
 func New(o Options) *Handler {
-	if o.RetryBodyLimit == 0 {
-		o.RetryBodyLimit = 1 << 20
-	}
 	if o.Base == nil {
 		o.Base = NewTransport(30 * time.Second)
 	}
@@ -104,7 +102,7 @@ func New(o Options) *Handler {
 	}
 	h := &Handler{
 		upstream:       o.Upstream,
-		retryBodyLimit: o.RetryBodyLimit,
+		retryBodyLimit: max(o.RetryBodyLimit, 0),
 		loopbackOnly:   o.LoopbackOnly,
 		maxHeaderBytes: o.MaxHeaderBytes,
 		maxBodyBytes:   o.MaxBodyBytes,

@@ -33,7 +33,8 @@ type authValue struct {
 
 // RoundTrip gets a token (or fails without sending anything), sends the
 // request with it, and retries once on 401 invalid_token when the body can
-// be sent again.
+// be sent again. A rejection it does not retry, or a second one, drops the
+// token and fails with a *rejection (a 503 to the caller).
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok, err := b.token(req.Context())
 	if err != nil {
@@ -44,7 +45,7 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := b.send(b.withToken(req, tok))
-	if err != nil || !tokenRejected(resp) || !replayable(req) {
+	if err != nil || !tokenRejected(resp) {
 		return resp, err
 	}
 
@@ -53,6 +54,9 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Only then is a new token worth a request to COOP; scope and ownership
 	// failures also come as 401 from COOP and pass through untouched.
 	b.reject(resp, tok)
+	if !replayable(req) {
+		return nil, errBodyNotKept
+	}
 	if tok, err = b.token(req.Context()); err != nil {
 		return nil, err
 	}
@@ -66,7 +70,11 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 		info.retried = true
 	}
 	b.metrics.retry()
-	return b.send(retry)
+	if resp, err = b.send(retry); err != nil || !tokenRejected(resp) {
+		return resp, err
+	}
+	b.reject(resp, tok)
+	return nil, errRejectedTwice
 }
 
 // reject discards COOP's answer and drops the token it rejected.
