@@ -177,39 +177,56 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // ServeHTTP checks the request, keeps a small body for a possible retry,
 // forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	if h.admit(rec, r) {
-		ctx := r.Context()
-		if h.requestTimeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
-			defer cancel()
-		}
-		if h.maxBodyBytes > 0 && r.ContentLength != 0 {
-			r.Body = http.MaxBytesReader(rec, r.Body, h.maxBodyBytes)
-		}
-		var mbe *http.MaxBytesError
-		switch err := h.keepBody(r); {
-		case errors.As(err, &mbe):
-			h.tooLarge(rec)
-		case err != nil:
-			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
-		default:
-			h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info)))
-		}
+	defer h.account(rec, r, time.Now())
+	if !h.admit(rec, r) {
+		return
 	}
+	ctx := r.Context()
+	if h.requestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
+		defer cancel()
+	}
+	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
+		r.Body = http.MaxBytesReader(rec, r.Body, h.maxBodyBytes)
+	}
+	if err := h.keepBody(r); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.tooLarge(rec)
+		} else {
+			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+		}
+		return
+	}
+	h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info)))
+}
+
+// account logs and counts a request when ServeHTTP ends, also when
+// ReverseProxy aborts the response by panicking (http.ErrAbortHandler, when
+// COOP's body fails after the headers went out): the panic goes on to
+// net/http, which closes the connection.
+func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
+	p := recover()
 	d := time.Since(start)
 	h.metrics.request(rec.status)
 	if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
+		fields, n := [7]zap.Field{
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path),
 			zap.Int("status", rec.status),
 			zap.Duration("duration", d),
 			zap.Int64("bytes", rec.bytes),
 			zap.Bool("retried", rec.info.retried),
-		)
+		}, 6
+		if p != nil {
+			fields[n], n = zap.Bool("aborted", true), n+1
+		}
+		ce.Write(fields[:n]...)
+	}
+	if p != nil {
+		panic(p)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -335,6 +336,48 @@ func TestRejectedTokenWithABodyNotKeptIsDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ReverseProxy panics with http.ErrAbortHandler when COOP's body fails after
+// the headers went out; the request is logged and counted all the same.
+func TestAbortedResponseIsLoggedAndCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}, func(o *Options) {
+		o.Metrics = NewMetrics(reg, func() float64 { return 0 }, func() bool { return true })
+	})
+	if resp, err := http.Get(f.proxy.URL + "/api/me"); err == nil {
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	lines := f.logs.FilterMessage("request").FilterField(zap.Bool("aborted", true))
+	if lines.Len() != 1 {
+		t.Fatalf("aborted request lines: %d, want 1 (all: %v)", lines.Len(), f.logs.All())
+	}
+	if n := requestsCounted(t, reg); n != 1 {
+		t.Fatalf("requests counted: %v, want 1", n)
+	}
+}
+
+func requestsCounted(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "coop_proxy_requests_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
 
 func TestOther401sPassThroughWithoutATokenRequest(t *testing.T) {
