@@ -33,6 +33,25 @@ func writeProblem(w http.ResponseWriter, status int, code, description string) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// refuse answers a request that is not forwarded, and has the server close
+// the connection after the answer when a body was announced (RFC 9112
+// §9.6): net/http would otherwise read up to 256 KiB of that body before
+// sending the answer, and a caller that announces a body and does not send
+// it would wait for the answer without end.
+func refuse(w http.ResponseWriter, r *http.Request, status int, code, description string) {
+	closeUnread(w, r)
+	writeProblem(w, status, code, description)
+}
+
+// closeUnread marks the answer "Connection: close" when the request has a
+// body that may not have been read to its end. Only HTTP/1: an HTTP/2
+// stream does not hold its connection.
+func closeUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // rejection is COOP's rejection of a token (RFC 6750 §3.1 invalid_token)
 // that is not answered by a retry. A token failure is never the caller's
 // 401: the token is dropped, and the caller sends the request again.
@@ -58,9 +77,12 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var ne net.Error
 	var mbe *http.MaxBytesError
 	var rj *rejection
+	if r.GetBody == nil {
+		closeUnread(w, r) // the body was streamed: the transport may have left some of it
+	}
 	switch {
 	case errors.As(err, &mbe):
-		h.tooLarge(w)
+		h.tooLarge(w, r)
 	case errors.As(err, &rj):
 		w.Header().Set("Retry-After", "1")
 		writeProblem(w, http.StatusServiceUnavailable, "token_rejected", rj.description)

@@ -189,14 +189,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
-		r.Body = http.MaxBytesReader(rec, r.Body, h.maxBodyBytes)
+		// w, not rec: past the limit, it has the server close the connection
+		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
 	}
 	if err := h.keepBody(r); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			h.tooLarge(rec)
+			h.tooLarge(rec, r)
 		} else {
-			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+			refuse(rec, r, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 		}
 		return
 	}
@@ -235,33 +236,33 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case !h.inboundOK(r):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="coop-proxy"`)
-		writeProblem(w, http.StatusUnauthorized, "inbound_credential_required",
+		refuse(w, r, http.StatusUnauthorized, "inbound_credential_required",
 			"coop-proxy requires its inbound secret: send Proxy-Authorization: Bearer <secret>")
 	case h.maxHeaderBytes > 0 && headerSize(r) > h.maxHeaderBytes:
-		writeProblem(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
+		refuse(w, r, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
 			fmt.Sprintf("the request header is larger than %d bytes", h.maxHeaderBytes))
 	case h.maxBodyBytes > 0 && r.ContentLength > h.maxBodyBytes:
-		h.tooLarge(w)
+		h.tooLarge(w, r)
 	case r.Method == http.MethodConnect:
-		writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
+		refuse(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
 	case r.URL.IsAbs() && !strings.EqualFold(r.URL.Host, h.upstream.Host):
 		// absolute-form (RFC 9112 §3.2.2) is accepted only for COOP itself
-		writeProblem(w, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
+		refuse(w, r, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
 	case h.adminPaths[r.URL.Path]:
-		writeProblem(w, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
+		refuse(w, r, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
 	case h.loopbackOnly && !r.URL.IsAbs() && !isLoopbackHost(r.Host):
-		writeProblem(w, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
+		refuse(w, r, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
 	case r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site":
 		// A page in a browser must not act as the farmer (cross-site request forgery).
-		writeProblem(w, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
+		refuse(w, r, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
 	default:
 		return true
 	}
 	return false
 }
 
-func (h *Handler) tooLarge(w http.ResponseWriter) {
-	writeProblem(w, http.StatusRequestEntityTooLarge, "body_too_large",
+func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request) {
+	refuse(w, r, http.StatusRequestEntityTooLarge, "body_too_large",
 		fmt.Sprintf("the request body is larger than %d bytes", h.maxBodyBytes))
 }
 
