@@ -33,6 +33,14 @@ func writeProblem(w http.ResponseWriter, status int, code, description string) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// refusal is an answer the handler makes itself instead of forwarding.
+type refusal struct {
+	status            int
+	code, description string
+}
+
+func (e *refusal) Error() string { return e.code + ": " + e.description }
+
 // refuse answers a request that is not forwarded, and has the server close
 // the connection after the answer when a body was announced (RFC 9112
 // §9.6): net/http would otherwise read up to 256 KiB of that body before

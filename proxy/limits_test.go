@@ -115,6 +115,8 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 		{name: "admin path", head: "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", status: 404},
 		{name: "rebound DNS name", head: "POST /api/1/eggs-collect HTTP/1.1\r\nHost: attacker.example\r\n", status: 403},
 		{name: "browser request", head: post + "Origin: https://attacker.example\r\n", status: 403},
+		{name: "query Go cannot parse", head: "POST /api/1/eggs-collect?a=%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", status: 400},
+		{name: "form over the check limit", head: post + "Content-Type: application/x-www-form-urlencoded\r\n", length: 2 * formCheckLimit, status: 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -54,7 +54,7 @@ func (s *source) fetches() int {
 // seen is what the upstream received.
 type seen struct {
 	Method, Path, RawQuery, Host, Auth, Body string
-	Header                                   http.Header
+	Header, Trailer                          http.Header
 }
 
 // upstream records requests and answers with answer (default 200 "ok").
@@ -70,7 +70,7 @@ func newUpstream(t *testing.T, answer func(w http.ResponseWriter, r *http.Reques
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.got = append(u.got, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Get("Authorization"), string(b), r.Header.Clone()})
+		u.got = append(u.got, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Get("Authorization"), string(b), r.Header.Clone(), r.Trailer.Clone()})
 		n := len(u.got)
 		u.mu.Unlock()
 		if u.answer != nil {
