@@ -64,13 +64,14 @@ func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Ha
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), zapcore.AddSync(io.Discard), zap.InfoLevel))
 	metrics := proxy.NewMetrics(prometheus.NewRegistry(), func() float64 { return 3600 }, func() bool { return true })
 	return proxy.New(proxy.Options{
-		Upstream:     upstream,
-		Tokens:       cache,
-		Base:         base,
-		Log:          log.Named("proxy"),
-		Metrics:      metrics,
-		LoopbackOnly: true,
-		AdminPaths:   []string{"/healthz", "/readyz", "/metrics"},
+		Upstream:       upstream,
+		Tokens:         cache,
+		Base:           base,
+		RetryBodyLimit: 1 << 20, // COOP_PROXY_RETRY_BODY_LIMIT's default
+		Log:            log.Named("proxy"),
+		Metrics:        metrics,
+		LoopbackOnly:   true,
+		AdminPaths:     []string{"/healthz", "/readyz", "/metrics"},
 	})
 }
 

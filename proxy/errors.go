@@ -33,6 +33,46 @@ func writeProblem(w http.ResponseWriter, status int, code, description string) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// refusal is an answer the handler makes itself instead of forwarding.
+type refusal struct {
+	status            int
+	code, description string
+}
+
+func (e *refusal) Error() string { return e.code + ": " + e.description }
+
+// refuse answers a request that is not forwarded, and has the server close
+// the connection after the answer when a body was announced (RFC 9112
+// §9.6): net/http would otherwise read up to 256 KiB of that body before
+// sending the answer, and a caller that announces a body and does not send
+// it would wait for the answer without end.
+func refuse(w http.ResponseWriter, r *http.Request, status int, code, description string) {
+	closeUnread(w, r)
+	writeProblem(w, status, code, description)
+}
+
+// closeUnread marks the answer "Connection: close" when the request has a
+// body that may not have been read to its end. Only HTTP/1: an HTTP/2
+// stream does not hold its connection.
+func closeUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// rejection is COOP's rejection of a token (RFC 6750 §3.1 invalid_token)
+// that is not answered by a retry. A token failure is never the caller's
+// 401: the token is dropped, and the caller sends the request again.
+type rejection struct{ description string }
+
+func (e *rejection) Error() string { return "token_rejected: " + e.description }
+
+var (
+	errBodyNotKept = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
+		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
+	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
+)
+
 // statusClientClosed is logged (never sent) when the caller went away
 // before the answer, as nginx does.
 const statusClientClosed = 499
@@ -44,9 +84,16 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var te *tokensource.Error
 	var ne net.Error
 	var mbe *http.MaxBytesError
+	var rj *rejection
+	if r.GetBody == nil {
+		closeUnread(w, r) // the body was streamed: the transport may have left some of it
+	}
 	switch {
 	case errors.As(err, &mbe):
-		h.tooLarge(w)
+		h.tooLarge(w, r)
+	case errors.As(err, &rj):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "token_rejected", rj.description)
 	case errors.As(err, &te):
 		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))

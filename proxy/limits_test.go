@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -85,6 +88,70 @@ func TestLimitsAnswerWithJSON(t *testing.T) {
 			var p problem
 			if tt.code != "" && (json.Unmarshal([]byte(body), &p) != nil || p.Error != tt.code) {
 				t.Fatalf("body %q, want error %q", body, tt.code)
+			}
+		})
+	}
+}
+
+// A request refused before forwarding must not wait for a body that will not
+// be read: net/http reads up to 256 KiB of it before sending the answer,
+// unless the answer closes the connection. Each caller here announces more
+// body than it sends.
+func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
+	const post = "POST /api/1/eggs-collect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	tests := []struct {
+		name   string
+		opts   func(*Options)
+		secret bool
+		head   string // request line and header fields, without Content-Length
+		length int    // the Content-Length announced; 100 when 0
+		status int
+	}{
+		{name: "inbound secret missing", secret: true, head: post, status: 401},
+		{name: "header too large", opts: func(o *Options) { o.MaxHeaderBytes = 512 }, head: post + "X-Big: " + strings.Repeat("a", 600) + "\r\n", status: 431},
+		{name: "body too large by its length", opts: func(o *Options) { o.MaxBodyBytes = 50 }, head: post, status: 413},
+		{name: "CONNECT", head: "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n", status: 405},
+		{name: "absolute URL for another host", head: "POST http://evil.example/x HTTP/1.1\r\nHost: evil.example\r\n", status: 400},
+		{name: "admin path", head: "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", status: 404},
+		{name: "rebound DNS name", head: "POST /api/1/eggs-collect HTTP/1.1\r\nHost: attacker.example\r\n", status: 403},
+		{name: "browser request", head: post + "Origin: https://attacker.example\r\n", status: 403},
+		{name: "query Go cannot parse", head: "POST /api/1/eggs-collect?a=%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n", status: 400},
+		{name: "form over the check limit", head: post + "Content-Type: application/x-www-form-urlencoded\r\n", length: 2 * formCheckLimit, status: 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts []func(*Options)
+			if tt.opts != nil {
+				opts = append(opts, tt.opts)
+			}
+			f := newFixture(t, nil, opts...)
+			if tt.secret {
+				f.proxy.Config.Handler.(*Handler).SetInboundSecret("open-sesame")
+			}
+			length := tt.length
+			if length == 0 {
+				length = 100
+			}
+			c, err := net.Dial("tcp", strings.TrimPrefix(f.proxy.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// generous: the answer is due at once, and never comes when the server waits for the body
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := fmt.Fprintf(c, "%sContent-Length: %d\r\n\r\nabcd", tt.head, length); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer while the announced body is not sent: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || !resp.Close {
+				t.Fatalf("status %d, Connection: close %v; want %d and close", resp.StatusCode, resp.Close, tt.status)
+			}
+			if n := len(f.up.requests()); n != 0 {
+				t.Fatalf("%d requests reached COOP", n)
 			}
 		})
 	}

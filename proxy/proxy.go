@@ -40,8 +40,11 @@ type Options struct {
 	Tokens   Tokens            // where bearer tokens come from
 	Base     http.RoundTripper // the transport to COOP; nil: NewTransport(30s)
 	// RetryBodyLimit is the largest request body kept in memory so that the
-	// request can be sent again after COOP rejects the token. A larger body
-	// is streamed and its request is not retried. Default 1 MiB.
+	// request can be sent again after COOP rejects the token; 0 keeps none.
+	// A larger body is streamed, and when COOP rejects the token its request
+	// is not sent again: the caller gets 503 + Retry-After to send it again.
+	// A form body is read to check it for a caller's token up to the larger
+	// of this and 1 MiB, and refused (400) over that.
 	RetryBodyLimit int64
 	// LoopbackOnly refuses requests whose Host is not a loopback name or
 	// address: a web page in a browser on this machine cannot then reach
@@ -93,9 +96,6 @@ func NewTransport(upstreamTimeout time.Duration) *http.Transport {
 
 // New returns the handler.
 func New(o Options) *Handler {
-	if o.RetryBodyLimit == 0 {
-		o.RetryBodyLimit = 1 << 20
-	}
 	if o.Base == nil {
 		o.Base = NewTransport(30 * time.Second)
 	}
@@ -104,7 +104,7 @@ func New(o Options) *Handler {
 	}
 	h := &Handler{
 		upstream:       o.Upstream,
-		retryBodyLimit: o.RetryBodyLimit,
+		retryBodyLimit: max(o.RetryBodyLimit, 0),
 		loopbackOnly:   o.LoopbackOnly,
 		maxHeaderBytes: o.MaxHeaderBytes,
 		maxBodyBytes:   o.MaxBodyBytes,
@@ -168,50 +168,73 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// COOP refuses a token sent two ways at once (RFC 6750 §2: "MUST NOT use
 	// more than one method"), and the caller's own credentials are not ours
 	// to forward: the bearer transport sets the only Authorization there is.
+	// ServeHTTP has removed the token from the query and the form.
 	pr.Out.Header.Del("Authorization")
-	if strings.Contains(pr.Out.URL.RawQuery, "access_token") {
-		q := pr.Out.URL.Query()
-		q.Del("access_token")
-		pr.Out.URL.RawQuery = q.Encode()
-	}
+	// Trailer fields (RFC 9110 §6.5) could carry one too: none is forwarded.
+	pr.Out.Trailer = nil
 }
 
-// ServeHTTP checks the request, keeps a small body for a possible retry,
-// forwards it, and logs one line.
+// ServeHTTP checks the request, removes a token the caller put in it, keeps
+// a small body for a possible retry, forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	if h.admit(rec, r) {
-		ctx := r.Context()
-		if h.requestTimeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
-			defer cancel()
-		}
-		if h.maxBodyBytes > 0 && r.ContentLength != 0 {
-			r.Body = http.MaxBytesReader(rec, r.Body, h.maxBodyBytes)
-		}
-		var mbe *http.MaxBytesError
-		switch err := h.keepBody(r); {
-		case errors.As(err, &mbe):
-			h.tooLarge(rec)
-		case err != nil:
-			writeProblem(rec, http.StatusBadRequest, "invalid_request", "the request body could not be read")
-		default:
-			h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info)))
-		}
+	defer h.account(rec, r, time.Now())
+	if !h.admit(rec, r) {
+		return
 	}
+	query, ok := stripTokenFields(r.URL.RawQuery)
+	if !ok {
+		refuse(rec, r, http.StatusBadRequest, "invalid_query",
+			"the query string could not be parsed (a ';', or a '%' without two hex digits), so it cannot be checked for a caller's access_token")
+		return
+	}
+	ctx := r.Context()
+	if h.requestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
+		defer cancel()
+	}
+	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
+		// w, not rec: past the limit, it has the server close the connection
+		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
+	}
+	if err := h.readBody(r); err != nil {
+		h.bodyRefused(rec, r, err)
+		return
+	}
+	out := r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info))
+	if query != r.URL.RawQuery {
+		u := *r.URL
+		u.RawQuery = query
+		out.URL = &u
+	}
+	h.rp.ServeHTTP(rec, out)
+}
+
+// account logs and counts a request when ServeHTTP ends, also when
+// ReverseProxy aborts the response by panicking (http.ErrAbortHandler, when
+// COOP's body fails after the headers went out): the panic goes on to
+// net/http, which closes the connection.
+func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
+	p := recover()
 	d := time.Since(start)
 	h.metrics.request(rec.status)
 	if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
+		fields, n := [7]zap.Field{
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path),
 			zap.Int("status", rec.status),
 			zap.Duration("duration", d),
 			zap.Int64("bytes", rec.bytes),
 			zap.Bool("retried", rec.info.retried),
-		)
+		}, 6
+		if p != nil {
+			fields[n], n = zap.Bool("aborted", true), n+1
+		}
+		ce.Write(fields[:n]...)
+	}
+	if p != nil {
+		panic(p)
 	}
 }
 
@@ -220,33 +243,33 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case !h.inboundOK(r):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="coop-proxy"`)
-		writeProblem(w, http.StatusUnauthorized, "inbound_credential_required",
+		refuse(w, r, http.StatusUnauthorized, "inbound_credential_required",
 			"coop-proxy requires its inbound secret: send Proxy-Authorization: Bearer <secret>")
 	case h.maxHeaderBytes > 0 && headerSize(r) > h.maxHeaderBytes:
-		writeProblem(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
+		refuse(w, r, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
 			fmt.Sprintf("the request header is larger than %d bytes", h.maxHeaderBytes))
 	case h.maxBodyBytes > 0 && r.ContentLength > h.maxBodyBytes:
-		h.tooLarge(w)
+		h.tooLarge(w, r)
 	case r.Method == http.MethodConnect:
-		writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
+		refuse(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "coop-proxy is not a forward proxy: CONNECT is refused")
 	case r.URL.IsAbs() && !strings.EqualFold(r.URL.Host, h.upstream.Host):
 		// absolute-form (RFC 9112 §3.2.2) is accepted only for COOP itself
-		writeProblem(w, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
+		refuse(w, r, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
 	case h.adminPaths[r.URL.Path]:
-		writeProblem(w, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
+		refuse(w, r, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
 	case h.loopbackOnly && !r.URL.IsAbs() && !isLoopbackHost(r.Host):
-		writeProblem(w, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
+		refuse(w, r, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
 	case r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site":
 		// A page in a browser must not act as the farmer (cross-site request forgery).
-		writeProblem(w, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
+		refuse(w, r, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
 	default:
 		return true
 	}
 	return false
 }
 
-func (h *Handler) tooLarge(w http.ResponseWriter) {
-	writeProblem(w, http.StatusRequestEntityTooLarge, "body_too_large",
+func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request) {
+	refuse(w, r, http.StatusRequestEntityTooLarge, "body_too_large",
 		fmt.Sprintf("the request body is larger than %d bytes", h.maxBodyBytes))
 }
 
@@ -261,21 +284,34 @@ func headerSize(r *http.Request) int {
 	return n
 }
 
-// keepBody reads a body up to the retry limit into memory and sets
-// GetBody, so that the request can be sent a second time. A larger body is
-// left to stream (its request will not be retried).
-func (h *Handler) keepBody(r *http.Request) error {
+// readBody reads a body up to the retry limit into memory and sets GetBody,
+// so that the request can be sent a second time; a larger body is left to
+// stream (its request will not be retried). It reads a form up to its own
+// limit to remove the fields COOP would read as a token, and refuses one it
+// cannot check.
+func (h *Handler) readBody(r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil
 	}
-	if r.ContentLength > h.retryBodyLimit {
+	form := formOf(r.Header)
+	limit := h.retryBodyLimit
+	if form != notForm {
+		limit = max(limit, formCheckLimit)
+	}
+	if r.ContentLength > limit || limit == 0 {
+		if form != notForm {
+			return formTooLarge(limit)
+		}
 		return nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, h.retryBodyLimit+1))
+	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return err
 	}
-	if int64(len(buf)) > h.retryBodyLimit {
+	if int64(len(buf)) > limit {
+		if form != notForm {
+			return formTooLarge(limit)
+		}
 		// chunked and larger than the limit: stream what was read, then the rest
 		r.Body = struct {
 			io.Reader
@@ -283,26 +319,38 @@ func (h *Handler) keepBody(r *http.Request) error {
 		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 		return nil
 	}
-	buf = stripFormToken(r, buf)
+	keep := int64(len(buf)) <= h.retryBodyLimit
+	if form != notForm {
+		if buf, err = checkForm(form, r.Header, buf); err != nil {
+			return &refusal{http.StatusBadRequest, "invalid_form",
+				"the form cannot be checked for a caller's access_token: it does not parse as COOP reads it (a ';', a '%' without two hex digits, a multipart boundary read two ways), or it has a Content-Encoding"}
+		}
+	}
 	r.ContentLength = int64(len(buf))
 	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	if keep {
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	}
 	return nil
 }
 
-// stripFormToken removes an access_token field from a form body: COOP reads
-// a token there too (RFC 6750 §2.2), and would refuse it beside ours.
-func stripFormToken(r *http.Request, body []byte) []byte {
-	if !bytes.Contains(body, []byte("access_token")) ||
-		!strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		return body
+func formTooLarge(limit int64) error {
+	return &refusal{http.StatusBadRequest, "form_too_large", fmt.Sprintf(
+		"the form body is larger than %d bytes, the most coop-proxy reads to check a form for a caller's access_token: raise COOP_PROXY_RETRY_BODY_LIMIT to send a larger one", limit)}
+}
+
+// bodyRefused answers a request whose body could not be read or checked.
+func (h *Handler) bodyRefused(w http.ResponseWriter, r *http.Request, err error) {
+	var mbe *http.MaxBytesError
+	var rf *refusal
+	switch {
+	case errors.As(err, &mbe):
+		h.tooLarge(w, r)
+	case errors.As(err, &rf):
+		refuse(w, r, rf.status, rf.code, rf.description)
+	default:
+		refuse(w, r, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return body
-	}
-	form.Del("access_token")
-	return []byte(form.Encode())
 }
 
 func isLoopbackHost(hostport string) bool {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -53,7 +54,7 @@ func (s *source) fetches() int {
 // seen is what the upstream received.
 type seen struct {
 	Method, Path, RawQuery, Host, Auth, Body string
-	Header                                   http.Header
+	Header, Trailer                          http.Header
 }
 
 // upstream records requests and answers with answer (default 200 "ok").
@@ -69,7 +70,7 @@ func newUpstream(t *testing.T, answer func(w http.ResponseWriter, r *http.Reques
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.got = append(u.got, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Get("Authorization"), string(b), r.Header.Clone()})
+		u.got = append(u.got, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Get("Authorization"), string(b), r.Header.Clone(), r.Trailer.Clone()})
 		n := len(u.got)
 		u.mu.Unlock()
 		if u.answer != nil {
@@ -103,7 +104,7 @@ func newFixture(t *testing.T, answer func(w http.ResponseWriter, r *http.Request
 	t.Cleanup(cache.Close)
 	core, logs := observer.New(zap.DebugLevel)
 	u, _ := url.Parse(up.URL)
-	o := Options{Upstream: u, Tokens: cache, Log: zap.New(core), AdminPaths: []string{"/healthz"}, LoopbackOnly: true}
+	o := Options{Upstream: u, Tokens: cache, Log: zap.New(core), AdminPaths: []string{"/healthz"}, LoopbackOnly: true, RetryBodyLimit: 1 << 20}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -272,40 +273,111 @@ func TestRejectedTokenIsReplacedAndTheRequestRetriedOnce(t *testing.T) {
 	}
 }
 
-func TestRejectedAgainPassesThroughAfterOneRetry(t *testing.T) {
+// A token failure is never a 401: a second rejection, of a token fetched
+// just now, drops that token too and answers 503.
+func TestRejectedTwiceGives503(t *testing.T) {
 	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		w.Header().Set("WWW-Authenticate", invalidToken)
-		w.WriteHeader(401)
+		if n <= 2 {
+			w.Header().Set("WWW-Authenticate", invalidToken)
+			w.WriteHeader(401)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
 	})
-	resp, _ := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", ""))
-	if resp.StatusCode != 401 || len(f.up.requests()) != 2 {
-		t.Fatalf("status %d after %d upstream requests, want 401 after 2", resp.StatusCode, len(f.up.requests()))
+	resp, body := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", ""))
+	var p problem
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || json.Unmarshal([]byte(body), &p) != nil || p.Error != "token_rejected" {
+		t.Fatalf("status %d Retry-After %q body %q, want 503 token_rejected", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if n := len(f.up.requests()); n != 2 {
+		t.Fatalf("%d upstream requests, want 2", n)
+	}
+	if resp, _ := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", "")); resp.StatusCode != 200 || f.up.requests()[2].Auth != "Bearer tok-3-0123456789abcdef" {
+		t.Fatalf("next request: status %d with %q, want 200 with a third token", resp.StatusCode, f.up.requests()[2].Auth)
 	}
 }
 
-func TestBodyOverTheLimitIsNotRetried(t *testing.T) {
-	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		w.Header().Set("WWW-Authenticate", invalidToken)
-		w.WriteHeader(401)
-	}, func(o *Options) { o.RetryBodyLimit = 8 })
-	for name, req := range map[string]*http.Request{
-		"with a length": newReq(t, "POST", f.proxy.URL+"/api/1/eggs-collect", "0123456789"),
-		"chunked": func() *http.Request {
-			r := newReq(t, "POST", f.proxy.URL+"/api/1/eggs-collect", "")
-			r.Body = io.NopCloser(strings.NewReader("0123456789"))
-			r.ContentLength = -1
-			return r
-		}(),
-	} {
-		t.Run(name, func(t *testing.T) {
-			before := len(f.up.requests())
-			resp, _ := do(t, req)
-			got := f.up.requests()
-			if resp.StatusCode != 401 || len(got) != before+1 || got[len(got)-1].Body != "0123456789" {
-				t.Fatalf("status %d, upstream saw %d new requests", resp.StatusCode, len(got)-before)
+// A request whose body was not kept cannot be sent again: the rejected token
+// is dropped all the same, and the caller gets 503 to send it again.
+func TestRejectedTokenWithABodyNotKeptIsDropped(t *testing.T) {
+	chunked := func(r *http.Request) { r.Body, r.ContentLength = io.NopCloser(strings.NewReader("0123456789")), -1 }
+	tests := []struct {
+		name  string
+		limit int64
+		req   func(*http.Request)
+	}{
+		{"with a length", 8, func(*http.Request) {}},
+		{"chunked", 8, chunked},
+		{"RetryBodyLimit 0 keeps no body", 0, func(*http.Request) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				if n == 1 {
+					w.Header().Set("WWW-Authenticate", invalidToken)
+					w.WriteHeader(401)
+					return
+				}
+				_, _ = io.WriteString(w, "ok")
+			}, func(o *Options) { o.RetryBodyLimit = tt.limit })
+			req := newReq(t, "POST", f.proxy.URL+"/api/1/eggs-collect", "0123456789")
+			tt.req(req)
+			resp, body := do(t, req)
+			var p problem
+			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || json.Unmarshal([]byte(body), &p) != nil ||
+				p.Error != "token_rejected" || !strings.Contains(p.Description, "not kept") {
+				t.Fatalf("status %d Retry-After %q body %q, want 503 token_rejected", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+			if got := f.up.requests(); len(got) != 1 || got[0].Body != "0123456789" {
+				t.Fatalf("upstream saw %+v, want the request once", got)
+			}
+			if resp, _ := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", "")); resp.StatusCode != 200 || f.up.requests()[1].Auth != "Bearer tok-2-0123456789abcdef" {
+				t.Fatalf("next request: status %d with %q, want 200 with a new token", resp.StatusCode, f.up.requests()[1].Auth)
 			}
 		})
 	}
+}
+
+// ReverseProxy panics with http.ErrAbortHandler when COOP's body fails after
+// the headers went out; the request is logged and counted all the same.
+func TestAbortedResponseIsLoggedAndCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}, func(o *Options) {
+		o.Metrics = NewMetrics(reg, func() float64 { return 0 }, func() bool { return true })
+	})
+	if resp, err := http.Get(f.proxy.URL + "/api/me"); err == nil {
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	lines := f.logs.FilterMessage("request").FilterField(zap.Bool("aborted", true))
+	if lines.Len() != 1 {
+		t.Fatalf("aborted request lines: %d, want 1 (all: %v)", lines.Len(), f.logs.All())
+	}
+	if n := requestsCounted(t, reg); n != 1 {
+		t.Fatalf("requests counted: %v, want 1", n)
+	}
+}
+
+func requestsCounted(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "coop_proxy_requests_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
 
 func TestOther401sPassThroughWithoutATokenRequest(t *testing.T) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
@@ -18,20 +20,32 @@ type bearer struct {
 	base    http.RoundTripper
 	tokens  Tokens
 	metrics *Metrics
+	auth    atomic.Pointer[authValue] // the last token's header value
+}
+
+// authValue is the Authorization header value of a token, built once per
+// token rather than once per request. Requests share it: nothing changes a
+// header value slice once set.
+type authValue struct {
+	tok   *tokensource.Token
+	value []string
 }
 
 // RoundTrip gets a token (or fails without sending anything), sends the
 // request with it, and retries once on 401 invalid_token when the body can
-// be sent again.
+// be sent again. A rejection it does not retry, or a second one, drops the
+// token and fails with a *rejection (a 503 to the caller).
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok, err := b.token(req.Context())
 	if err != nil {
+		// http.RoundTripper: RoundTrip closes the body, even on errors
+		if req.Body != nil {
+			req.Body.Close()
+		}
 		return nil, err
 	}
-	// req is ReverseProxy's own outbound copy, made for this round trip.
-	req.Header.Set("Authorization", tok.Header())
-	resp, err := b.send(req)
-	if err != nil || !tokenRejected(resp) || !replayable(req) {
+	resp, err := b.send(b.withToken(req, tok))
+	if err != nil || !tokenRejected(resp) {
 		return resp, err
 	}
 
@@ -39,25 +53,52 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	// invalid for other reasons": the token, not the request, is at fault.
 	// Only then is a new token worth a request to COOP; scope and ownership
 	// failures also come as 401 from COOP and pass through untouched.
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	resp.Body.Close()
-	b.tokens.Invalidate(tok)
-	tok, err = b.token(req.Context())
-	if err != nil {
+	b.reject(resp, tok)
+	if !replayable(req) {
+		return nil, errBodyNotKept
+	}
+	if tok, err = b.token(req.Context()); err != nil {
 		return nil, err
 	}
-	retry := req.Clone(req.Context())
+	retry := b.withToken(req, tok)
 	if req.GetBody != nil {
 		if retry.Body, err = req.GetBody(); err != nil {
 			return nil, err
 		}
 	}
-	retry.Header.Set("Authorization", tok.Header())
 	if info := infoFrom(req.Context()); info != nil {
 		info.retried = true
 	}
 	b.metrics.retry()
-	return b.send(retry)
+	if resp, err = b.send(retry); err != nil || !tokenRejected(resp) {
+		return resp, err
+	}
+	b.reject(resp, tok)
+	return nil, errRejectedTwice
+}
+
+// reject discards COOP's answer and drops the token it rejected.
+func (b *bearer) reject(resp *http.Response, tok *tokensource.Token) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	b.tokens.Invalidate(tok)
+}
+
+// withToken returns a copy of req that carries tok: a RoundTripper must not
+// change the request it is given. The copy has its own header map; the
+// value slices are shared, and neither side changes them.
+func (b *bearer) withToken(req *http.Request, tok *tokensource.Token) *http.Request {
+	a := b.auth.Load()
+	if a == nil || a.tok != tok {
+		a = &authValue{tok, []string{tok.Header()}}
+		b.auth.Store(a)
+	}
+	out := new(http.Request)
+	*out = *req
+	out.Header = make(http.Header, len(req.Header)+1)
+	maps.Copy(out.Header, req.Header)
+	out.Header["Authorization"] = a.value
+	return out
 }
 
 // token waits for a token; running out of time while waiting is a token
