@@ -96,7 +96,7 @@ type journal struct {
 
 // readJournal reads and verifies a leftover temporary file.
 func readJournal(path string) (journal, error) {
-	f, err := os.Open(path)
+	f, err := openChecked(kindTemp, path, os.O_RDONLY, 0)
 	if err != nil {
 		return journal{}, err
 	}
@@ -115,7 +115,7 @@ func readJournal(path string) (journal, error) {
 // install makes the recovered temporary file the token file: its
 // writer may have died before syncing it, so it is synced before the rename.
 func (s *Store) install(from string) error {
-	f, err := os.Open(from)
+	f, err := openChecked(kindTemp, from, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}

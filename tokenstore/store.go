@@ -29,6 +29,13 @@
 // others (see WithRecoverHandler). Files written before the journal, without
 // generation nor checksums, are read as before, and older readers ignore
 // the new fields.
+//
+// As ssh does for its keys, the store refuses (with an *UnsafeError naming
+// the fix) a directory, token file or lock file that another user owns
+// (root excepted) or that other users can write (group-write is accepted
+// for the process's own group, as Kubernetes' fsGroup volumes have it), and
+// a token file or lock file that is a symbolic link: another user could
+// otherwise plant a grant that would be used, or a link that redirects it.
 package tokenstore
 
 import (
@@ -80,7 +87,8 @@ func WithRecoverHandler(h func(path, from string)) Option {
 // Open returns the store kept in the file at path. It creates the missing
 // directories (mode 0700; the file's own directory is set to exactly 0700
 // when Open creates it, and left alone when it exists). The file and its
-// lock file are created by the first write.
+// lock file are created by the first write. A store that other users could
+// have written to is refused with an *UnsafeError.
 func Open(path string, opts ...Option) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("tokenstore: empty token file path")
@@ -90,6 +98,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("tokenstore: creating the directory of %s: %w", path, err)
 	}
 	s := &Store{path: path, lockPath: path + ".lock", exclusive: make(chan struct{}, 1)}
+	if err := s.checkSafe(); err != nil {
+		return nil, err
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -303,23 +314,32 @@ func (s *Store) locked(ctx context.Context, body func(*contents) error) error {
 // read reads and decodes the token file: a missing file is an empty store,
 // content that does not decode is a *CorruptError.
 func (s *Store) read() (contents, error) {
-	f, err := os.Open(s.path)
+	f, err := openChecked(kindToken, s.path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return empty(), nil
 	}
 	if err != nil {
-		return contents{}, fmt.Errorf("tokenstore: reading token file: %w", err)
+		return contents{}, readError(err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return contents{}, fmt.Errorf("tokenstore: reading token file: %w", err)
+		return contents{}, readError(err)
 	}
 	m, h, err := decode(data)
 	if err != nil {
 		return contents{}, &CorruptError{Path: s.path, Err: err}
 	}
 	return contents{grants: m, generation: h.generation, sum: checksum(data)}, nil
+}
+
+// readError wraps a failure to read the token file; an *UnsafeError is
+// returned as it is, being one line already.
+func readError(err error) error {
+	if _, ok := errors.AsType[*UnsafeError](err); ok {
+		return err
+	}
+	return fmt.Errorf("tokenstore: reading token file: %w", err)
 }
 
 // moveAside renames the corrupt token file out of the way and reports it.
