@@ -2,6 +2,8 @@ package tokenstore
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,16 +17,41 @@ import (
 // Encode refuses to produce one.
 const maxFileSize = 1 << 20
 
-// formatVersion is the only "version" Decode accepts.
+// formatVersion is the only "version" Decode accepts. The journal's fields
+// were added without changing it: readers that predate them ignore them, so
+// a binary of either age can still read the file of the other (and would
+// otherwise move it aside as corrupt).
 const formatVersion = 1
 
 // errTooLarge reports data over maxFileSize.
 var errTooLarge = errors.New("larger than the 1 MiB limit")
 
-// file is the JSON document: {"version":1,"grants":{"<Key.String()>":{...}}}.
+// file is the JSON document:
+//
+//	{
+//	  "version": 1,
+//	  "generation": 7,
+//	  "replaces": "<hex SHA-256 of the file this one replaced>",
+//	  "grants": {"<Key.String()>": {...}},
+//	  "sha256": "<hex SHA-256 of every byte before the comma that ends the grants>"
+//	}
+//
+// The checksum comes last, in a fixed form, so that a file cut short or
+// damaged anywhere fails it (see encode). Files written before the journal
+// have only "version" and "grants".
 type file struct {
-	Version int                   `json:"version"`
-	Grants  map[string]fileRecord `json:"grants"`
+	Version    int                   `json:"version"`
+	Generation uint64                `json:"generation,omitempty"`
+	Replaces   string                `json:"replaces,omitempty"`
+	Grants     map[string]fileRecord `json:"grants"`
+	SHA256     string                `json:"sha256,omitempty"`
+}
+
+// header is what a token file says of its place in the store's history:
+// zero for a file without a checksum (written before the journal).
+type header struct {
+	generation uint64 // one more than the file it replaced: incremented on every write
+	replaces   string // hex SHA-256 of the bytes of the file it replaced
 }
 
 // fileRecord is a Record as stored. Times are RFC 3339 strings ("" for a
@@ -42,24 +69,38 @@ type fileRecord struct {
 }
 
 // Decode parses the token file format. Empty (or all-whitespace) data is an
-// empty store. It rejects data over 1 MiB, any version other than 1, and
-// strings (keys, tokens, scopes, email) that are not UTF-8 or hold control
-// characters; unknown fields are ignored. Its errors never quote a token.
-// Times come back in UTC; an empty scope list comes back nil.
+// empty store. It rejects data over 1 MiB, any version other than 1, a
+// checksum that is not last or does not match, and strings (keys, tokens,
+// scopes, email) that are not UTF-8 or hold control characters; unknown
+// fields are ignored. Its errors never quote a token. Times come back in
+// UTC; an empty scope list comes back nil.
 func Decode(data []byte) (map[string]Record, error) {
+	m, _, err := decode(data)
+	return m, err
+}
+
+// decode is Decode, also returning the file's header.
+func decode(data []byte) (map[string]Record, header, error) {
 	if len(data) > maxFileSize {
-		return nil, errTooLarge
+		return nil, header{}, errTooLarge
 	}
 	m := map[string]Record{}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return m, nil
+		return m, header{}, nil
 	}
 	var f file
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, jsonError(err)
+		return nil, header{}, jsonError(err)
 	}
 	if f.Version != formatVersion {
-		return nil, fmt.Errorf("unsupported format version %d (want %d)", f.Version, formatVersion)
+		return nil, header{}, fmt.Errorf("unsupported format version %d (want %d)", f.Version, formatVersion)
+	}
+	var h header
+	if f.SHA256 != "" {
+		if err := verify(data, f.SHA256); err != nil {
+			return nil, header{}, err
+		}
+		h = header{generation: f.Generation, replaces: f.Replaces}
 	}
 	for key, fr := range f.Grants {
 		r, err := fr.record()
@@ -67,17 +108,23 @@ func Decode(data []byte) (map[string]Record, error) {
 			err = checkGrant(key, r)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("grant %q: %w", key, err)
+			return nil, header{}, fmt.Errorf("grant %q: %w", key, err)
 		}
 		m[key] = r
 	}
-	return m, nil
+	return m, h, nil
 }
 
-// Encode produces the token file for m (version 1, indented, keys sorted). It
-// fails, without quoting any token, on anything Decode would reject.
+// Encode produces a token file for m, of generation 1 and replacing no
+// file, as a store's first write would (indented, keys sorted). It fails,
+// without quoting any token, on anything Decode would reject.
 func Encode(m map[string]Record) ([]byte, error) {
-	f := file{Version: formatVersion, Grants: make(map[string]fileRecord, len(m))}
+	return encode(m, header{generation: 1, replaces: checksum(nil)})
+}
+
+// encode produces the token file for m with the header h.
+func encode(m map[string]Record, h header) ([]byte, error) {
+	f := file{Version: formatVersion, Generation: h.generation, Replaces: h.replaces, Grants: make(map[string]fileRecord, len(m))}
 	for key, r := range m {
 		if err := checkGrant(key, r); err != nil {
 			return nil, fmt.Errorf("grant %q: %w", key, err)
@@ -101,10 +148,33 @@ func Encode(m map[string]Record) ([]byte, error) {
 	if err := enc.Encode(f); err != nil {
 		return nil, fmt.Errorf("encoding JSON: %w", err)
 	}
-	if buf.Len() > maxFileSize {
+	// The document without "sha256" ends in "\n}\n": the checksum of what
+	// precedes that end is added as the last member.
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n}\n"))
+	data := append(body, checksumTail(checksum(body))...)
+	if len(data) > maxFileSize {
 		return nil, errTooLarge
 	}
-	return buf.Bytes(), nil
+	return data, nil
+}
+
+// checksumTail is how a file with a checksum ends: its checksum member.
+func checksumTail(sum string) string { return ",\n  \"sha256\": \"" + sum + "\"\n}\n" }
+
+// checksum is the hex SHA-256 of data.
+func checksum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// verify checks that a file ends with the checksum member it declares and
+// that the checksum matches the bytes before it.
+func verify(data []byte, sum string) error {
+	body, ok := bytes.CutSuffix(data, []byte(checksumTail(sum)))
+	if !ok || checksum(body) != sum {
+		return errors.New("checksum mismatch: the file is incomplete or damaged")
+	}
+	return nil
 }
 
 // record converts a stored record, normalising what JSON can spell twice

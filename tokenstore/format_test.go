@@ -153,6 +153,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad expiry", `{"version":1,"grants":{"k":{"expiry":"` + secretAccess + `"}}}`},
 		{"expiry before year 0 in UTC", `{"version":1,"grants":{"k":{"expiry":"0000-01-01T00:00:00+01:00"}}}`},
 		{"over 1 MiB", `{"version":1,"grants":{}}` + strings.Repeat(" ", maxFileSize)},
+		{"checksum of other content", strings.Replace(string(valid), secretRefresh, secretRefresh[:len(secretRefresh)-1]+"X", 1)},
+		{"checksum not last", strings.Replace(string(valid), "\n}\n", `,"x":1}`, 1)},
+		{"checksum but reformatted", strings.Replace(string(valid), "\n  ", "\n ", -1)},
+		{"checksum but trailing newline", string(valid) + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,4 +242,25 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the grants:\n%#v\n%#v", m, again)
 		}
 	})
+}
+
+func TestFilesStayReadableByReadersWithoutTheJournal(t *testing.T) {
+	t.Parallel()
+	in := map[string]Record{"k": sampleRecord()}
+	data, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What Decode was before the journal: version 1, grants, unknown
+	// fields ignored.
+	var old struct {
+		Version int                   `json:"version"`
+		Grants  map[string]fileRecord `json:"grants"`
+	}
+	if err := json.Unmarshal(data, &old); err != nil || old.Version != 1 {
+		t.Fatalf("older reader: version %d, %v", old.Version, err)
+	}
+	if r, err := old.Grants["k"].record(); err != nil || !reflect.DeepEqual(r, in["k"]) {
+		t.Errorf("older reader read %v, %v", r, err)
+	}
 }

@@ -16,9 +16,10 @@ const (
 	lockPollMax = 20 * time.Millisecond
 )
 
-// lockFile opens the lock file at path (creating it with mode 0600) and takes
-// the flock(2) lock how (syscall.LOCK_SH or syscall.LOCK_EX) on it, waiting
-// until ctx is done. Closing the returned file releases the lock.
+// lockFile opens the lock file at path (creating it with mode 0600, never
+// through a symbolic link: see openChecked) and takes the flock(2) lock how
+// (syscall.LOCK_SH or syscall.LOCK_EX) on it, waiting until ctx is done.
+// Closing the returned file releases the lock.
 //
 // Each call opens its own file description, and flock locks of different
 // descriptions conflict even within one process, so callers in one process
@@ -27,7 +28,10 @@ func lockFile(ctx context.Context, path string, how int) (*os.File, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("tokenstore: waiting for the lock %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openChecked(kindLock, path, os.O_RDWR|os.O_CREATE, 0o600)
+	if _, ok := errors.AsType[*UnsafeError](err); ok {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tokenstore: opening the lock file: %w", err)
 	}

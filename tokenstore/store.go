@@ -10,12 +10,32 @@
 // the lock therefore sees the grant another process just rotated.
 //
 // On disk: the data file (mode 0600) is replaced atomically (temporary file
-// in the same directory, fsync, rename, fsync of the directory); the lock is
-// flock(2) on a separate "<path>.lock" file, since the rename gives the data
-// file a new inode. A corrupt data file is moved aside to
-// "<path>.corrupt-<UTC time>" and the store carries on empty, so callers fetch
-// a new grant rather than fail forever. Errors name the file and never
-// contain a token.
+// "<path>.tmp-*" in the same directory, fsync, rename, fsync of the
+// directory); the lock is flock(2) on a separate "<path>.lock" file, since
+// the rename gives the data file a new inode. A corrupt data file is moved
+// aside to "<path>.corrupt-<UTC time>" and the store carries on empty, so
+// callers fetch a new grant rather than fail forever. Errors name the file
+// and never contain a token.
+//
+// The temporary file is a journal. Each file written carries a generation
+// (one more than the file it replaces), the SHA-256 of the file it replaces,
+// and a SHA-256 of its own content, so that a temporary file cut short is
+// recognised. Only a writer holding the exclusive lock creates temporary
+// files, so one seen under the lock was left by a writer that died, maybe
+// after the authorization server rotated the refresh token and before the
+// rename: the only copy of the live grant may be in it. The next operation
+// (a read that sees one takes the exclusive lock) renames a complete one,
+// written over the data file as it now is, into place, and removes the
+// others (see WithRecoverHandler). Files written before the journal, without
+// generation nor checksums, are read as before, and older readers ignore
+// the new fields.
+//
+// As ssh does for its keys, the store refuses (with an *UnsafeError naming
+// the fix) a directory, token file or lock file that another user owns
+// (root excepted) or that other users can write (group-write is accepted
+// for the process's own group, as Kubernetes' fsGroup volumes have it), and
+// a token file or lock file that is a symbolic link: another user could
+// otherwise plant a grant that would be used, or a link that redirects it.
 package tokenstore
 
 import (
@@ -38,6 +58,7 @@ type Store struct {
 	path      string
 	lockPath  string
 	onCorrupt func(path, movedTo string, err error)
+	onRecover func(path, from string)
 	// exclusive queues this Store's goroutines for the exclusive lock on a
 	// channel, where waiting is cancellable and needs no polling.
 	exclusive chan struct{}
@@ -54,10 +75,20 @@ func WithCorruptHandler(h func(path, movedTo string, err error)) Option {
 	return func(s *Store) { s.onCorrupt = h }
 }
 
+// WithRecoverHandler sets a function called when the token file has been
+// recovered from a temporary file left by a writer that died between
+// writing it and renaming it into place (a crash in the middle of a
+// refresh): path is the token file, from the temporary file renamed over
+// it. It runs with the store locked and must not call the Store.
+func WithRecoverHandler(h func(path, from string)) Option {
+	return func(s *Store) { s.onRecover = h }
+}
+
 // Open returns the store kept in the file at path. It creates the missing
 // directories (mode 0700; the file's own directory is set to exactly 0700
 // when Open creates it, and left alone when it exists). The file and its
-// lock file are created by the first write.
+// lock file are created by the first write. A store that other users could
+// have written to is refused with an *UnsafeError.
 func Open(path string, opts ...Option) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("tokenstore: empty token file path")
@@ -67,6 +98,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("tokenstore: creating the directory of %s: %w", path, err)
 	}
 	s := &Store{path: path, lockPath: path + ".lock", exclusive: make(chan struct{}, 1)}
+	if err := s.checkSafe(); err != nil {
+		return nil, err
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -133,20 +167,23 @@ func (s *Store) Update(ctx context.Context, k Key, fn func(cur Record, ok bool) 
 	key := k.String()
 	var out Record
 	var writeErr error
-	err := s.locked(ctx, func(m map[string]Record) error {
-		cur, ok := m[key]
+	err := s.locked(ctx, func(c *contents) error {
+		cur, ok := c.grants[key]
+		// The temporary file is created before fn runs, so that once fn has
+		// new tokens only encoding and one write(2) stand between them and a
+		// file that recovery finds after a crash. (If it cannot be created,
+		// write tries again and reports why.)
+		tmp, _ := s.createTemp()
 		next, err := fn(cur, ok)
-		if err != nil {
-			return err
-		}
-		if next == nil {
+		if err != nil || next == nil {
+			discard(tmp)
 			out = cur
-			return nil
+			return err
 		}
 		out = *next
 		out.UpdatedAt = time.Now().UTC()
-		m[key] = out
-		writeErr = s.write(m)
+		c.grants[key] = out
+		writeErr = s.write(c, tmp)
 		return nil
 	})
 	if err != nil {
@@ -159,12 +196,12 @@ func (s *Store) Update(ctx context.Context, k Key, fn func(cur Record, ok bool) 
 // whether there was one. A failed write is a *WriteError.
 func (s *Store) Delete(ctx context.Context, k Key) (existed bool, err error) {
 	key := k.String()
-	err = s.locked(ctx, func(m map[string]Record) error {
-		if _, existed = m[key]; !existed {
+	err = s.locked(ctx, func(c *contents) error {
+		if _, existed = c.grants[key]; !existed {
 			return nil
 		}
-		delete(m, key)
-		return s.write(m)
+		delete(c.grants, key)
+		return s.write(c, nil)
 	})
 	return existed, err
 }
@@ -204,29 +241,52 @@ func (e *CorruptError) Error() string {
 // Unwrap returns the cause.
 func (e *CorruptError) Unwrap() error { return e.Err }
 
+// contents is the token file as read under the lock.
+type contents struct {
+	grants     map[string]Record
+	generation uint64 // 0 when there is no file, or one without checksum
+	sum        string // hex SHA-256 of the file's bytes (of none when there is no file)
+}
+
+// empty is the contents of a store without a token file.
+func empty() contents {
+	return contents{grants: map[string]Record{}, sum: checksum(nil)}
+}
+
 // snapshot reads the store under the shared lock.
 func (s *Store) snapshot(ctx context.Context) (map[string]Record, error) {
 	lock, err := lockFile(ctx, s.lockPath, syscall.LOCK_SH)
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.read()
-	_ = lock.Close()
-	if _, ok := errors.AsType[*CorruptError](err); !ok {
-		return m, err
+	c, err := s.read()
+	var left []string
+	if err == nil {
+		left, err = s.leftovers()
 	}
-	// Moving a corrupt file aside takes the exclusive lock, under which the
-	// file is read again: another process may have dealt with it meanwhile.
-	err = s.locked(ctx, func(cur map[string]Record) error {
-		m = cur
+	_ = lock.Close()
+	_, corrupt := errors.AsType[*CorruptError](err)
+	if err != nil && !corrupt {
+		return nil, err
+	}
+	if !corrupt && len(left) == 0 {
+		return c.grants, nil
+	}
+	// Moving a corrupt file aside and dealing with a dead writer's temporary
+	// files take the exclusive lock, under which the file is read again:
+	// another process may have done it meanwhile.
+	var m map[string]Record
+	err = s.locked(ctx, func(c *contents) error {
+		m = c.grants
 		return nil
 	})
 	return m, err
 }
 
-// locked runs body with the exclusive lock held and the grants just read
-// from the file, empty if there is no file or it was corrupt and moved aside.
-func (s *Store) locked(ctx context.Context, body func(map[string]Record) error) error {
+// locked runs body with the exclusive lock held and the token file just
+// read: empty if there is no file or it was corrupt and moved aside, and
+// recovered from a dead writer's temporary file if there is one to recover.
+func (s *Store) locked(ctx context.Context, body func(*contents) error) error {
 	select {
 	case s.exclusive <- struct{}{}:
 		defer func() { <-s.exclusive }()
@@ -238,36 +298,48 @@ func (s *Store) locked(ctx context.Context, body func(map[string]Record) error) 
 		return err
 	}
 	defer lock.Close()
-	m, err := s.read()
-	if c, ok := errors.AsType[*CorruptError](err); ok {
-		m, err = map[string]Record{}, s.moveAside(c.Err)
+	c, err := s.read()
+	if ce, ok := errors.AsType[*CorruptError](err); ok {
+		c, err = empty(), s.moveAside(ce.Err)
+	}
+	if err == nil {
+		err = s.recover(&c)
 	}
 	if err != nil {
 		return err
 	}
-	return body(m)
+	return body(&c)
 }
 
 // read reads and decodes the token file: a missing file is an empty store,
 // content that does not decode is a *CorruptError.
-func (s *Store) read() (map[string]Record, error) {
-	f, err := os.Open(s.path)
+func (s *Store) read() (contents, error) {
+	f, err := openChecked(kindToken, s.path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]Record{}, nil
+		return empty(), nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tokenstore: reading token file: %w", err)
+		return contents{}, readError(err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("tokenstore: reading token file: %w", err)
+		return contents{}, readError(err)
 	}
-	m, err := Decode(data)
+	m, h, err := decode(data)
 	if err != nil {
-		return nil, &CorruptError{Path: s.path, Err: err}
+		return contents{}, &CorruptError{Path: s.path, Err: err}
 	}
-	return m, nil
+	return contents{grants: m, generation: h.generation, sum: checksum(data)}, nil
+}
+
+// readError wraps a failure to read the token file; an *UnsafeError is
+// returned as it is, being one line already.
+func readError(err error) error {
+	if _, ok := errors.AsType[*UnsafeError](err); ok {
+		return err
+	}
+	return fmt.Errorf("tokenstore: reading token file: %w", err)
 }
 
 // moveAside renames the corrupt token file out of the way and reports it.
@@ -282,42 +354,37 @@ func (s *Store) moveAside(cause error) error {
 	return nil
 }
 
-// write replaces the token file with m.
-func (s *Store) write(m map[string]Record) error {
-	data, err := Encode(m)
+// write replaces the token file with c's grants, as the next generation,
+// through tmp (from createTemp; nil to create one now). The temporary file
+// (mode 0600, in the same directory) is written and synced, renamed over the
+// token file, and the directory synced, so that a crash leaves the old
+// content, the new one, or the new one in a complete temporary file that
+// recover renames into place.
+func (s *Store) write(c *contents, tmp *os.File) error {
+	data, err := encode(c.grants, header{generation: c.generation + 1, replaces: c.sum})
+	if err == nil && tmp == nil {
+		tmp, err = s.createTemp()
+	}
 	if err == nil {
-		err = writeAtomic(s.path, data)
+		_, err = tmp.Write(data)
 	}
-	if err != nil {
-		return &WriteError{Path: s.path, Err: err}
-	}
-	return nil
-}
-
-// writeAtomic replaces path with data so that a crash leaves either the old
-// or the new content: a temporary file (mode 0600) in the same directory is
-// written and synced, renamed over path, and the directory synced.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Sync()
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		err = tmp.Close()
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = os.Rename(tmp.Name(), s.path)
 	}
 	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return err
+		discard(tmp)
+		return &WriteError{Path: s.path, Err: err}
 	}
-	return syncDir(dir)
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return &WriteError{Path: s.path, Err: err}
+	}
+	return nil
 }
 
 // syncDir makes a rename in dir durable. File systems that cannot sync a
