@@ -7,6 +7,8 @@ package redact
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
 )
 
 // Fingerprint returns a short, non-reversible identifier of a secret: the
@@ -19,9 +21,11 @@ func Fingerprint(secret string) string {
 	return "sha256:" + hex.EncodeToString(sum[:4])
 }
 
-// Secret is a string that does not print itself. Its String, GoString and
-// MarshalJSON (and so fmt's %v, %+v, %#v and zap's reflection encoder) all
+// Secret is a string that does not print itself. Its Format (every fmt verb:
+// %v, %s, %q, %x, %d...), String, GoString, MarshalJSON and MarshalText all
 // yield "[redacted]"; Reveal returns the value for the one place that needs it.
+// The one exception is %p, which fmt handles before any method: it is not a
+// verb for strings, and fmt's "%!p(...)" text then shows the raw value.
 type Secret string
 
 const redacted = "[redacted]"
@@ -31,6 +35,11 @@ func (s Secret) Reveal() string { return string(s) }
 
 // String implements fmt.Stringer without revealing the secret.
 func (s Secret) String() string { return redacted }
+
+// Format implements fmt.Formatter: whatever the verb, flags, width or
+// precision, fmt prints "[redacted]" (without it, %x and %d would print the
+// value's bytes, as fmt does for any string kind).
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
 
 // GoString implements fmt.GoStringer without revealing the secret.
 func (s Secret) GoString() string { return redacted }

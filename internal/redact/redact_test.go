@@ -29,3 +29,21 @@ func TestSecretNeverPrintsItself(t *testing.T) {
 		t.Fatal("Reveal")
 	}
 }
+
+// %p is left out: fmt handles it before any method of the operand, and for a
+// string kind prints the raw value as its "bad verb" text (see Secret).
+func TestSecretIsRedactedUnderEveryVerb(t *testing.T) {
+	s := Secret("hunter2-abcdef")
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "% x", "%d", "%o", "%b", "%c", "%U", "%e", "%g", "%t", "%10.3s", "%-20q", "%08x"} {
+		for name, out := range map[string]string{
+			"value":   fmt.Sprintf(verb, s),
+			"pointer": fmt.Sprintf(verb, &s),
+			"slice":   fmt.Sprintf(verb, []Secret{s}),
+			"struct":  fmt.Sprintf(verb, struct{ S Secret }{s}),
+		} {
+			if strings.Contains(out, "hunter") || strings.Contains(out, "68756e746572") || strings.Contains(out, "68 75 6e") {
+				t.Errorf("%s of a %s printed the secret: %s", verb, name, out)
+			}
+		}
+	}
+}

@@ -23,6 +23,8 @@ type Token struct {
 	refreshAt time.Time
 	header    string // "Bearer <token>", built once
 	access    string
+	issued    time.Time // when the token endpoint issued it, as far as known
+	replaces  int       // how many tokens in a row were rejected before it was fetched (see Invalidate)
 }
 
 // Header returns the value of the Authorization header (RFC 6750 §2.1).
@@ -56,6 +58,10 @@ func (b Backoff) delay(failures int) time.Duration {
 // never sent (it could expire on the way).
 const expirySkew = 5 * time.Second
 
+// rejectWindow: a token rejected sooner than this after it was issued was
+// rejected at once (see Invalidate).
+const rejectWindow = 10 * time.Second
+
 // loginRecheck is how often a dead or missing grant is looked for again in
 // the store; it costs a file read, not a request to COOP.
 const loginRecheck = time.Second
@@ -68,21 +74,23 @@ type Cache struct {
 	Backoff      Backoff
 	FetchTimeout time.Duration // bound on one fetch; 0: 30s
 	Now          func() time.Time
-	// OnFetch, when set, is called after each fetch with nil or the error.
+	// OnFetch, when set, is called after each fetch with nil or the error,
+	// without the cache's lock held.
 	OnFetch func(err error)
 
 	cur atomic.Pointer[Token]
 
-	mu       sync.Mutex
-	inflight *call
-	failures int
-	retryAt  time.Time
-	lastErr  *Error
-	rejected string
-	closed   bool
-	ctx      context.Context // parent of fetches; cancelled by Close
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	inflight   *call
+	failures   int // failed fetches in a row
+	rejections int // tokens rejected in a row: the next token's replaces (see Invalidate)
+	retryAt    time.Time
+	lastErr    *Error
+	rejected   string
+	closed     bool
+	ctx        context.Context // parent of fetches; cancelled by Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 type call struct {
@@ -171,7 +179,6 @@ func (c *Cache) startLocked() {
 func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 	now := c.now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.inflight = nil
 	if err != nil {
 		te := classify(err, "")
@@ -184,10 +191,12 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 		c.lastErr = te
 		cl.err = te.withRetryAfter(wait)
 	} else {
-		c.failures, c.retryAt, c.lastErr, c.rejected = 0, time.Time{}, nil, ""
 		cl.tok = newToken(rec, now, c.Margin)
+		cl.tok.replaces = c.rejections
+		c.failures, c.rejections, c.retryAt, c.lastErr, c.rejected = 0, 0, time.Time{}, nil, ""
 		c.cur.Store(cl.tok)
 	}
+	c.mu.Unlock()
 	if c.OnFetch != nil {
 		c.OnFetch(cl.err)
 	}
@@ -195,8 +204,12 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 }
 
 func newToken(rec tokenstore.Record, now time.Time, margin time.Duration) *Token {
+	issued := rec.UpdatedAt // when Stored fetched it, or another process wrote it
+	if issued.IsZero() || issued.After(now) {
+		issued = now
+	}
 	return &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: "Bearer " + rec.AccessToken,
-		refreshAt: renewAt(rec, now, margin)}
+		refreshAt: renewAt(rec, now, margin), issued: issued}
 }
 
 // renewAt is when a token should be renewed: margin before it expires, but
@@ -223,9 +236,16 @@ func renewAt(rec tokenstore.Record, now time.Time, margin time.Duration) time.Ti
 }
 
 // Invalidate reports that the resource server rejected t (RFC 6750 §3.1
-// invalid_token). The next Token call fetches a new one; a token other than
-// the current one (already replaced) is ignored.
+// invalid_token); a token other than the current one (already replaced) is
+// ignored. The next Token call fetches a new one at once, unless t was
+// itself fetched to replace a rejected token and is rejected within
+// rejectWindow of its issue: then the token is not what the API refuses
+// (wrong upstream, scopes, clock...), and fetching again would only rotate
+// tokens as fast as callers call. Such rejections in a row back off as
+// failed fetches do (Backoff), Token answering TokenRejected meanwhile; a
+// token that outlives the window ends the streak.
 func (c *Cache) Invalidate(t *Token) {
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur.Load() != t {
@@ -233,7 +253,15 @@ func (c *Cache) Invalidate(t *Token) {
 	}
 	c.rejected = t.access
 	c.cur.Store(nil)
-	c.retryAt = time.Time{}
+	if t.replaces == 0 || !now.Before(t.issued.Add(rejectWindow)) {
+		c.rejections = 1
+		c.retryAt = time.Time{}
+		return
+	}
+	c.rejections = t.replaces + 1
+	c.retryAt = now.Add(c.Backoff.delay(t.replaces))
+	c.lastErr = &Error{Code: TokenRejected, Description: "COOP's API rejects (invalid_token) the tokens the token endpoint has just issued: " +
+		"check that the upstream and the token endpoint belong together, the scopes asked for, and the clock"}
 }
 
 // RetryNow ends a backoff, so that the next Token call fetches at once (after
@@ -263,7 +291,8 @@ func (c *Cache) Prefetch() {
 	_, _, _ = c.refresh(c.now())
 }
 
-// LastError returns the error of the last fetch when it failed, or nil.
+// LastError returns the error of the last fetch when it failed, or
+// TokenRejected during the backoff after tokens rejected at once, or nil.
 func (c *Cache) LastError() *Error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,5 +273,87 @@ func TestCacheRetryNowEndsTheBackoff(t *testing.T) {
 	c.RetryNow()
 	if got := mustToken(t, c).Access(); got != "access-1" || fixed.calls.Load() != 1 {
 		t.Fatalf("after RetryNow: %q, %d fetches", got, fixed.calls.Load())
+	}
+}
+
+func TestCacheBacksOffWhenNewTokensAreRejectedAtOnce(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	ctx := context.Background()
+	// A minute of requests against an API that rejects every token
+	// (invalid_token) as soon as it sees it: one every 100ms, and one at once
+	// after each rejection.
+	var backoffs []time.Duration // the Retry-After that starts each backoff
+	inBackoff := false
+	requests := 0
+	for end := g.clock.Now().Add(time.Minute); g.clock.Now().Before(end) && requests < 1000; requests++ {
+		tok, err := c.Token(ctx)
+		var te *Error
+		switch {
+		case err == nil:
+			c.Invalidate(tok) // the next request comes at once
+			inBackoff = false
+			continue
+		case !errors.As(err, &te) || te.Code != TokenRejected || te.RetryAfter <= 0:
+			t.Fatalf("during the storm: %v, want %s with a Retry-After", err, TokenRejected)
+		case !inBackoff:
+			backoffs = append(backoffs, te.RetryAfter)
+			inBackoff = true
+		}
+		g.clock.Advance(100 * time.Millisecond)
+	}
+	// The first rejection refetches at once; then 1s, 2s, 4s... (jittered
+	// down to half) between fetches: at most 8 fetches in a minute (the 9th
+	// would come after 0.5+1+2+4+8+16+32 s).
+	if n := g.calls.Load(); n > 8 {
+		t.Fatalf("%d token requests in a minute of rejections, want at most 8", n)
+	}
+	t.Logf("%d requests in a minute, each token rejected: %d token requests, backoffs %v", requests, g.calls.Load(), backoffs)
+	if len(backoffs) < 5 {
+		t.Fatalf("backoffs %v, want at least 5", backoffs)
+	}
+	for i, ra := range backoffs {
+		d := min(time.Second<<i, time.Minute)
+		if ra < d/2 || ra > d {
+			t.Fatalf("backoff %d: Retry-After %v, want in [%v, %v] (all: %v)", i+1, ra, d/2, d, backoffs)
+		}
+	}
+	if e := c.LastError(); e == nil || e.Code != TokenRejected {
+		t.Fatalf("LastError = %v, want %s", e, TokenRejected)
+	}
+
+	// A token that is used a while before it is rejected was revoked, not
+	// refused at once: it is replaced at once, and the count starts over.
+	g.clock.Advance(time.Minute)
+	tok := mustToken(t, c)
+	g.clock.Advance(time.Minute)
+	c.Invalidate(tok)
+	before := g.calls.Load()
+	tok = mustToken(t, c)
+	if g.calls.Load() != before+1 {
+		t.Fatal("a token rejected after a minute of use was not replaced at once")
+	}
+	c.Invalidate(tok) // its replacement is rejected at once: the shortest backoff
+	_, err := c.Token(ctx)
+	var te *Error
+	if !errors.As(err, &te) || te.Code != TokenRejected || te.RetryAfter > time.Second {
+		t.Fatalf("after a surviving token: %v (Retry-After %v), want %s within 1s", err, te.RetryAfter, TokenRejected)
+	}
+}
+
+func TestCacheOnFetchIsCalledWithoutTheLock(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	var locked atomic.Bool
+	c.OnFetch = func(error) {
+		if !c.mu.TryLock() {
+			locked.Store(true) // only this test's one fetch uses the cache
+			return
+		}
+		c.mu.Unlock()
+	}
+	mustToken(t, c)
+	if locked.Load() {
+		t.Fatal("OnFetch was called with the cache's lock held")
 	}
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -23,18 +27,23 @@ const (
 	// ScopeRejected: COOP refused the requested scopes (invalid_scope).
 	ScopeRejected Code = "invalid_scope"
 	// Unavailable: the token endpoint could not be reached, timed out, or
-	// answered with something other than a token or an OAuth error.
+	// answered with something other than a token or an OAuth error; or the
+	// token store holding the farmer's grant cannot be read.
 	Unavailable Code = "token_endpoint_unavailable"
+	// TokenRejected: COOP's API rejects (invalid_token) the tokens the token
+	// endpoint has just issued, so fetching more would not help; the cache
+	// backs off (see Cache.Invalidate).
+	TokenRejected Code = "token_rejected"
 )
 
 // Error is a failure to obtain a token. Its text never carries a secret: it
-// is built from the OAuth error code and fixed sentences, never from a
-// response body.
+// is built from fixed sentences, the HTTP status, an error code of RFC 6749
+// §5.2 and a sanitized error_description, never from a response body.
 type Error struct {
 	Code        Code
 	Description string        // one sentence for the caller and the log
 	RetryAfter  time.Duration // when the next attempt is due; set by Cache
-	Err         error         // the cause, for errors.Is/As (never printed by Error)
+	Err         error         // the cause, for errors.Is/As (never printed by Error); nil when the cause carries the token endpoint's answer
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Description }
@@ -48,32 +57,31 @@ func (e *Error) withRetryAfter(d time.Duration) *Error {
 	return &c
 }
 
-// classify turns an error from golang.org/x/oauth2 into an *Error.
-// RFC 6749 §5.2 lists the error codes of the token endpoint.
-func classify(err error, clientID string) *Error {
+// classify turns an error of a grant's request to the token endpoint into
+// an *Error. sent are the credentials the request carried (client secret,
+// refresh token). Of the answer, only the HTTP status, an error code of RFC
+// 6749 §5.2 and a sanitized error_description are kept: a token endpoint
+// that echoes the request would otherwise hand those credentials to the
+// callers, /readyz and the logs. For the same reason the cause is dropped
+// when it holds the answer (oauth2.RetrieveError keeps the body, and the
+// request with its Authorization header).
+func classify(err error, clientID string, sent ...string) *Error {
 	var te *Error
 	if errors.As(err, &te) {
 		return te
 	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		switch re.ErrorCode {
-		case "invalid_client", "unauthorized_client":
-			return &Error{Code: ClientRejected, Err: err, Description: fmt.Sprintf(
-				"COOP rejected the client credentials of %q (%s): check the client id, the secret and how they are sent (auth style)", clientID, re.ErrorCode)}
-		case "invalid_grant":
-			return &Error{Code: LoginRequired, Err: err, Description: "COOP refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
-		case "invalid_scope":
-			return &Error{Code: ScopeRejected, Err: err, Description: fmt.Sprintf("COOP refused the requested scopes for %q: ask only for scopes the application has", clientID)}
-		case "":
-			return &Error{Code: Unavailable, Err: err, Description: fmt.Sprintf("the token endpoint answered HTTP %d without a token", status)}
-		default:
-			return &Error{Code: Unavailable, Err: err, Description: fmt.Sprintf("the token endpoint answered HTTP %d with error %q", status, re.ErrorCode)}
-		}
+		return answerError(re, clientID, sent)
+	}
+	var rd *redirectError
+	if errors.As(err, &rd) {
+		return &Error{Code: Unavailable, Description: fmt.Sprintf(
+			"the token endpoint answered with a redirect (HTTP %d to %s); coop-proxy never follows redirects from the token endpoint: set COOP_PROXY_TOKEN_URL to the final address",
+			rd.status, sanitize(rd.host, sent))}
+	}
+	if unusableAnswer(err) {
+		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx without a usable token (no token response with an access_token)"}
 	}
 	var ne net.Error
 	switch {
@@ -82,4 +90,88 @@ func classify(err error, clientID string) *Error {
 	default:
 		return &Error{Code: Unavailable, Err: err, Description: "the token endpoint could not be reached"}
 	}
+}
+
+// answerError classifies an OAuth error answer (RFC 6749 §5.2).
+func answerError(re *oauth2.RetrieveError, clientID string, sent []string) *Error {
+	status := 0
+	if re.Response != nil {
+		status = re.Response.StatusCode
+	}
+	said := ""
+	if d := sanitize(re.ErrorDescription, sent); d != "" {
+		said = fmt.Sprintf(" (the token endpoint said %q)", d)
+	}
+	switch code := re.ErrorCode; code {
+	case "invalid_client", "unauthorized_client":
+		return &Error{Code: ClientRejected, Description: fmt.Sprintf(
+			"COOP rejected the client credentials of %q (%s)%s: check the client id, the secret and how they are sent (auth style)", clientID, code, said)}
+	case "invalid_grant":
+		return &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked)" + said + ": run `coop-proxy login` to log in again"}
+	case "invalid_scope":
+		return &Error{Code: ScopeRejected, Description: fmt.Sprintf("COOP refused the requested scopes for %q%s: ask only for scopes the application has", clientID, said)}
+	case "":
+		return &Error{Code: Unavailable, Description: fmt.Sprintf("the token endpoint answered HTTP %d without a token%s", status, said)}
+	default:
+		if !slices.Contains(oauthErrorCodes, code) {
+			code = "outside RFC 6749 §5.2"
+		}
+		return &Error{Code: Unavailable, Description: fmt.Sprintf("the token endpoint answered HTTP %d with error %s%s", status, code, said)}
+	}
+}
+
+// oauthErrorCodes are the error codes of a token endpoint (RFC 6749 §5.2).
+// Any other "error" is not repeated: it could be anything, the request
+// echoed included.
+var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
+
+// maxDescription bounds what is kept of an error_description.
+const maxDescription = 120
+
+// tokenLike matches what could be a credential: a run of 16 or more of the
+// characters tokens, secrets and their base64 and form encodings are made
+// of (hex, base64, base64url, percent-encoding).
+var tokenLike = regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`)
+
+// sanitize returns a short printable form of text from the token endpoint
+// with every value in sent (as sent and form-encoded) and every token-like
+// run removed. It keeps only the characters RFC 6749 §5.2 allows in an
+// error_description (printable ASCII but `"` and `\`).
+func sanitize(text string, sent []string) string {
+	for _, s := range sent {
+		if s != "" {
+			text = strings.ReplaceAll(text, s, "[redacted]")
+			text = strings.ReplaceAll(text, url.QueryEscape(s), "[redacted]")
+		}
+	}
+	text = tokenLike.ReplaceAllLiteralString(text, "[redacted]")
+	text = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return ' '
+		}
+		return r
+	}, text)
+	text = strings.Join(strings.Fields(text), " ")
+	if len(text) > maxDescription {
+		text = text[:maxDescription] + "..."
+	}
+	return text
+}
+
+// unusableAnswer reports x/oauth2's errors for a 2xx answer that holds no
+// token (internal/token.go: a body it cannot parse, or no access_token);
+// they have no type of their own.
+func unusableAnswer(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "oauth2: cannot parse ") || msg == "oauth2: server response missing access_token"
+}
+
+// redirectError is how the token endpoint's client refuses a redirect.
+type redirectError struct {
+	status int
+	host   string
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("redirect (HTTP %d to %s) not followed", e.status, e.host)
 }

@@ -20,15 +20,18 @@ type memStore struct {
 	mu        sync.Mutex
 	recs      map[string]tokenstore.Record
 	failWrite atomic.Bool
-	failAll   atomic.Bool
+	failAll   atomic.Bool // Update fails as when another process holds the lock
 	writes    int
 }
 
 func newMemStore() *memStore { return &memStore{recs: map[string]tokenstore.Record{}} }
 
+// storeLockPath is the lock file named by the error of a failAll store.
+const storeLockPath = "/var/lib/coop-proxy/tokens.json.lock"
+
 func (m *memStore) Update(ctx context.Context, k tokenstore.Key, fn func(tokenstore.Record, bool) (*tokenstore.Record, error)) (tokenstore.Record, error) {
 	if m.failAll.Load() {
-		return tokenstore.Record{}, errors.New("lock: input/output error")
+		return tokenstore.Record{}, fmt.Errorf("tokenstore: waiting for the lock %s: %w", storeLockPath, context.DeadlineExceeded)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

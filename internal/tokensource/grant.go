@@ -2,6 +2,8 @@ package tokensource
 
 import (
 	"context"
+	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,7 +27,7 @@ type Grant interface {
 // for the application's owner. No refresh token is issued (§4.4.3).
 type ClientCredentials struct {
 	Config *clientcredentials.Config
-	Client *http.Client     // nil: http.DefaultClient
+	Client *http.Client     // nil: http.DefaultTransport, no timeout; redirects are refused either way
 	Now    func() time.Time // the clock expiry is counted from; nil: time.Now
 }
 
@@ -44,7 +46,7 @@ func ClientCredentialsKey(tokenURL, clientID string, scopes []string) tokenstore
 func (g *ClientCredentials) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
 	tok, err := g.Config.Token(withClient(ctx, g.Client))
 	if err != nil {
-		return tokenstore.Record{}, classify(err, g.Config.ClientID)
+		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret)
 	}
 	return RecordFromToken(tok, g.Config.Scopes, now(g.Now)), nil
 }
@@ -54,7 +56,7 @@ func (g *ClientCredentials) Fetch(ctx context.Context, cur tokenstore.Record, ok
 // and the old one is dead, so the caller must store the result before use.
 type Refresh struct {
 	Config *oauth2.Config
-	Client *http.Client     // nil: http.DefaultClient
+	Client *http.Client     // nil: http.DefaultTransport, no timeout; redirects are refused either way
 	Now    func() time.Time // the clock expiry is counted from; nil: time.Now
 }
 
@@ -78,7 +80,7 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 	// x/oauth2 refreshes a token that has a refresh token and no access token.
 	tok, err := g.Config.TokenSource(withClient(ctx, g.Client), &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
 	if err != nil {
-		return tokenstore.Record{}, classify(err, g.Config.ClientID)
+		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
 	}
 	// §6: the server MAY issue a new refresh token; x/oauth2 keeps the old
 	// one when it does not.
@@ -88,15 +90,17 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 // RecordFromToken turns a token response into a store record; fallback is
 // used when the response carries no "scope" (RFC 6749 §5.1: the scope is
 // then the one requested). The expiry is counted from now (expires_in is
-// relative to the answer), so that an injected clock governs it too.
+// relative to the answer), so that an injected clock governs it too;
+// tok.Expiry, which x/oauth2 computes itself, is not used. See lifetime for
+// the range of expires_in accepted.
 func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokenstore.Record {
 	scopes := fallback
 	if s, ok := tok.Extra("scope").(string); ok && s != "" {
 		scopes = strings.Fields(s)
 	}
-	expiry := tok.Expiry
-	if secs := expiresIn(tok); secs > 0 {
-		expiry = now.Add(time.Duration(secs) * time.Second)
+	var expiry time.Time // unknown
+	if life, ok := lifetime(tok); ok {
+		expiry = now.Add(life)
 	}
 	return tokenstore.Record{
 		AccessToken:  tok.AccessToken,
@@ -107,24 +111,82 @@ func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokens
 	}
 }
 
-// expiresIn reads expires_in (RFC 6749 §5.1) from the raw answer, as a
-// JSON number or, as some servers send it, a string.
-func expiresIn(tok *oauth2.Token) int64 {
+// The range of token lifetimes accepted from expires_in. Much under
+// minLifetime a token would be expired on arrival (expirySkew) or renewed on
+// every request; at minLifetime it is sent for 25s and, with the default
+// refresh margin, renewed after 15s (half its life, see renewAt), so that a
+// server issuing tokens of 15s or more gets them renewed before they expire.
+// Over maxLifetime an expiry means nothing, and at ~292 years
+// time.Duration overflows.
+const (
+	minLifetime = 30 * time.Second
+	maxLifetime = 365 * 24 * time.Hour
+)
+
+// lifetime reads expires_in (RFC 6749 §5.1) from the raw answer, as a JSON
+// number or, as some servers send it, a string; ok is false when there is
+// none (the expiry is then unknown: the token is used until rejected).
+// Nonsense (zero, negative, unparsable, NaN) counts as "unknown, but short":
+// minLifetime. Values are clamped to [minLifetime, maxLifetime].
+func lifetime(tok *oauth2.Token) (life time.Duration, ok bool) {
+	var secs float64
 	switch v := tok.Extra("expires_in").(type) {
+	case nil:
+		if tok.ExpiresIn == 0 {
+			return 0, false
+		}
+		secs = float64(tok.ExpiresIn)
 	case float64:
-		return int64(v)
+		secs = v
+	case int64: // a form-encoded answer
+		secs = float64(v)
 	case string:
-		n, _ := strconv.ParseInt(v, 10, 64)
-		return n
+		if strings.TrimSpace(v) == "" {
+			return 0, false // how a form-encoded answer without it reads
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range: ±Inf
+			f = math.NaN()
+		}
+		secs = f
+	default:
+		secs = math.NaN()
 	}
-	return tok.ExpiresIn
+	switch {
+	case !(secs > minLifetime.Seconds()): // NaN too
+		return minLifetime, true
+	case secs >= maxLifetime.Seconds():
+		return maxLifetime, true
+	}
+	return time.Duration(secs * float64(time.Second)), true
 }
 
+// NewHTTPClient returns a client for the token endpoint that gives up after
+// timeout and never follows a redirect (see refuseRedirect). Every request
+// to a token endpoint (the grants here, and the code exchange of login)
+// should use it.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: refuseRedirect}
+}
+
+// refuseRedirect is the CheckRedirect of every request to the token
+// endpoint. Following a 307 or 308 would post the form again, client_secret
+// and refresh_token included, to whatever host Location names; the token
+// endpoint's address is configured, never learnt from an answer.
+func refuseRedirect(req *http.Request, _ []*http.Request) error {
+	return &redirectError{status: req.Response.StatusCode, host: req.URL.Host}
+}
+
+// withClient hands x/oauth2 the client for the token endpoint: a copy of c
+// (nil: a client with http.DefaultTransport) that refuses redirects,
+// whatever c itself does.
 func withClient(ctx context.Context, c *http.Client) context.Context {
-	if c == nil {
-		return ctx
+	var nc http.Client
+	if c != nil {
+		nc = *c
 	}
-	return context.WithValue(ctx, oauth2.HTTPClient, c)
+	nc.CheckRedirect = refuseRedirect
+	return context.WithValue(ctx, oauth2.HTTPClient, &nc)
 }
 
 func now(f func() time.Time) time.Time {

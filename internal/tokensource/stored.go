@@ -3,7 +3,9 @@ package tokensource
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,16 +28,21 @@ type Store interface {
 //
 // When the write fails the new tokens are kept in memory ("pending"), used,
 // and written again by Flush; Durable reports false until then.
+//
+// Token holds a lock across the request to the token endpoint (one fetch at
+// a time); Durable, Flush and SetGrant never wait for it.
 type Stored struct {
-	Grant  Grant
+	Grant  Grant // replaced with SetGrant once in use
 	Store  Store
 	Margin time.Duration // renew this long before expiry (see renewAt)
 	Now    func() time.Time
 	Log    *zap.Logger
 
-	mu      sync.Mutex
-	pending *tokenstore.Record // fetched, not yet on disk
-	dead    string             // a refresh token COOP refused: never sent again
+	fetching sync.Mutex // held by Token throughout, and by Flush
+	dead     string     // a refresh token COOP refused: never sent again; under fetching
+
+	mu      sync.Mutex                        // guards Grant; never held across I/O
+	pending atomic.Pointer[tokenstore.Record] // fetched, not yet on disk; changed under fetching
 }
 
 // fnError marks errors that came from inside the Update callback (the grant),
@@ -47,16 +54,17 @@ func (e fnError) Error() string { return e.err.Error() }
 // Token returns a record whose access token is valid for at least Margin
 // and is not rejected (the access token the resource server just refused).
 func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := s.Grant.Key()
+	s.fetching.Lock()
+	defer s.fetching.Unlock()
+	grant := s.grant()
+	pending := s.pending.Load()
 
 	var got tokenstore.Record
-	_, err := s.Store.Update(ctx, key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
-		if s.pending != nil {
+	_, err := s.Store.Update(ctx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+		if pending != nil {
 			// Our newest tokens never reached the disk: they, not the file,
 			// hold the live refresh token.
-			cur, ok = *s.pending, true
+			cur, ok = *pending, true
 			if s.usable(cur, rejected) {
 				got = cur
 				return &cur, nil
@@ -65,7 +73,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 			got = cur // another process (or our last run) already has one
 			return nil, nil
 		}
-		next, err := s.fetch(ctx, cur, ok)
+		next, err := s.fetch(ctx, grant, cur, ok)
 		if err != nil {
 			return nil, fnError{err}
 		}
@@ -76,7 +84,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	var we *tokenstore.WriteError
 	switch {
 	case err == nil:
-		s.pending = nil
+		s.pending.Store(nil)
 		return got, nil
 	case errors.As(err, &fe):
 		return tokenstore.Record{}, fe.err
@@ -88,13 +96,20 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		// stop serving, and keep trying to write.
 		s.Log.Error("token store unusable; working from memory", zap.Error(err))
 		cur, ok := tokenstore.Record{}, false
-		if s.pending != nil {
-			cur, ok = *s.pending, true
+		if pending != nil {
+			cur, ok = *pending, true
 			if s.usable(cur, rejected) {
 				return cur, nil
 			}
 		}
-		next, ferr := s.fetch(ctx, cur, ok)
+		next, ferr := s.fetch(ctx, grant, cur, ok)
+		var te *Error
+		if !ok && errors.As(ferr, &te) && te.Code == LoginRequired {
+			// The grant needs the stored record, which could not be read:
+			// a farmer may well have logged in.
+			return tokenstore.Record{}, &Error{Code: Unavailable, Err: err, Description: fmt.Sprintf(
+				"the token store cannot be locked or read, so the farmer's grant in it cannot be used (%v); retrying", err)}
+		}
 		if ferr != nil {
 			return tokenstore.Record{}, ferr
 		}
@@ -105,11 +120,11 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 
 // fetch asks the grant, remembering a refresh token COOP refused so that a
 // dead grant costs no further requests until a new login replaces it.
-func (s *Stored) fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
+func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
 	if ok && cur.RefreshToken != "" && cur.RefreshToken == s.dead {
 		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
 	}
-	next, err := s.Grant.Fetch(ctx, cur, ok)
+	next, err := grant.Fetch(ctx, cur, ok)
 	if err != nil {
 		var te *Error
 		if errors.As(err, &te) && te.Code == LoginRequired && cur.RefreshToken != "" {
@@ -126,7 +141,7 @@ func (s *Stored) fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tok
 		next.GrantedAt = next.UpdatedAt
 	}
 	s.Log.Info("token obtained",
-		zap.String("grant", s.Grant.Key().GrantType),
+		zap.String("grant", grant.Key().GrantType),
 		zap.String("token", redact.Fingerprint(next.AccessToken)),
 		zap.Time("expiry", next.Expiry),
 		zap.Bool("refresh_token_rotated", next.RefreshToken != "" && next.RefreshToken != cur.RefreshToken))
@@ -134,7 +149,7 @@ func (s *Stored) fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tok
 }
 
 func (s *Stored) keepPending(rec tokenstore.Record, err error) {
-	s.pending = &rec
+	s.pending.Store(&rec)
 	s.Log.Error("NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: kept in memory and retried; a restart now would lose the grant",
 		zap.String("token", redact.Fingerprint(rec.AccessToken)), zap.Error(err))
 }
@@ -147,27 +162,35 @@ func (s *Stored) SetGrant(g Grant) {
 	s.Grant = g
 }
 
-// Durable reports whether every token handed out is on disk.
-func (s *Stored) Durable() bool {
+func (s *Stored) grant() Grant {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pending == nil
+	return s.Grant
 }
 
-// Flush writes pending tokens, if any. It returns nil when nothing is pending.
+// Durable reports whether every token handed out is on disk. It never
+// waits.
+func (s *Stored) Durable() bool { return s.pending.Load() == nil }
+
+// Flush writes pending tokens, if any. It returns nil when nothing is
+// pending, and at once when a fetch is in flight: that fetch writes the
+// pending tokens itself (or newer ones), and they stay pending if it cannot.
 func (s *Stored) Flush(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pending == nil {
+	if !s.fetching.TryLock() {
 		return nil
 	}
-	rec := *s.pending
-	if _, err := s.Store.Update(ctx, s.Grant.Key(), func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+	defer s.fetching.Unlock()
+	pending := s.pending.Load()
+	if pending == nil {
+		return nil
+	}
+	rec := *pending
+	if _, err := s.Store.Update(ctx, s.grant().Key(), func(tokenstore.Record, bool) (*tokenstore.Record, error) {
 		return &rec, nil
 	}); err != nil {
 		return err
 	}
-	s.pending = nil
+	s.pending.Store(nil)
 	s.Log.Warn("pending tokens written to the token store", zap.String("token", redact.Fingerprint(rec.AccessToken)))
 	return nil
 }

@@ -3,10 +3,12 @@ package tokensource
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -139,5 +141,22 @@ func TestStoredUsesAnotherProcessRotation(t *testing.T) {
 	rec, err := s.Token(context.Background(), "")
 	if err != nil || rec.AccessToken != "access-other" || g.calls.Load() != 0 {
 		t.Fatalf("got %v, %v after %d refreshes; want the other process's token and no refresh", rec, err, g.calls.Load())
+	}
+}
+
+func TestStoredLockedStoreIsNotLoginRequired(t *testing.T) {
+	clock := newClock()
+	st := newMemStore()
+	st.put(AuthorizationCodeKey("http://coop.test/token", "Brent's Lazy CRON Job"), freshGrant(clock.Now()))
+	st.failAll.Store(true) // another process holds the lock past the fetch timeout
+	s := &Stored{Store: st, Margin: 5 * time.Minute, Now: clock.Now, Log: zap.NewNop(), Grant: &Refresh{Config: &oauth2.Config{
+		ClientID: "Brent's Lazy CRON Job", Endpoint: oauth2.Endpoint{TokenURL: "http://coop.test/token"}}}}
+	_, err := s.Token(context.Background(), "")
+	var te *Error
+	if !errors.As(err, &te) || te.Code != Unavailable {
+		t.Fatalf("store locked: %v, want %s", err, Unavailable)
+	}
+	if !strings.Contains(te.Description, storeLockPath) || strings.Contains(te.Description, "no farmer") {
+		t.Fatalf("description %q, want the store's trouble and its path, not a missing login", te.Description)
 	}
 }
