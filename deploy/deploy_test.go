@@ -513,9 +513,12 @@ func TestKubernetesDeployment(t *testing.T) {
 			t.Errorf("the Secret volume names %q; secret.example.yaml defines %v", v.Secret.SecretName, secretNames)
 		}
 	}
+	// The store sits in a directory of its own under the volume's root
+	// (coop-proxy creates it 0700): an emptyDir's root is writable by every
+	// user, and coop-proxy refuses such a store directory.
 	store := env["COOP_PROXY_STORE"]
-	if v, ro, ok := mountOf(store); !ok || ro || v.Secret != nil || v.ConfigMap != nil || (v.EmptyDir == nil && v.PersistentVolumeClaim == nil) {
-		t.Errorf("COOP_PROXY_STORE %q is not on a writable emptyDir or PersistentVolumeClaim volume", store)
+	if v, ro, ok := mountOf(filepath.Dir(store)); !ok || ro || v.Secret != nil || v.ConfigMap != nil || (v.EmptyDir == nil && v.PersistentVolumeClaim == nil) {
+		t.Errorf("COOP_PROXY_STORE %q is not in a directory of its own on a writable emptyDir or PersistentVolumeClaim volume", store)
 	}
 
 	// Time to drain before the kubelet kills it.

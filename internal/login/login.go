@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // DefaultTimeout is how long Run waits for the browser's answer when
@@ -246,7 +248,7 @@ func (f *flow) finish(ctx context.Context, q url.Values) (*Result, error) {
 		if code == "access_denied" {
 			return nil, ErrDenied
 		}
-		return nil, &AuthorizationError{Code: code, Description: q.Get("error_description")}
+		return nil, f.authorizationError(code, q.Get("error_description"))
 	}
 	code := q.Get("code")
 	if code == "" {
@@ -258,16 +260,38 @@ func (f *flow) finish(ctx context.Context, q url.Values) (*Result, error) {
 	if err != nil {
 		// RFC 6749 §5.2; the body is left out, only the error fields kept.
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
-			ae := &AuthorizationError{Code: re.ErrorCode, Description: re.ErrorDescription}
+			ae := f.authorizationError(re.ErrorCode, re.ErrorDescription)
 			if ae.Code == "" && re.Response != nil {
-				ae.Description = "the token endpoint answered " + re.Response.Status
+				ae.Description = "the token endpoint answered " + redact.Text(re.Response.Status)
 			}
 			return nil, ae
 		}
-		return nil, fmt.Errorf("exchanging the authorization code at COOP's token endpoint: %w", err)
+		// A url.Error names the address it failed on: a redirect's
+		// Location, query and all. Only where and why are kept.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = fmt.Errorf("%s %s: %v", ue.Op, f.cfg.OAuth.Endpoint.TokenURL, redact.Text(ue.Err.Error(), f.cfg.OAuth.ClientSecret, code))
+		}
+		return nil, fmt.Errorf("exchanging the authorization code at COOP's token endpoint: %v", err)
 	}
 	return &Result{Token: tok, Scopes: grantedScopes(tok, f.cfg.OAuth.Scopes)}, nil
 }
+
+// authorizationError keeps of an authorization server's answer only an
+// error code RFC 6749 defines and a cleaned description: a server can echo
+// the request (the client secret, the code) in either.
+func (f *flow) authorizationError(code, description string) *AuthorizationError {
+	if !slices.Contains(oauthErrorCodes, code) {
+		code = ""
+	}
+	return &AuthorizationError{Code: code, Description: redact.Text(description, f.cfg.OAuth.ClientSecret)}
+}
+
+// oauthErrorCodes are the error codes of the authorization endpoint
+// (RFC 6749 §4.1.2.1) and the token endpoint (§5.2), and COOP's
+// redirect_uri_mismatch.
+var oauthErrorCodes = []string{"invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+	"invalid_scope", "server_error", "temporarily_unavailable", "invalid_client", "invalid_grant", "unsupported_grant_type",
+	"redirect_uri_mismatch"}
 
 // grantedScopes reads the token response's "scope" (RFC 6749 §5.1: omitted
 // when it is the requested scope).

@@ -3,6 +3,7 @@ package login
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -271,6 +272,31 @@ func TestRunHandlesTheAuthorizationResponse(t *testing.T) {
 			},
 			exchanges: 1,
 		},
+		{
+			name:  "a token endpoint echoing the form in its error is not repeated",
+			query: func(s string) string { return "code=" + code + "&state=" + s },
+			token: func(w http.ResponseWriter, r *http.Request) {
+				echo := r.PostForm.Get("client_secret") + " " + r.PostForm.Get("code")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `{"error":%q,"error_description":"bad secret=%s"}`, echo, url.QueryEscape(echo))
+			},
+			check:     wantAuthorizationError(""),
+			exchanges: 1,
+		},
+		{
+			name:  "a token endpoint's redirect is not followed nor repeated",
+			query: func(s string) string { return "code=" + code + "&state=" + s },
+			token: func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://127.0.0.1:1/steal?secret="+r.PostForm.Get("client_secret"), http.StatusTemporaryRedirect)
+			},
+			check: func(t *testing.T, err error) {
+				if err == nil {
+					t.Fatal("no error")
+				}
+			},
+			exchanges: 1,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -292,7 +318,7 @@ func TestRunHandlesTheAuthorizationResponse(t *testing.T) {
 			if got := len(stub.forms); got != tt.exchanges {
 				t.Errorf("%d token requests, want %d", got, tt.exchanges)
 			}
-			checkNoSecrets(t, o.err, out.String(), state, code)
+			checkNoSecrets(t, o.err, out.String(), state, code, stub.config("").OAuth.ClientSecret)
 			if strings.Contains(page, code) || strings.Contains(page, state) {
 				t.Errorf("page reveals a secret: %q", page)
 			}

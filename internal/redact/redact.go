@@ -9,6 +9,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
+	"regexp"
+	"strings"
 )
 
 // Fingerprint returns a short, non-reversible identifier of a secret: the
@@ -49,3 +52,38 @@ func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `
 
 // MarshalText writes "[redacted]".
 func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// maxText bounds what Text keeps.
+const maxText = 120
+
+// tokenLike matches what could be a credential: a run of 16 or more of the
+// characters tokens, secrets and their base64 and form encodings are made
+// of (hex, base64, base64url, percent-encoding).
+var tokenLike = regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`)
+
+// Text returns a short printable form of text that came from outside (an
+// authorization server's error_description, a host name), fit for a log
+// line, an error or an answer: every value in secrets (as given and
+// form-encoded) and every token-like run is replaced by "[redacted]", and
+// only the characters RFC 6749 §5.2 allows in an error_description are
+// kept (printable ASCII but `"` and `\`), on one line of at most 120.
+func Text(text string, secrets ...string) string {
+	for _, s := range secrets {
+		if s != "" {
+			text = strings.ReplaceAll(text, s, redacted)
+			text = strings.ReplaceAll(text, url.QueryEscape(s), redacted)
+		}
+	}
+	text = tokenLike.ReplaceAllLiteralString(text, redacted)
+	text = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return ' '
+		}
+		return r
+	}, text)
+	text = strings.Join(strings.Fields(text), " ")
+	if len(text) > maxText {
+		text = text[:maxText] + "..."
+	}
+	return text
+}

@@ -153,8 +153,11 @@ func (srv *Server) Run(ctx context.Context) error {
 		stopBg()
 		srv.tokens.Cache.Close()
 		wg.Wait()
-		// Tokens still only in memory are the farmer's grant: one more try.
-		if err := srv.tokens.Stored.Flush(context.Background()); err != nil {
+		// Tokens still only in memory are the farmer's grant: one more try,
+		// bounded, as another process may hold the store's lock.
+		fctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
+		defer cancel()
+		if err := srv.tokens.Stored.Flush(fctx); err != nil {
 			srv.log.Error("EXITING WITH NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: the grant may be lost; run `coop-proxy login` if the next start says login_required", zap.Error(err))
 		}
 	}()

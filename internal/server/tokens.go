@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -23,6 +24,11 @@ type Tokens struct {
 	key    tokenstore.Key
 	farmer bool // the grant is a farmer's (authorization code), which logout can remove
 }
+
+// tokenWait is the longest a caller waits for a token when none is held
+// (at start, or after the last one expired): then it gets 503 with
+// Retry-After while the fetch goes on.
+const tokenWait = 10 * time.Second
 
 // TokenOptions let tests steer the token stack.
 type TokenOptions struct {
@@ -47,6 +53,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 		Source:  stored,
 		Margin:  r.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
+		MaxWait: tokenWait,
 		Now:     o.Now,
 		OnFetch: onFetch,
 	}
@@ -54,12 +61,21 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 }
 
 // OpenStore opens the token store file; a corrupt file is logged with its
-// path and moved aside.
+// path and moved aside, and tokens recovered from a write that a crash cut
+// short are logged. A store that other users own or can write is refused
+// with one line naming the path and the fix.
 func OpenStore(path string, log *zap.Logger) (*tokenstore.Store, error) {
-	st, err := tokenstore.Open(path, tokenstore.WithCorruptHandler(func(path, movedTo string, err error) {
-		log.Error("token store file is corrupt: moved aside, starting afresh",
-			zap.String("path", path), zap.String("moved_to", movedTo), zap.Error(err))
-	}))
+	st, err := tokenstore.Open(path,
+		tokenstore.WithCorruptHandler(func(path, movedTo string, err error) {
+			log.Error("token store file is corrupt: moved aside, starting afresh",
+				zap.String("path", path), zap.String("moved_to", movedTo), zap.Error(err))
+		}),
+		tokenstore.WithRecoverHandler(func(path, from string) {
+			log.Warn("token store: recovered the tokens of a write cut short by a crash", zap.String("path", path), zap.String("from", from))
+		}))
+	if _, ok := errors.AsType[*tokenstore.UnsafeError](err); ok {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("token store %s: %w", path, err)
 	}
@@ -105,9 +121,11 @@ func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 	return oauth2.AuthStyleInParams
 }
 
-// TokenHTTPClient talks to the token endpoint.
+// TokenHTTPClient talks to the token endpoint; it never follows a redirect,
+// which would re-send the client secret or the refresh token to wherever
+// the Location names.
 func TokenHTTPClient() *http.Client {
-	return &http.Client{Timeout: 30 * time.Second}
+	return tokensource.NewHTTPClient(30 * time.Second)
 }
 
 // newGrant builds the route's grant.

@@ -8,6 +8,7 @@ package tokensource
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,11 @@ type Cache struct {
 	Margin       time.Duration // refresh this long before expiry (at most half the lifetime)
 	Backoff      Backoff
 	FetchTimeout time.Duration // bound on one fetch; 0: 30s
-	Now          func() time.Time
+	// MaxWait bounds how long Token waits for a fetch when no valid token
+	// is held; then it answers Unavailable with a Retry-After, and the
+	// fetch goes on. 0: as long as the caller's ctx allows.
+	MaxWait time.Duration
+	Now     func() time.Time
 	// OnFetch, when set, is called after each fetch with nil or the error,
 	// without the cache's lock held.
 	OnFetch func(err error)
@@ -114,11 +119,20 @@ func (c *Cache) Token(ctx context.Context) (*Token, error) {
 	if err != nil || call == nil {
 		return t, err
 	}
+	var waited <-chan time.Time
+	if c.MaxWait > 0 {
+		timer := time.NewTimer(c.MaxWait)
+		defer timer.Stop()
+		waited = timer.C
+	}
 	select {
 	case <-call.done:
 		return call.tok, call.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-waited:
+		return nil, &Error{Code: Unavailable, RetryAfter: time.Second,
+			Description: fmt.Sprintf("no token yet: the token endpoint has not answered within %s; still trying", c.MaxWait)}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -356,4 +357,27 @@ func TestCacheOnFetchIsCalledWithoutTheLock(t *testing.T) {
 	if locked.Load() {
 		t.Fatal("OnFetch was called with the cache's lock held")
 	}
+}
+
+func TestTokenWaitsAtMostMaxWaitForAFetch(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	c := &Cache{Source: hangingSource(release), MaxWait: 50 * time.Millisecond}
+	defer c.Close()
+	_, err := c.Token(context.Background())
+	var te *Error
+	if !errors.As(err, &te) || te.Code != Unavailable || te.RetryAfter <= 0 || !strings.Contains(te.Description, "no token yet") {
+		t.Fatalf("Token with the fetch hanging: %v", err)
+	}
+}
+
+// hangingSource answers nothing until release is closed or the fetch is cancelled.
+type hangingSource chan struct{}
+
+func (h hangingSource) Token(ctx context.Context, _ string) (tokenstore.Record, error) {
+	select {
+	case <-h:
+	case <-ctx.Done():
+	}
+	return tokenstore.Record{}, ctx.Err()
 }

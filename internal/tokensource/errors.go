@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
 // Code says why no valid token can be had. Its value is the "error" member of
@@ -78,7 +78,7 @@ func classify(err error, clientID string, sent ...string) *Error {
 	if errors.As(err, &rd) {
 		return &Error{Code: Unavailable, Description: fmt.Sprintf(
 			"the token endpoint answered with a redirect (HTTP %d to %s); coop-proxy never follows redirects from the token endpoint: set COOP_PROXY_TOKEN_URL to the final address",
-			rd.status, sanitize(rd.host, sent))}
+			rd.status, redact.Text(rd.host, sent...))}
 	}
 	if unusableAnswer(err) {
 		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx without a usable token (no token response with an access_token)"}
@@ -99,7 +99,7 @@ func answerError(re *oauth2.RetrieveError, clientID string, sent []string) *Erro
 		status = re.Response.StatusCode
 	}
 	said := ""
-	if d := sanitize(re.ErrorDescription, sent); d != "" {
+	if d := redact.Text(re.ErrorDescription, sent...); d != "" {
 		said = fmt.Sprintf(" (the token endpoint said %q)", d)
 	}
 	switch code := re.ErrorCode; code {
@@ -124,39 +124,6 @@ func answerError(re *oauth2.RetrieveError, clientID string, sent []string) *Erro
 // Any other "error" is not repeated: it could be anything, the request
 // echoed included.
 var oauthErrorCodes = []string{"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
-
-// maxDescription bounds what is kept of an error_description.
-const maxDescription = 120
-
-// tokenLike matches what could be a credential: a run of 16 or more of the
-// characters tokens, secrets and their base64 and form encodings are made
-// of (hex, base64, base64url, percent-encoding).
-var tokenLike = regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`)
-
-// sanitize returns a short printable form of text from the token endpoint
-// with every value in sent (as sent and form-encoded) and every token-like
-// run removed. It keeps only the characters RFC 6749 §5.2 allows in an
-// error_description (printable ASCII but `"` and `\`).
-func sanitize(text string, sent []string) string {
-	for _, s := range sent {
-		if s != "" {
-			text = strings.ReplaceAll(text, s, "[redacted]")
-			text = strings.ReplaceAll(text, url.QueryEscape(s), "[redacted]")
-		}
-	}
-	text = tokenLike.ReplaceAllLiteralString(text, "[redacted]")
-	text = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return ' '
-		}
-		return r
-	}, text)
-	text = strings.Join(strings.Fields(text), " ")
-	if len(text) > maxDescription {
-		text = text[:maxDescription] + "..."
-	}
-	return text
-}
 
 // unusableAnswer reports x/oauth2's errors for a 2xx answer that holds no
 // token (internal/token.go: a body it cannot parse, or no access_token);
