@@ -5,11 +5,13 @@
 # Targets, each loaded in turn by wrk from core 1 while the COOP emulator and
 # the proxy under test share core 0:
 #   (a) the COOP emulator directly (wrk sends the bearer token itself)
-#   (b) bench/bareproxy: a bare httputil.ReverseProxy adding a fixed token
+#   (b) bench/bareproxy: a bare httputil.ReverseProxy adding a fixed token,
+#       with the same transport as coop-proxy and a pool of copy buffers
 #   (c) nginx, 1 worker, adding the same fixed token
 #   (d) `coop-proxy serve`, client credentials grant, JSON log at info level
 # Each gets a 2 s warm-up, then `wrk -t1 -c32 -d10s --latency`, POST
-# /api/1/eggs-count. The results, and the Go benchmarks of the proxy
+# /api/1/eggs-count; the CPU time the process under test spends per request
+# is read from /proc/PID/stat around the run. The results, and the Go benchmarks of the proxy
 # package, go to bench/results/YYYY-MM-DD.md (a new section per run) and
 # to stdout.
 #
@@ -140,16 +142,31 @@ to_ms() {
 	}'
 }
 
-declare -A rps=() p50=() p99=() errors=()
+declare -A rps=() p50=() p99=() errors=() cpu=()
 
-# load LABEL ADDR [ENV...]: warm up, then measure ADDR with wrk on core 1;
-# ENV (NAME=VALUE) is passed to wrk (post.lua reads BENCH_TOKEN).
+# cpu_ticks PID: the user and system CPU time PID has used, in clock ticks
+# (/proc/PID/stat fields 14 and 15, counted after the command name).
+cpu_ticks() {
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+clk_tck=$(getconf CLK_TCK)
+
+# load LABEL ADDR PIDNAME [ENV...]: warm up, then measure ADDR with wrk on
+# core 1, and the CPU time the process PIDNAME (a name given to start; "-"
+# for none) spends per request meanwhile; ENV (NAME=VALUE) is passed to wrk
+# (post.lua reads BENCH_TOKEN).
 load() {
-	local label=$1 url=http://$2$api_path out=$tmp/wrk-$1.txt
-	shift 2
+	local label=$1 url=http://$2$api_path pid=${pids[$3]:-} out=$tmp/wrk-$1.txt
+	shift 3
 	echo "load $label: $url" >&2
 	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d2s "$url" >/dev/null
+	local before=0 after=0
+	[[ -n $pid ]] && before=$(cpu_ticks "$pid")
 	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d10s "$url" >"$out"
+	[[ -n $pid ]] && after=$(cpu_ticks "$pid")
+	local requests
+	requests=$(awk '/requests in/ { print $1 }' "$out")
+	cpu[$label]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
 	rps[$label]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
 	p50[$label]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
 	p99[$label]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -161,19 +178,19 @@ load() {
 		END { print n + 0 }' "$out")
 }
 
-load a "$upstream_addr" BENCH_TOKEN="$token"
+load a "$upstream_addr" upstream BENCH_TOKEN="$token"
 
 start bareproxy taskset -c 0 "$tmp/bin/bareproxy" -listen "$bare_addr" \
 	-upstream "http://$upstream_addr" -token-file "$tmp/access_token"
 await_ok bareproxy "http://$bare_addr$api_path" -X POST
-load b "$bare_addr"
+load b "$bare_addr" bareproxy
 stop bareproxy
 
 sed -e "s|@TMP@|$tmp|g" -e "s|@LISTEN@|$nginx_addr|g" -e "s|@UPSTREAM@|$upstream_addr|g" \
 	-e "s|@TOKEN@|$token|g" bench/nginx.conf.tmpl >"$tmp/nginx.conf"
 start nginx taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log"
 await_ok nginx "http://$nginx_addr$api_path" -X POST
-load c "$nginx_addr"
+load c "$nginx_addr" -
 stop nginx
 
 start coop-proxy env \
@@ -187,7 +204,7 @@ start coop-proxy env \
 	taskset -c 0 "$tmp/bin/coop-proxy" serve
 await_ok coop-proxy "http://$admin_addr/readyz"
 await_ok coop-proxy "http://$proxy_addr$api_path" -X POST
-load d "$proxy_addr"
+load d "$proxy_addr" coop-proxy
 stop coop-proxy # flushes its log
 log_lines=$(grep -c '"msg":"request"' "$tmp/coop-proxy.log" || true)
 
@@ -203,7 +220,8 @@ rps_db=$(ratio "${rps[d]}" "${rps[b]}")
 p99_db=$(ratio "${p99[d]}" "${p99[b]}")
 rps_dc=$(ratio "${rps[d]}" "${rps[c]}")
 p99_dc=$(ratio "${p99[d]}" "${p99[c]}")
-verdict=$(awk -v r="$rps_db" -v p="$p99_db" 'BEGIN { print (r >= 0.95 && p <= 1.10) ? "PASS" : "MISS" }')
+cpu_db=$(ratio "${cpu[d]}" "${cpu[b]}")
+verdict=$(awk -v c="$cpu_db" -v p="$p99_db" 'BEGIN { print (c <= 1.05 && p <= 1.10) ? "PASS" : "MISS" }')
 
 nginx_version=$(nginx -v 2>&1)
 wrk_version=$({ wrk -v 2>&1 || true; } | head -n 1)
@@ -217,19 +235,22 @@ section=$tmp/section.md
 	echo "- load: each target 2 s warm-up, then \`wrk ${wrk_args[*]:0:3} -d10s\` POST $api_path from core 1;"
 	echo "  the COOP emulator and the proxy under test share core 0"
 	echo
-	echo "| target | | req/s | p50 (ms) | p99 (ms) | errors |"
-	echo "| --- | --- | ---: | ---: | ---: | ---: |"
-	echo "| (a) | COOP emulator directly | ${rps[a]} | ${p50[a]} | ${p99[a]} | ${errors[a]} |"
-	echo "| (b) | bare httputil.ReverseProxy | ${rps[b]} | ${p50[b]} | ${p99[b]} | ${errors[b]} |"
-	echo "| (c) | nginx, 1 worker | ${rps[c]} | ${p50[c]} | ${p99[c]} | ${errors[c]} |"
-	echo "| (d) | coop-proxy serve | ${rps[d]} | ${p50[d]} | ${p99[d]} | ${errors[d]} |"
+	echo "| target | | req/s | p50 (ms) | p99 (ms) | CPU µs/request | errors |"
+	echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+	echo "| (a) | COOP emulator directly | ${rps[a]} | ${p50[a]} | ${p99[a]} | ${cpu[a]} (emulator) | ${errors[a]} |"
+	echo "| (b) | bare httputil.ReverseProxy, pooled buffers | ${rps[b]} | ${p50[b]} | ${p99[b]} | ${cpu[b]} | ${errors[b]} |"
+	echo "| (c) | nginx, 1 worker | ${rps[c]} | ${p50[c]} | ${p99[c]} | — | ${errors[c]} |"
+	echo "| (d) | coop-proxy serve | ${rps[d]} | ${p50[d]} | ${p99[d]} | ${cpu[d]} | ${errors[d]} |"
 	echo
-	echo "| ratio | throughput | p99 |"
-	echo "| --- | ---: | ---: |"
-	echo "| (d)/(b) | $rps_db | $p99_db |"
-	echo "| (d)/(c) | $rps_dc | $p99_dc |"
+	echo "CPU µs/request: utime + stime of the process under test (/proc/PID/stat) over the 10 s run,"
+	echo "divided by the requests served (the emulator's own CPU is not counted for (b)-(d))."
 	echo
-	echo "target: (d) ≥ 0.95 × (b) throughput, (d) p99 ≤ 1.10 × (b) p99 — **$verdict**"
+	echo "| ratio | throughput | p99 | CPU per request |"
+	echo "| --- | ---: | ---: | ---: |"
+	echo "| (d)/(b) | $rps_db | $p99_db | $cpu_db |"
+	echo "| (d)/(c) | $rps_dc | $p99_dc | |"
+	echo
+	echo "target: (d) CPU per request ≤ 1.05 × (b), (d) p99 ≤ 1.10 × (b) p99 — **$verdict**"
 	echo
 	echo "(d) wrote $log_lines request log lines (JSON, info level)."
 	echo

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +76,8 @@ func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Ha
 	})
 }
 
-// newBare is the baseline: bench/bareproxy's reverse proxy.
+// newBare is the baseline: bench/bareproxy's reverse proxy, with a pool of
+// copy buffers as coop-proxy has.
 func newBare(upstream *url.URL, base http.RoundTripper) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -83,9 +85,16 @@ func newBare(upstream *url.URL, base http.RoundTripper) http.Handler {
 			pr.SetXForwarded()
 			pr.Out.Header.Set("Authorization", "Bearer "+benchToken)
 		},
-		Transport: base,
+		Transport:  base,
+		BufferPool: barePool{&sync.Pool{New: func() any { return new([32 << 10]byte) }}},
 	}
 }
+
+// barePool is bench/bareproxy's httputil.BufferPool.
+type barePool struct{ p *sync.Pool }
+
+func (b barePool) Get() []byte  { return b.p.Get().(*[32 << 10]byte)[:] }
+func (b barePool) Put(s []byte) { b.p.Put((*[32 << 10]byte)(s[:32<<10])) }
 
 // startUpstream starts a stand-in for COOP that answers eggsBody.
 func startUpstream(b *testing.B) *url.URL {

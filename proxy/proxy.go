@@ -71,6 +71,7 @@ type Handler struct {
 	requestTimeout time.Duration
 	upstream       *url.URL
 	rp             *httputil.ReverseProxy
+	bearer         *bearer
 	retryBodyLimit int64
 	loopbackOnly   bool
 	adminPaths     map[string]bool
@@ -116,9 +117,10 @@ func New(o Options) *Handler {
 	for _, p := range o.AdminPaths {
 		h.adminPaths[p] = true
 	}
+	h.bearer = &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
-		Transport:    &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics},
+		Transport:    h.bearer,
 		ErrorHandler: h.errorHandler,
 		ErrorLog:     zap.NewStdLog(o.Log.Named("reverseproxy")),
 		BufferPool:   newBufferPool(),
@@ -167,9 +169,15 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	// COOP refuses a token sent two ways at once (RFC 6750 §2: "MUST NOT use
 	// more than one method"), and the caller's own credentials are not ours
-	// to forward: the bearer transport sets the only Authorization there is.
-	// ServeHTTP has removed the token from the query and the form.
-	pr.Out.Header.Del("Authorization")
+	// to forward: the token ServeHTTP got replaces the caller's
+	// Authorization (RFC 6750 §2.1). ServeHTTP has removed the token from
+	// the query and the form. (The server gives header names in canonical
+	// form, so the map is set directly.)
+	if st := stateOf(pr.In.Context()); st != nil {
+		pr.Out.Header["Authorization"] = h.bearer.header(st.tok)
+	} else {
+		delete(pr.Out.Header, "Authorization")
+	}
 	// Trailer fields (RFC 9110 §6.5) could carry one too: none is forwarded.
 	pr.Out.Trailer = nil
 }
@@ -202,7 +210,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.bodyRefused(rec, r, err)
 		return
 	}
-	out := r.WithContext(context.WithValue(ctx, infoKey{}, &rec.info))
+	// The token is had here, before ReverseProxy copies the request, so
+	// that rewrite sets it on that copy: nothing is copied again for it.
+	tok, err := h.bearer.token(ctx)
+	if err != nil {
+		h.errorHandler(rec, r, err)
+		return
+	}
+	rec.state.tok = tok
+	out := r.WithContext(context.WithValue(ctx, stateKey{}, &rec.state))
 	if query != r.URL.RawQuery {
 		u := *r.URL
 		u.RawQuery = query
@@ -226,7 +242,7 @@ func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 			zap.Int("status", rec.status),
 			zap.Duration("duration", d),
 			zap.Int64("bytes", rec.bytes),
-			zap.Bool("retried", rec.info.retried),
+			zap.Bool("retried", rec.state.retried),
 		}, 6
 		if p != nil {
 			fields[n], n = zap.Bool("aborted", true), n+1
@@ -366,14 +382,18 @@ func isLoopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// requestInfo is what the transport tells the log line about a request.
-type requestInfo struct{ retried bool }
+// requestState travels with a forwarded request, in its context: the token
+// it is sent with, and whether it was sent again (for the log line).
+type requestState struct {
+	tok     *tokensource.Token
+	retried bool
+}
 
-type infoKey struct{}
+type stateKey struct{}
 
-func infoFrom(ctx context.Context) *requestInfo {
-	info, _ := ctx.Value(infoKey{}).(*requestInfo)
-	return info
+func stateOf(ctx context.Context) *requestState {
+	st, _ := ctx.Value(stateKey{}).(*requestState)
+	return st
 }
 
 // recorder notes the status and size of the answer for the log and metrics.
@@ -381,7 +401,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
-	info   requestInfo
+	state  requestState
 }
 
 func (r *recorder) WriteHeader(code int) {

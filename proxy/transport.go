@@ -13,9 +13,11 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/wwwauth"
 )
 
-// bearer is the RoundTripper that puts the token on every forwarded request
-// and, when COOP says the token is no good, gets a new one and tries once
-// more. It wraps the transport to COOP the way oauth2.Transport does.
+// bearer is the RoundTripper to COOP: the request comes with the token the
+// handler got for it (rewrite sets it), and when COOP says that token is no
+// good, bearer gets a new one and tries once more, on a copy of the request
+// (a RoundTripper does not change the request it is given), as
+// oauth2.Transport does.
 type bearer struct {
 	base    http.RoundTripper
 	tokens  Tokens
@@ -31,21 +33,23 @@ type authValue struct {
 	value []string
 }
 
-// RoundTrip gets a token (or fails without sending anything), sends the
-// request with it, and retries once on 401 invalid_token when the body can
-// be sent again. A rejection it does not retry, or a second one, drops the
-// token and fails with a *rejection (a 503 to the caller).
-func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := b.token(req.Context())
-	if err != nil {
-		// http.RoundTripper: RoundTrip closes the body, even on errors
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, err
+// header returns the Authorization header value for tok.
+func (b *bearer) header(tok *tokensource.Token) []string {
+	a := b.auth.Load()
+	if a == nil || a.tok != tok {
+		a = &authValue{tok, []string{tok.Header()}}
+		b.auth.Store(a)
 	}
-	resp, err := b.send(b.withToken(req, tok))
-	if err != nil || !tokenRejected(resp) {
+	return a.value
+}
+
+// RoundTrip sends the request, and retries once on 401 invalid_token when
+// the body can be sent again. A rejection it does not retry, or a second
+// one, drops the token and fails with a *rejection (a 503 to the caller).
+func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req.Context())
+	resp, err := b.send(req)
+	if err != nil || st == nil || !tokenRejected(resp) {
 		return resp, err
 	}
 
@@ -53,11 +57,12 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	// invalid for other reasons": the token, not the request, is at fault.
 	// Only then is a new token worth a request to COOP; scope and ownership
 	// failures also come as 401 from COOP and pass through untouched.
-	b.reject(resp, tok)
+	b.reject(resp, st.tok)
 	if !replayable(req) {
 		return nil, errBodyNotKept
 	}
-	if tok, err = b.token(req.Context()); err != nil {
+	tok, err := b.token(req.Context())
+	if err != nil {
 		return nil, err
 	}
 	retry := b.withToken(req, tok)
@@ -66,9 +71,7 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	if info := infoFrom(req.Context()); info != nil {
-		info.retried = true
-	}
+	st.retried = true
 	b.metrics.retry()
 	if resp, err = b.send(retry); err != nil || !tokenRejected(resp) {
 		return resp, err
@@ -84,20 +87,14 @@ func (b *bearer) reject(resp *http.Response, tok *tokensource.Token) {
 	b.tokens.Invalidate(tok)
 }
 
-// withToken returns a copy of req that carries tok: a RoundTripper must not
-// change the request it is given. The copy has its own header map; the
-// value slices are shared, and neither side changes them.
+// withToken returns a copy of req that carries tok. The copy has its own
+// header map; the value slices are shared, and neither side changes them.
 func (b *bearer) withToken(req *http.Request, tok *tokensource.Token) *http.Request {
-	a := b.auth.Load()
-	if a == nil || a.tok != tok {
-		a = &authValue{tok, []string{tok.Header()}}
-		b.auth.Store(a)
-	}
 	out := new(http.Request)
 	*out = *req
 	out.Header = make(http.Header, len(req.Header)+1)
 	maps.Copy(out.Header, req.Header)
-	out.Header["Authorization"] = a.value
+	out.Header["Authorization"] = b.header(tok)
 	return out
 }
 

@@ -1,10 +1,9 @@
 package proxy
 
 import (
-	"io"
+	"context"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,55 +14,70 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// closeRecorder is a request body that notes whether it was closed.
-type closeRecorder struct {
-	io.Reader
-	closed bool
-}
-
-func (c *closeRecorder) Close() error { c.closed = true; return nil }
-
 func newBearer(t *testing.T, src *source, base http.RoundTripper) *bearer {
 	cache := &tokensource.Cache{Source: src, Margin: time.Minute}
 	t.Cleanup(cache.Close)
 	return &bearer{base: base, tokens: cache}
 }
 
+// withState is req as the handler hands it to ReverseProxy: carrying the
+// token it got, which rewrite set on the outbound copy.
+func withState(req *http.Request, b *bearer, tok *tokensource.Token) *http.Request {
+	req = req.WithContext(context.WithValue(req.Context(), stateKey{}, &requestState{tok: tok}))
+	req.Header["Authorization"] = b.header(tok)
+	return req
+}
+
 // A RoundTripper must not change the request it is given (net/http's
-// RoundTripper contract): the token goes on a copy, as oauth2.Transport does.
+// RoundTripper contract): the retry's new token goes on a copy, as
+// oauth2.Transport does.
 func TestBearerLeavesTheRequestAlone(t *testing.T) {
-	var sent *http.Request
+	var sent []*http.Request
 	b := newBearer(t, &source{}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		sent = r
+		sent = append(sent, r)
+		if len(sent) == 1 {
+			return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
+		}
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
 	}))
+	first, err := b.tokens.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	req := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
 	req.Header.Set("X-Keep", "1")
+	req = withState(req, b, first)
 	if _, err := b.RoundTrip(req); err != nil {
 		t.Fatal(err)
 	}
-	if got := req.Header.Get("Authorization"); got != "" {
+	if got := req.Header.Get("Authorization"); got != first.Header() {
 		t.Fatalf("the request given was changed: Authorization %q", got)
 	}
-	if sent.Header.Get("Authorization") != "Bearer tok-1-0123456789abcdef" || sent.Header.Get("X-Keep") != "1" {
-		t.Fatalf("sent header %v", sent.Header)
+	if len(sent) != 2 || sent[1] == req || sent[1].Header.Get("Authorization") != "Bearer tok-2-0123456789abcdef" || sent[1].Header.Get("X-Keep") != "1" {
+		t.Fatalf("sent %d requests, the retry with header %v", len(sent), sent[len(sent)-1].Header)
 	}
 }
 
-// RoundTrip closes the request body even when it sends nothing.
-func TestBearerClosesTheBodyWithoutAToken(t *testing.T) {
-	src := &source{err: &tokensource.Error{Code: tokensource.Unavailable, Description: "down"}}
+// With no new token to be had, the rejected request is not sent again.
+func TestBearerSendsNothingMoreWithoutAToken(t *testing.T) {
+	src := &source{}
+	var sent int
 	b := newBearer(t, src, roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		t.Fatal("sent without a token")
-		return nil, nil
+		sent++
+		return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
 	}))
-	body := &closeRecorder{Reader: strings.NewReader("payload")}
-	req := httptest.NewRequest("POST", "http://coop.invalid/api/1/eggs-collect", nil)
-	req.Body = body
+	first, err := b.tokens.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	src.err = &tokensource.Error{Code: tokensource.Unavailable, Description: "down"}
+	src.mu.Unlock()
+	req := withState(httptest.NewRequest("GET", "http://coop.invalid/api/me", nil), b, first)
 	if _, err := b.RoundTrip(req); err == nil {
 		t.Fatal("no error without a token")
 	}
-	if !body.closed {
-		t.Fatal("the request body was not closed")
+	if sent != 1 {
+		t.Fatalf("sent %d times, want 1", sent)
 	}
 }
