@@ -117,7 +117,15 @@ func New(o Options) *Handler {
 		h.adminPaths[p] = true
 	}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
+		Rewrite: h.rewrite,
+		// A status under 100 ("099" is read by Go's client) would make
+		// ReverseProxy call WriteHeader with it, which panics.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 {
+				return fmt.Errorf("COOP answered with status %d", resp.StatusCode)
+			}
+			return nil
+		},
 		Transport:    &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics},
 		ErrorHandler: h.errorHandler,
 		ErrorLog:     zap.NewStdLog(o.Log.Named("reverseproxy")),
@@ -170,6 +178,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// to forward: the bearer transport sets the only Authorization there is.
 	// ServeHTTP has removed the token from the query and the form.
 	pr.Out.Header.Del("Authorization")
+	// No protocol switch (h2c, websocket): COOP serves none, and a 101 would
+	// make the connection a raw tunnel to COOP, where the caller's bytes
+	// (its own token among them) pass unchecked. ReverseProxy has put these
+	// back after removing the hop-by-hop fields; a 101 is now its error.
+	pr.Out.Header.Del("Upgrade")
+	pr.Out.Header.Del("Connection")
 	// Trailer fields (RFC 9110 §6.5) could carry one too: none is forwarded.
 	pr.Out.Trailer = nil
 }
