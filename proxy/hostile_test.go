@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,8 @@ func hijackAnswer(raw string) func(w http.ResponseWriter, r *http.Request, n int
 // is a protocol switch nobody asked for.
 func TestOddStatusesFromCOOPAre502(t *testing.T) {
 	for name, raw := range map[string]string{
-		"099": "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
-		"000": "HTTP/1.1 000 Odd\r\nContent-Length: 2\r\n\r\nok",
+		"099":         "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+		"000":         "HTTP/1.1 000 Odd\r\nContent-Length: 2\r\n\r\nok",
 		"101 unasked": "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -98,5 +99,22 @@ func TestUpgradeIsNotForwarded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// COOP's response header was read up to net/http's default of 10 MiB, and
+// passed on whole: a hostile or broken upstream could make each of
+// MAX_UPSTREAM_CONNS requests hold that much. COOP's headers are a few
+// hundred bytes; over maxUpstreamHeaderBytes is a 502.
+func TestAHugeResponseHeaderFromCOOPIsA502(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		for i := range 2048 {
+			w.Header().Set("X-Pad-"+strconv.Itoa(i), strings.Repeat("p", 1024))
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, func(o *Options) { o.Base = NewTransport(5 * time.Second) })
+	resp, body := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", ""))
+	if resp.StatusCode != 502 || !strings.Contains(body, "upstream_unreachable") {
+		t.Fatalf("status %d, %d header fields, body %q", resp.StatusCode, len(resp.Header), body)
 	}
 }

@@ -78,6 +78,10 @@ type Handler struct {
 	metrics        *Metrics
 }
 
+// maxUpstreamHeaderBytes is the largest response header read from COOP; a
+// larger one is a 502.
+const maxUpstreamHeaderBytes = 1 << 20
+
 // NewTransport returns the transport to COOP: keep-alive connections enough
 // for a busy sidecar, and a bound on the wait for COOP's response headers.
 func NewTransport(upstreamTimeout time.Duration) *http.Transport {
@@ -90,7 +94,10 @@ func NewTransport(upstreamTimeout time.Duration) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: upstreamTimeout,
-		ExpectContinueTimeout: time.Second,
+		// COOP's headers are a few hundred bytes; net/http's default
+		// would hold up to 10 MiB per request of a broken upstream.
+		MaxResponseHeaderBytes: maxUpstreamHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
 	}
 }
 
