@@ -79,6 +79,10 @@ type Handler struct {
 	metrics        *Metrics
 }
 
+// maxUpstreamHeaderBytes is the largest response header read from COOP; a
+// larger one is a 502.
+const maxUpstreamHeaderBytes = 1 << 20
+
 // NewTransport returns the transport to COOP: keep-alive connections enough
 // for a busy sidecar, and a bound on the wait for COOP's response headers.
 func NewTransport(upstreamTimeout time.Duration) *http.Transport {
@@ -91,7 +95,10 @@ func NewTransport(upstreamTimeout time.Duration) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: upstreamTimeout,
-		ExpectContinueTimeout: time.Second,
+		// COOP's headers are a few hundred bytes; net/http's default
+		// would hold up to 10 MiB per request of a broken upstream.
+		MaxResponseHeaderBytes: maxUpstreamHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
 	}
 }
 
@@ -119,7 +126,15 @@ func New(o Options) *Handler {
 	}
 	h.bearer = &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
+		Rewrite: h.rewrite,
+		// A status under 100 ("099" is read by Go's client) would make
+		// ReverseProxy call WriteHeader with it, which panics.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 {
+				return fmt.Errorf("COOP answered with status %d", resp.StatusCode)
+			}
+			return nil
+		},
 		Transport:    h.bearer,
 		ErrorHandler: h.errorHandler,
 		ErrorLog:     zap.NewStdLog(o.Log.Named("reverseproxy")),
@@ -171,13 +186,19 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// more than one method"), and the caller's own credentials are not ours
 	// to forward: the token ServeHTTP got replaces the caller's
 	// Authorization (RFC 6750 §2.1). ServeHTTP has removed the token from
-	// the query and the form. (The server gives header names in canonical
-	// form, so the map is set directly.)
+	// the query and the form. (Header names are canonical here, so the map
+	// is used directly.)
 	if st := stateOf(pr.In.Context()); st != nil {
 		pr.Out.Header["Authorization"] = h.bearer.header(st.tok)
 	} else {
 		delete(pr.Out.Header, "Authorization")
 	}
+	// No protocol switch (h2c, websocket): COOP serves none, and a 101 would
+	// make the connection a raw tunnel to COOP, where the caller's bytes
+	// (its own token among them) pass unchecked. ReverseProxy has put these
+	// back after removing the hop-by-hop fields; a 101 is now its error.
+	delete(pr.Out.Header, "Upgrade")
+	delete(pr.Out.Header, "Connection")
 	// Trailer fields (RFC 9110 §6.5) could carry one too: none is forwarded.
 	pr.Out.Trailer = nil
 }

@@ -69,7 +69,12 @@ func (srv *Server) Reload(next *config.Settings) {
 	cur := srv.settings.Load()
 	applied := *cur
 	applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
-	applied.Route.InboundSecret, applied.Route.InboundSecretFile = next.Route.InboundSecret, next.Route.InboundSecretFile
+	// An inbound secret in effect is never switched off by a reload: the
+	// listener it guards is the one in effect. Settings without one (the
+	// file setting gone) wait for a restart, and are reported so below.
+	if next.Route.InboundSecret != "" || cur.Route.InboundSecret == "" {
+		applied.Route.InboundSecret, applied.Route.InboundSecretFile = next.Route.InboundSecret, next.Route.InboundSecretFile
+	}
 	applied.LogLevel = next.LogLevel
 
 	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret

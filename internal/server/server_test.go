@@ -396,3 +396,26 @@ func TestAnAPIRejectingEveryTokenCausesNoTokenStorm(t *testing.T) {
 		t.Fatalf("%d caller requests cost %d token requests; %d answered 503", requests.Load(), fetches, unavailable.Load())
 	}
 }
+
+// A reload whose settings have no inbound secret (the file setting gone,
+// as Reread may return whatever it reads) must not switch the inbound
+// secret off: the listener it guards is the one in effect, and removing
+// the secret is a change that waits for a restart.
+func TestAReloadWithoutAnInboundSecretKeepsTheOneInEffect(t *testing.T) {
+	f := newFarm(t)
+	inbound := filepath.Join(f.dir, "inbound")
+	writeFile(t, inbound, "open-sesame")
+	r := start(t, f.settings(t, "INBOUND_SECRET_FILE", inbound), Options{})
+	for i := range 2 { // a second reload must not apply it either
+		r.srv.Reload(f.settings(t))
+		if code, body := get(t, r.proxy+"/api/1/eggs-count"); !strings.Contains(body, "inbound_credential_required") {
+			t.Fatalf("reload %d: a request without the inbound secret got %d %s", i+1, code, body)
+		}
+		if code, body := get(t, r.proxy+"/api/1/eggs-count", "Proxy-Authorization", "Bearer open-sesame"); strings.Contains(body, "inbound_credential_required") {
+			t.Fatalf("reload %d: a request with the inbound secret got %d %s", i+1, code, body)
+		}
+	}
+	if !strings.Contains(r.logs.String(), "INBOUND_SECRET") {
+		t.Fatalf("the kept inbound secret is not reported as waiting for a restart:\n%s", r.logs.String())
+	}
+}

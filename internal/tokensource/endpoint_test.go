@@ -260,3 +260,17 @@ func TestNothingWaitsForAHangingTokenEndpoint(t *testing.T) {
 		t.Fatal("the token endpoint never saw the request cancelled")
 	}
 }
+
+// The token client went through HTTP_PROXY/HTTPS_PROXY (http.DefaultTransport),
+// so the client secret, refresh tokens and login codes were sent to
+// whatever proxy the environment named (in clear text to an http:// COOP),
+// while the API transport talks to COOP directly (proxy.NewTransport).
+func TestTheTokenClientUsesNoProxyFromTheEnvironment(t *testing.T) {
+	tr, ok := NewHTTPClient(time.Minute).Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport %T: http.DefaultTransport reads HTTP_PROXY", NewHTTPClient(time.Minute).Transport)
+	}
+	if tr.Proxy != nil {
+		t.Fatal("the token client's transport has a Proxy function")
+	}
+}

@@ -162,11 +162,15 @@ func lifetime(tok *oauth2.Token) (life time.Duration, ok bool) {
 }
 
 // NewHTTPClient returns a client for the token endpoint that gives up after
-// timeout and never follows a redirect (see refuseRedirect). Every request
-// to a token endpoint (the grants here, and the code exchange of login)
-// should use it.
+// timeout, never follows a redirect (see refuseRedirect), and, like the
+// transport to COOP's API, talks to it directly: no HTTP_PROXY from the
+// environment sees the client secret or a refresh token. Every request to
+// a token endpoint (the grants here, and the code exchange of login) should
+// use it.
 func NewHTTPClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, CheckRedirect: refuseRedirect}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	return &http.Client{Transport: tr, Timeout: timeout, CheckRedirect: refuseRedirect}
 }
 
 // refuseRedirect is the CheckRedirect of every request to the token
