@@ -380,11 +380,15 @@ func formTooLarge(limit int64) error {
 func (h *Handler) bodyRefused(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	var rf *refusal
+	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
 		h.tooLarge(w, r)
 	case errors.As(err, &rf):
 		refuse(w, r, rf.status, rf.code, rf.description)
+	case errors.As(err, &ne) && ne.Timeout():
+		// the server's read deadline (REQUEST_TIMEOUT) passed mid-body
+		refuse(w, r, http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time")
 	default:
 		refuse(w, r, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 	}

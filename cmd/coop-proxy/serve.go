@@ -15,6 +15,9 @@ import (
 // signal during the drain exits at once, with the log flushed.
 func runServe(ctx context.Context, inv *invocation) error {
 	s := inv.settings
+	// SIGHUP reloads once the server watches for it; until then it must not
+	// end the process (its default action), as a reload at start would.
+	signal.Ignore(syscall.SIGHUP)
 	log, level, flush := server.NewLogger(os.Stderr, s.LogFormat, s.LogLevel)
 	defer flush()
 	srv, err := server.New(s, server.Options{Log: log, Level: level, Reread: inv.reread})

@@ -35,7 +35,7 @@ func (srv *Server) watchReloads(ctx context.Context) {
 			return
 		case <-hup:
 		case <-watch.C:
-			if srv.secretFiles() == seen {
+			if unchanged(seen, srv.secretFiles()) {
 				continue
 			}
 			srv.log.Info("a secret file changed: reloading")
@@ -104,10 +104,18 @@ func (srv *Server) Reload(next *config.Settings) {
 	}
 }
 
-// fileState is what tells that a file changed: its size and time.
+// fileState is what tells that a file changed: its size, time and identity
+// (a file put in its place, as Kubernetes swaps a Secret volume's link, or
+// `cp -p` keeping the time, is another file).
 type fileState struct {
-	size    int64
-	modTime time.Time
+	info os.FileInfo
+}
+
+func (a fileState) same(b fileState) bool {
+	if a.info == nil || b.info == nil {
+		return a.info == b.info
+	}
+	return a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime()) && os.SameFile(a.info, b.info)
 }
 
 // secretFiles returns the state of the client and inbound secret files.
@@ -116,8 +124,13 @@ func (srv *Server) secretFiles() [2]fileState {
 	var st [2]fileState
 	for i, path := range []string{r.ClientSecretFile, r.InboundSecretFile} {
 		if info, err := os.Stat(path); path != "" && err == nil {
-			st[i] = fileState{info.Size(), info.ModTime()}
+			st[i] = fileState{info}
 		}
 	}
 	return st
+}
+
+// unchanged reports whether the secret files are as they were seen.
+func unchanged(seen, now [2]fileState) bool {
+	return seen[0].same(now[0]) && seen[1].same(now[1])
 }

@@ -256,10 +256,14 @@ func TestSlowCallersAreCutOff(t *testing.T) {
 		conns = append(conns, c)
 	}
 	held := 0
-	for _, c := range conns {
+	for i, c := range conns {
 		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.Copy(io.Discard, c); err != nil { // until the server closes it
+		answer, err := io.ReadAll(c) // until the server closes it
+		if err != nil {
 			held++
+		}
+		if i == 0 && !strings.HasPrefix(string(answer), "HTTP/1.1 408") {
+			t.Errorf("a caller holding back its body got %.40q, want a 408", answer)
 		}
 	}
 	t.Logf("%d of %d callers holding back their body were still connected after 20 s", held, callers)
@@ -417,5 +421,32 @@ func TestAReloadWithoutAnInboundSecretKeepsTheOneInEffect(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "INBOUND_SECRET") {
 		t.Fatalf("the kept inbound secret is not reported as waiting for a restart:\n%s", r.logs.String())
+	}
+}
+
+// A secret file replaced by another of the same size and time (cp -p, or
+// Kubernetes swapping a Secret volume's link) is noticed.
+func TestASecretFileReplacedWithTheSameSizeAndTimeIsNoticed(t *testing.T) {
+	dir := t.TempDir()
+	path, other := filepath.Join(dir, "secret"), filepath.Join(dir, "new")
+	writeFile(t, path, "aaaa")
+	writeFile(t, other, "bbbb")
+	when := time.Now().Add(-time.Hour)
+	for _, p := range []string{path, other} {
+		if err := os.Chtimes(p, when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := &Server{}
+	srv.settings.Store(&config.Settings{Route: config.Route{ClientSecretFile: path}})
+	seen := srv.secretFiles()
+	if !unchanged(seen, srv.secretFiles()) {
+		t.Fatal("an untouched file looks changed")
+	}
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	if unchanged(seen, srv.secretFiles()) {
+		t.Fatal("a file put in place with the same size and time was not noticed")
 	}
 }
