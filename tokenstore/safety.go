@@ -109,9 +109,12 @@ func (s *Store) checkSafe() error {
 }
 
 // openChecked opens a file of the store without following a symbolic link
-// (O_NOFOLLOW), and refuses it when checkPerm does.
+// (O_NOFOLLOW), and refuses it when checkPerm does or when it is not a
+// regular file. The open does not block (O_NONBLOCK, which changes nothing
+// for a regular file): opening a FIFO planted at the path would otherwise
+// wait forever for a writer, with the store's lock held.
 func openChecked(what kind, path string, flag int, perm fs.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
 	if errors.Is(err, syscall.ELOOP) {
 		// ELOOP: path is a link (or a directory on the way loops).
 		if fi, lerr := os.Lstat(path); lerr == nil {
@@ -127,9 +130,28 @@ func openChecked(what kind, path string, flag int, perm fs.FileMode) (*os.File, 
 	if err == nil {
 		err = checkInfo(what, path, fi)
 	}
+	if err == nil && !fi.Mode().IsRegular() {
+		err = &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is %s, not a regular file", what, path, typeName(fi.Mode())),
+			Fix: "move it out of the way; the store creates its own files"}
+	}
 	if err != nil {
 		_ = f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// typeName names the type of a file that is not a regular file.
+func typeName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }

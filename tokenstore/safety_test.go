@@ -9,7 +9,9 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestCheckPerm(t *testing.T) {
@@ -317,4 +319,66 @@ func TestLeftoverSymlinkIsRemovedNotFollowed(t *testing.T) {
 	if data, err := os.ReadFile(target); err != nil || !bytes.Equal(data, journal) {
 		t.Errorf("link target disturbed: %v", err)
 	}
+}
+
+// finishesSoon runs op and fails the test when it has not returned within
+// a bound far above any scheduling delay (an open(2) of a FIFO blocks
+// until a writer comes, which none will).
+func finishesSoon(t *testing.T, what string, op func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s still blocked after 5s", what)
+		return nil
+	}
+}
+
+func TestFIFOsInTheStoreNeverBlock(t *testing.T) {
+	t.Parallel()
+	t.Run("token file", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		if err := syscall.Mkfifo(s.Path(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := finishesSoon(t, "Load", func() error { _, _, err := s.Load(t.Context(), testKey); return err })
+		u, ok := errors.AsType[*UnsafeError](err)
+		if !ok || u.Path != s.Path() || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Load: %v; want an *UnsafeError naming %s as not a regular file", err, s.Path())
+		}
+	})
+	t.Run("lock file", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		if err := syscall.Mkfifo(s.Path()+".lock", 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := finishesSoon(t, "Update", func() error {
+			_, err := s.Update(t.Context(), testKey, func(Record, bool) (*Record, error) { r := sampleRecord(); return &r, nil })
+			return err
+		})
+		if _, ok := errors.AsType[*UnsafeError](err); !ok || !strings.Contains(err.Error(), s.Path()+".lock") {
+			t.Errorf("Update: %v; want an *UnsafeError naming the lock file", err)
+		}
+	})
+	t.Run("leftover temporary file", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t, WithRecoverHandler(func(path, from string) { t.Errorf("recovered from %s", from) }))
+		want := put(t, s, testKey, sampleRecord())
+		if err := syscall.Mkfifo(s.Path()+".tmp-1", 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var got Record
+		err := finishesSoon(t, "Load", func() error { var err error; got, _, err = s.Load(t.Context(), testKey); return err })
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Load = %v, %v; want the token file's record", got, err)
+		}
+		if names := dirNames(t, filepath.Dir(s.Path())); !slices.Equal(names, []string{"tokens.json", "tokens.json.lock"}) {
+			t.Errorf("directory holds %q", names)
+		}
+	})
 }

@@ -177,7 +177,7 @@ func readSecret(field, fileField string, value redact.Secret, file string) (reda
 	case value != "" && file != "":
 		return "", problem(fileField, "set either %s%s or the file, not both", EnvPrefix, fieldEnv(field))
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := readBounded(file)
 		if err != nil {
 			var pe *os.PathError
 			if errors.As(err, &pe) {
@@ -192,6 +192,25 @@ func readSecret(field, fileField string, value redact.Secret, file string) (reda
 		return redact.Secret(s), nil
 	}
 	return value, nil
+}
+
+// maxSecretFile bounds what is read of a secret file: a secret is a line.
+const maxSecretFile = 64 << 10
+
+// readBounded reads file, refusing one over maxSecretFile (a setting naming
+// /dev/zero or a large file by mistake would otherwise be read until memory
+// runs out).
+func readBounded(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err == nil && len(b) > maxSecretFile {
+		err = fmt.Errorf("%s: larger than %d KiB, not a secret", file, maxSecretFile>>10)
+	}
+	return b, err
 }
 
 // defaultStorePath is the token store in the user's state directory (XDG

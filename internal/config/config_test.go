@@ -168,3 +168,25 @@ func TestFrontDoorAndListenChecks(t *testing.T) {
 		}
 	}
 }
+
+// A secret file setting naming something endless (/dev/zero, /dev/urandom,
+// a huge file by mistake) is one line naming it, not a read that never
+// ends and takes all the memory.
+func TestEndlessSecretFileIsAnError(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := load(t, nil, map[string]string{"CLIENT_ID": "app", "CLIENT_SECRET_FILE": "/dev/zero"}, Everything)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "/dev/zero") || strings.Count(err.Error(), "\n") > 0 {
+			t.Fatalf("%v; want one line naming /dev/zero", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading /dev/zero as the secret file did not end")
+	}
+}

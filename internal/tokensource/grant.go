@@ -1,9 +1,14 @@
 package tokensource
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
@@ -48,6 +54,9 @@ func (g *ClientCredentials) Fetch(ctx context.Context, cur tokenstore.Record, ok
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret)
 	}
+	if err := checkToken(tok, g.Config.ClientSecret); err != nil {
+		return tokenstore.Record{}, err
+	}
 	return RecordFromToken(tok, g.Config.Scopes, now(g.Now)), nil
 }
 
@@ -81,6 +90,9 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 	tok, err := g.Config.TokenSource(withClient(ctx, g.Client), &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
+	}
+	if err := checkToken(tok, g.Config.ClientSecret, cur.RefreshToken); err != nil {
+		return tokenstore.Record{}, err
 	}
 	// §6: the server MAY issue a new refresh token; x/oauth2 keeps the old
 	// one when it does not.
@@ -127,7 +139,8 @@ const (
 // number or, as some servers send it, a string; ok is false when there is
 // none (the expiry is then unknown: the token is used until rejected).
 // Nonsense (zero, negative, unparsable, NaN) counts as "unknown, but short":
-// minLifetime. Values are clamped to [minLifetime, maxLifetime].
+// minLifetime. Values are clamped to [minLifetime, maxLifetime]. (What
+// x/oauth2 itself cannot parse, answerTransport has already rewritten.)
 func lifetime(tok *oauth2.Token) (life time.Duration, ok bool) {
 	var secs float64
 	switch v := tok.Extra("expires_in").(type) {
@@ -144,21 +157,128 @@ func lifetime(tok *oauth2.Token) (life time.Duration, ok bool) {
 		if strings.TrimSpace(v) == "" {
 			return 0, false // how a form-encoded answer without it reads
 		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range: ±Inf
-			f = math.NaN()
-		}
-		secs = f
+		secs = parseSeconds(v)
 	default:
 		secs = math.NaN()
 	}
+	return clampLifetime(secs), true
+}
+
+// parseSeconds reads a number of seconds; NaN when it is none, ±Inf when
+// out of range.
+func parseSeconds(s string) float64 {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range: ±Inf
+		return math.NaN()
+	}
+	return f
+}
+
+// clampLifetime turns an expires_in into the lifetime used (see lifetime).
+func clampLifetime(secs float64) time.Duration {
 	switch {
 	case !(secs > minLifetime.Seconds()): // NaN too
-		return minLifetime, true
+		return minLifetime
 	case secs >= maxLifetime.Seconds():
-		return maxLifetime, true
+		return maxLifetime
 	}
-	return time.Duration(secs * float64(time.Second)), true
+	return time.Duration(secs * float64(time.Second))
+}
+
+// maxAnswer is what x/oauth2 reads of a token endpoint's answer.
+const maxAnswer = 1 << 20
+
+// answerTransport rewrites, in a 2xx JSON answer of the token endpoint, an
+// expires_in that x/oauth2 cannot read (it wants a whole number that fits
+// an int64: 3600.0, 3.6e3, 1e30, "soon" or true make it refuse the whole
+// answer) into the whole seconds lifetime would give it, or removes it when
+// lifetime reads it as absent (""). Refusing the answer would throw away
+// tokens the server has issued, and with rotating refresh tokens that is the
+// farmer's grant lost: the refresh token sent is dead, the new one was in
+// the answer. Every other answer passes as it came.
+type answerTransport struct{ base http.RoundTripper }
+
+func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp, err
+	}
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" || ct == "text/plain" {
+		return resp, nil // x/oauth2 reads expires_in leniently there
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	_ = resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(fixExpiresIn(body)))
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// fixExpiresIn is answerTransport's rewrite of a JSON body.
+func fixExpiresIn(body []byte) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	raw, ok := m["expires_in"]
+	if !ok || string(raw) == "null" {
+		return body
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		if _, err := n.Int64(); err == nil {
+			return body // x/oauth2 reads it
+		}
+	}
+	text := string(raw)
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		text = s
+	}
+	if strings.TrimSpace(text) == "" {
+		delete(m, "expires_in")
+	} else {
+		m["expires_in"] = json.RawMessage(strconv.FormatInt(int64(clampLifetime(parseSeconds(text))/time.Second), 10))
+	}
+	fixed, err := json.Marshal(m)
+	if err != nil {
+		return body
+	}
+	return fixed
+}
+
+// checkToken refuses a token the proxy could not send as a bearer token
+// (RFC 6750 §2.1): one of another type (RFC 6749 §7.1: a client must not
+// use a token of a type it does not understand; no type at all is taken as
+// Bearer), an access token with characters other than printable ASCII
+// (a space, a line break, which no header can carry as they are), or a
+// refresh token with control characters (RFC 6749 §A.17), which the store
+// could not keep. sent are the credentials of the request, never repeated.
+func checkToken(tok *oauth2.Token, sent ...string) *Error {
+	if typ := tok.TokenType; typ != "" && !strings.EqualFold(typ, "bearer") {
+		return &Error{Code: Unavailable, Description: fmt.Sprintf(
+			"the token endpoint issued a token of type %q; coop-proxy sends only Bearer tokens (RFC 6750)", redact.Text(typ, sent...))}
+	}
+	if !printable(tok.AccessToken, 0x21) {
+		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx with an access token that cannot be sent in a header (not printable ASCII)"}
+	}
+	if !printable(tok.RefreshToken, 0x20) {
+		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx with a refresh token holding characters other than printable ASCII"}
+	}
+	return nil
+}
+
+// printable reports whether every byte of s is in [lowest, 0x7e].
+func printable(s string, lowest byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < lowest || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // NewHTTPClient returns a client for the token endpoint that gives up after
@@ -190,6 +310,11 @@ func withClient(ctx context.Context, c *http.Client) context.Context {
 		nc = *c
 	}
 	nc.CheckRedirect = refuseRedirect
+	base := nc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	nc.Transport = answerTransport{base: base}
 	return context.WithValue(ctx, oauth2.HTTPClient, &nc)
 }
 

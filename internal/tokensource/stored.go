@@ -60,7 +60,9 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	pending := s.pending.Load()
 
 	var got tokenstore.Record
-	_, err := s.Store.Update(ctx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+	storeCtx, cancel := storeContext(ctx)
+	defer cancel()
+	_, err := s.Store.Update(storeCtx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
 		if pending != nil {
 			// Our newest tokens never reached the disk: they, not the file,
 			// hold the live refresh token.
@@ -116,6 +118,19 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		s.keepPending(next, err)
 		return next, nil
 	}
+}
+
+// storeContext bounds the wait for the store (its cross-process lock) to
+// half of what ctx leaves: when another process holds the lock for longer,
+// the other half is the fetch's, made from memory (see Token). Waiting for
+// the whole of ctx would leave the fetch an ended context, and the token
+// endpoint would be blamed for not answering in time.
+func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(deadline)/2)
 }
 
 // fetch asks the grant, remembering a refresh token COOP refused so that a
