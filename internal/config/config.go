@@ -167,6 +167,9 @@ func (s *Settings) resolve(need Needs, p *Problems) {
 		p.add(err)
 		s.Store = path
 	}
+	if info, err := os.Stat(s.Store); need.Store && err == nil && info.IsDir() {
+		p.add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
+	}
 }
 
 // readSecret reads a secret given in the environment (field) or in a file

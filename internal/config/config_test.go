@@ -190,3 +190,11 @@ func TestEndlessSecretFileIsAnError(t *testing.T) {
 		t.Fatal("reading /dev/zero as the secret file did not end")
 	}
 }
+
+func TestAStoreThatIsADirectoryIsAProblem(t *testing.T) {
+	dir := t.TempDir()
+	_, err := load(t, nil, map[string]string{"STORE": dir}, Needs{Store: true})
+	if err == nil || !strings.Contains(err.Error(), "COOP_PROXY_STORE (--store): "+dir+" is a directory") {
+		t.Fatalf("%v", err)
+	}
+}

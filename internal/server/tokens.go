@@ -153,7 +153,11 @@ func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 		case <-tick.C:
 		}
 		if !t.Stored.Durable() {
-			if err := t.Stored.Flush(ctx); err != nil {
+			// bounded: another process may hold the store's lock a long time
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := t.Stored.Flush(fctx)
+			cancel()
+			if err != nil {
 				log.Error("still cannot write tokens to the token store", zap.Error(err))
 			}
 			continue

@@ -266,9 +266,13 @@ func TestNothingWaitsForAHangingTokenEndpoint(t *testing.T) {
 // whatever proxy the environment named (in clear text to an http:// COOP),
 // while the API transport talks to COOP directly (proxy.NewTransport).
 func TestTheTokenClientUsesNoProxyFromTheEnvironment(t *testing.T) {
-	tr, ok := NewHTTPClient(time.Minute).Transport.(*http.Transport)
+	at, ok := NewHTTPClient(time.Minute).Transport.(answerTransport)
 	if !ok {
-		t.Fatalf("transport %T: http.DefaultTransport reads HTTP_PROXY", NewHTTPClient(time.Minute).Transport)
+		t.Fatalf("transport %T, want answerTransport", NewHTTPClient(time.Minute).Transport)
+	}
+	tr, ok := at.base.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport %T: http.DefaultTransport reads HTTP_PROXY", at.base)
 	}
 	if tr.Proxy != nil {
 		t.Fatal("the token client's transport has a Proxy function")

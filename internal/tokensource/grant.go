@@ -290,7 +290,7 @@ func printable(s string, lowest byte) bool {
 func NewHTTPClient(timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
-	return &http.Client{Transport: tr, Timeout: timeout, CheckRedirect: refuseRedirect}
+	return &http.Client{Transport: answerTransport{base: tr}, Timeout: timeout, CheckRedirect: refuseRedirect}
 }
 
 // refuseRedirect is the CheckRedirect of every request to the token
@@ -310,11 +310,13 @@ func withClient(ctx context.Context, c *http.Client) context.Context {
 		nc = *c
 	}
 	nc.CheckRedirect = refuseRedirect
-	base := nc.Transport
-	if base == nil {
-		base = http.DefaultTransport
+	switch nc.Transport.(type) {
+	case answerTransport: // NewHTTPClient's
+	case nil:
+		nc.Transport = answerTransport{base: http.DefaultTransport}
+	default:
+		nc.Transport = answerTransport{base: nc.Transport}
 	}
-	nc.Transport = answerTransport{base: base}
 	return context.WithValue(ctx, oauth2.HTTPClient, &nc)
 }
 
