@@ -372,12 +372,11 @@ type child struct {
 var listeningRE = regexp.MustCompile(`"listen":"([^"]+)"`)
 
 // startChild starts coop-proxy serve with cfg's settings, and extra
-// environment variables.
+// environment variables ("NAME=value"), which override them.
 func startChild(t *testing.T, cfg *config.Settings, extra ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = append(os.Environ(), extra...)
-	cmd.Env = append(cmd.Env,
+	cmd.Env = append(os.Environ(),
 		"COOP_PROXY_TEST_AS_MAIN=1",
 		config.EnvPrefix+"UPSTREAM="+cfg.Route.Upstream,
 		config.EnvPrefix+"CLIENT_ID="+cfg.Route.ClientID,
@@ -389,6 +388,7 @@ func startChild(t *testing.T, cfg *config.Settings, extra ...string) *child {
 		config.EnvPrefix+"REFRESH_MARGIN="+cfg.Route.RefreshMargin.String(),
 		config.EnvPrefix+"REDIRECT_URI="+cfg.Route.RedirectURI,
 	)
+	cmd.Env = append(cmd.Env, extra...) // the last of duplicates wins
 	c := &child{cmd: cmd, stderr: &logBuffer{}}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {

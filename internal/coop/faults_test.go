@@ -108,3 +108,29 @@ func TestExpireAllTokens(t *testing.T) {
 		t.Errorf("token issued after ExpireAllTokens: %d %s", r.status, r.body)
 	}
 }
+
+func TestRefreshTokenLive(t *testing.T) {
+	f := newFixture(t, false)
+	access, first := f.s.IssueToken(f.topCluck.ClientID, f.brent.ID, []string{"profile"}, true)
+	if !f.s.RefreshTokenLive(first) || f.s.RefreshTokenLive(access) || f.s.RefreshTokenLive("") {
+		t.Fatal("only the refresh token just issued is live")
+	}
+	body := wantTokens(t, f.token(t, creds(f.topCluck, "grant_type", "refresh_token", "refresh_token", first)), "profile", true)
+	second := body["refresh_token"].(string)
+	if f.s.RefreshTokenLive(first) || !f.s.RefreshTokenLive(second) {
+		t.Fatal("after a refresh the rotated token is live and the one used is not")
+	}
+	if !f.s.RefreshTokenLive(second) { // asking does not spend it
+		t.Fatal("asking spent the token")
+	}
+	_, revoked := f.s.IssueToken(f.topCluck.ClientID, f.brent.ID, []string{"profile"}, true)
+	f.s.RevokeToken(revoked)
+	if f.s.RefreshTokenLive(revoked) {
+		t.Fatal("a revoked refresh token is live")
+	}
+	f.clock.Advance(defaultRefreshTokenLifetime + time.Second)
+	if f.s.RefreshTokenLive(second) {
+		t.Fatal("an expired refresh token is live")
+	}
+	wantTokenError(t, f.token(t, creds(f.topCluck, "grant_type", "refresh_token", "refresh_token", second)), "invalid_grant", "Refresh token has expired")
+}

@@ -69,6 +69,18 @@ func (s *Server) RevokeToken(token string) {
 	s.logf("coop: token %s revoked", redact.Fingerprint(token))
 }
 
+// RefreshTokenLive reports whether COOP would accept token in a refresh now:
+// it was issued and has been neither used (COOP rotates refresh tokens: the
+// one used dies), revoked, nor outlived. It is how a test tells the live
+// grant from a dead one without spending it.
+func (s *Server) RefreshTokenLive(token string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.refresh[token]
+	return rt != nil && !now.After(rt.expires)
+}
+
 // ExpireAllTokens makes every access token issued so far expired now.
 // Refresh tokens and authorization codes are untouched.
 func (s *Server) ExpireAllTokens() {
