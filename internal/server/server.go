@@ -169,6 +169,7 @@ func (srv *Server) Run(ctx context.Context) error {
 	srv.log.Info("coop-proxy listening", zap.String("listen", addrs.Proxy), zap.String("admin", addrs.Admin),
 		zap.String("upstream", r.Upstream), zap.String("grant", string(r.Grant)), zap.String("client_id", r.ClientID),
 		zap.String("store", srv.tokens.Store.Path()))
+	_ = srv.log.Sync() // the line operators and scripts wait for, at once
 	if srv.opts.Ready != nil {
 		srv.opts.Ready <- addrs
 	}

@@ -59,7 +59,8 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	grant := s.grant()
 	pending := s.pending.Load()
 
-	var got tokenstore.Record
+	var got, was tokenstore.Record
+	fetched := false
 	storeCtx, cancel := storeContext(ctx)
 	defer cancel()
 	_, err := s.Store.Update(storeCtx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
@@ -79,9 +80,14 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		if err != nil {
 			return nil, fnError{err}
 		}
-		got = next
+		got, was, fetched = next, cur, true
 		return &next, nil
 	})
+	// Logged once written: nothing stands between a rotated refresh
+	// token's arrival and its write that need not.
+	if fetched {
+		s.logObtained(grant, got, was)
+	}
 	var fe fnError
 	var we *tokenstore.WriteError
 	switch {
@@ -116,6 +122,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 			return tokenstore.Record{}, ferr
 		}
 		s.keepPending(next, err)
+		s.logObtained(grant, next, cur)
 		return next, nil
 	}
 }
@@ -155,12 +162,16 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	if next.GrantedAt.IsZero() {
 		next.GrantedAt = next.UpdatedAt
 	}
+	return next, nil
+}
+
+// logObtained logs a token fetched to replace cur.
+func (s *Stored) logObtained(grant Grant, next, cur tokenstore.Record) {
 	s.Log.Info("token obtained",
 		zap.String("grant", grant.Key().GrantType),
 		zap.String("token", redact.Fingerprint(next.AccessToken)),
 		zap.Time("expiry", next.Expiry),
 		zap.Bool("refresh_token_rotated", next.RefreshToken != "" && next.RefreshToken != cur.RefreshToken))
-	return next, nil
 }
 
 func (s *Stored) keepPending(rec tokenstore.Record, err error) {
