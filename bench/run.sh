@@ -9,11 +9,13 @@
 #       with the same transport as coop-proxy and a pool of copy buffers
 #   (c) nginx, 1 worker, adding the same fixed token
 #   (d) `coop-proxy serve`, client credentials grant, JSON log at info level
-# Each gets a 2 s warm-up, then `wrk -t1 -c32 -d10s --latency`, POST
-# /api/1/eggs-count; the CPU time the process under test spends per request
-# is read from /proc/PID/stat around the run. The results, and the Go benchmarks of the proxy
-# package, go to bench/results/YYYY-MM-DD.md (a new section per run) and
-# to stdout.
+# Each gets a 2 s warm-up, then `wrk -t1 -c32 --latency`, POST
+# /api/1/eggs-count: (a) and (c) for 10 s; (b) and (d), the pair the target
+# compares, in BENCH_ROUNDS (6) alternating rounds of 5 s each, medians
+# reported. The CPU time the process under test spends per request is read
+# from /proc/PID/stat around each run. The results, and the Go benchmarks of
+# the proxy package, go to bench/results/YYYY-MM-DD.md (a new section per
+# run) and to stdout.
 #
 # Ports: BENCH_PORT_BASE (default 18080) and the four after it, on 127.0.0.1.
 set -euo pipefail
@@ -29,6 +31,7 @@ proxy_addr=127.0.0.1:$((port_base + 3))
 admin_addr=127.0.0.1:$((port_base + 4))
 api_path=/api/1/eggs-count
 wrk_args=(-t1 -c32 --latency -s "$root/bench/post.lua")
+bd_rounds=${BENCH_ROUNDS:-6}
 
 # --- tools -------------------------------------------------------------------
 missing=()
@@ -142,7 +145,7 @@ to_ms() {
 	}'
 }
 
-declare -A rps=() p50=() p99=() errors=() cpu=()
+declare -A rps=() p50=() p99=() errors=() cpu=() rounds=()
 
 # cpu_ticks PID: the user and system CPU time PID has used, in clock ticks
 # (/proc/PID/stat fields 14 and 15, counted after the command name).
@@ -151,47 +154,58 @@ cpu_ticks() {
 }
 clk_tck=$(getconf CLK_TCK)
 
-# load LABEL ADDR PIDNAME [ENV...]: warm up, then measure ADDR with wrk on
-# core 1, and the CPU time the process PIDNAME (a name given to start; "-"
-# for none) spends per request meanwhile; ENV (NAME=VALUE) is passed to wrk
-# (post.lua reads BENCH_TOKEN).
+# load LABEL ADDR PIDNAME SECONDS [ENV...]: measure ADDR with wrk on core 1
+# for SECONDS (after a 2 s warm-up the first time), and the CPU time the
+# process PIDNAME (a name given to start; "-" for none) spends per request
+# meanwhile; ENV (NAME=VALUE) is passed to wrk (post.lua reads
+# BENCH_TOKEN). Each call adds a round to LABEL's lists.
 load() {
-	local label=$1 url=http://$2$api_path pid=${pids[$3]:-} out=$tmp/wrk-$1.txt
-	shift 3
+	local label=$1 url=http://$2$api_path pid=${pids[$3]:-} secs=$4 out=$tmp/wrk-$1.txt
+	shift 4
 	echo "load $label: $url" >&2
-	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d2s "$url" >/dev/null
+	if [[ -z ${rounds[$label]:-} ]]; then
+		env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d2s "$url" >/dev/null
+	fi
+	rounds[$label]=$((${rounds[$label]:-0} + 1))
 	local before=0 after=0
 	[[ -n $pid ]] && before=$(cpu_ticks "$pid")
-	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d10s "$url" >"$out"
+	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d"$secs"s "$url" >"$out"
 	[[ -n $pid ]] && after=$(cpu_ticks "$pid")
 	local requests
 	requests=$(awk '/requests in/ { print $1 }' "$out")
-	cpu[$label]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
-	rps[$label]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-	p50[$label]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-	p99[$label]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+	cpu[$label]+=" $(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')"
+	rps[$label]+=" $(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+	p50[$label]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")"
+	p99[$label]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
 	# "Non-2xx or 3xx responses: N" and "Socket errors: connect N, read N,
 	# write N, timeout N" appear only when there are any.
-	errors[$label]=$(awk -F'[:,]' '
+	errors[$label]=$((${errors[$label]:-0} + $(awk -F'[:,]' '
 		/^ *Non-2xx or 3xx responses:/ { n += $2 }
 		/^ *Socket errors:/ { for (i = 2; i <= NF; i++) { split($i, w, " "); n += w[2] } }
-		END { print n + 0 }' "$out")
+		END { print n + 0 }' "$out")))
 }
 
-load a "$upstream_addr" upstream BENCH_TOKEN="$token"
+# median VALUES...: the median of the numbers given.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
-start bareproxy taskset -c 0 "$tmp/bin/bareproxy" -listen "$bare_addr" \
-	-upstream "http://$upstream_addr" -token-file "$tmp/access_token"
-await_ok bareproxy "http://$bare_addr$api_path" -X POST
-load b "$bare_addr" bareproxy
-stop bareproxy
+load a "$upstream_addr" upstream 10 BENCH_TOKEN="$token"
 
 sed -e "s|@TMP@|$tmp|g" -e "s|@LISTEN@|$nginx_addr|g" -e "s|@UPSTREAM@|$upstream_addr|g" \
 	-e "s|@TOKEN@|$token|g" bench/nginx.conf.tmpl >"$tmp/nginx.conf"
 start nginx taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log"
 await_ok nginx "http://$nginx_addr$api_path" -X POST
-load c "$nginx_addr" -
+load c "$nginx_addr" - 10
 stop nginx
+
+# (b) and (d) run side by side, idle in turn, and are loaded in alternating
+# rounds: CPU time per request on a shared machine drifts by more than the
+# difference measured, and alternating makes both see the same drift. The
+# medians of the rounds are reported.
+start bareproxy taskset -c 0 "$tmp/bin/bareproxy" -listen "$bare_addr" \
+	-upstream "http://$upstream_addr" -token-file "$tmp/access_token"
+await_ok bareproxy "http://$bare_addr$api_path" -X POST
 
 start coop-proxy env \
 	COOP_PROXY_UPSTREAM="http://$upstream_addr" \
@@ -204,7 +218,11 @@ start coop-proxy env \
 	taskset -c 0 "$tmp/bin/coop-proxy" serve
 await_ok coop-proxy "http://$admin_addr/readyz"
 await_ok coop-proxy "http://$proxy_addr$api_path" -X POST
-load d "$proxy_addr" coop-proxy
+for _ in $(seq "$bd_rounds"); do
+	load b "$bare_addr" bareproxy 5
+	load d "$proxy_addr" coop-proxy 5
+done
+stop bareproxy
 stop coop-proxy # flushes its log
 log_lines=$(grep -c '"msg":"request"' "$tmp/coop-proxy.log" || true)
 
@@ -215,6 +233,16 @@ echo "go test -bench" >&2
 gobench=$(go test -run '^$' -bench . -benchmem ./proxy/)
 
 # --- report --------------------------------------------------------------------
+declare -A cpu_rounds=([b]="${cpu[b]# }" [d]="${cpu[d]# }")
+for label in a b c d; do
+	# shellcheck disable=SC2086 # the lists are space-separated numbers
+	{
+		cpu[$label]=$(median ${cpu[$label]})
+		rps[$label]=$(median ${rps[$label]})
+		p50[$label]=$(median ${p50[$label]})
+		p99[$label]=$(median ${p99[$label]})
+	}
+done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 rps_db=$(ratio "${rps[d]}" "${rps[b]}")
 p99_db=$(ratio "${p99[d]}" "${p99[b]}")
@@ -232,7 +260,8 @@ section=$tmp/section.md
 	echo "- machine: $(nproc) cores, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r);"
 	echo "  load average before the run: $loadavg (other work on these cores makes p99 noisy)"
 	echo "- $(go version), ${nginx_version#nginx version: }, ${wrk_version% Copyright*}"
-	echo "- load: each target 2 s warm-up, then \`wrk ${wrk_args[*]:0:3} -d10s\` POST $api_path from core 1;"
+	echo "- load: each target 2 s warm-up, then \`wrk ${wrk_args[*]:0:3}\` POST $api_path from core 1, (a) and (c)"
+	echo "  for 10 s, (b) and (d) in $bd_rounds alternating rounds of 5 s (medians shown);"
 	echo "  the COOP emulator and the proxy under test share core 0"
 	echo
 	echo "| target | | req/s | p50 (ms) | p99 (ms) | CPU µs/request | errors |"
@@ -242,8 +271,9 @@ section=$tmp/section.md
 	echo "| (c) | nginx, 1 worker | ${rps[c]} | ${p50[c]} | ${p99[c]} | — | ${errors[c]} |"
 	echo "| (d) | coop-proxy serve | ${rps[d]} | ${p50[d]} | ${p99[d]} | ${cpu[d]} | ${errors[d]} |"
 	echo
-	echo "CPU µs/request: utime + stime of the process under test (/proc/PID/stat) over the 10 s run,"
-	echo "divided by the requests served (the emulator's own CPU is not counted for (b)-(d))."
+	echo "CPU µs/request: utime + stime of the process under test (/proc/PID/stat) over a run, divided"
+	echo "by the requests served (the emulator's own CPU is not counted for (b)-(d)); per round:"
+	echo "(b) ${cpu_rounds[b]}, (d) ${cpu_rounds[d]}."
 	echo
 	echo "| ratio | throughput | p99 | CPU per request |"
 	echo "| --- | ---: | ---: | ---: |"

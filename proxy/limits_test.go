@@ -61,7 +61,7 @@ func TestLimitsAnswerWithJSON(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	}, func(o *Options) {
-		o.MaxHeaderBytes, o.MaxBodyBytes, o.RequestTimeout, o.RetryBodyLimit = 2048, 100, 100*time.Millisecond, 10
+		o.MaxHeaderBytes, o.MaxBodyBytes, o.Base, o.RetryBodyLimit = 2048, 100, NewTransport(100*time.Millisecond), 10
 	})
 	chunked := newReq(t, "POST", f.proxy.URL+"/api/1/eggs-collect", "")
 	chunked.Body, chunked.ContentLength = io.NopCloser(strings.NewReader(strings.Repeat("x", 500))), -1

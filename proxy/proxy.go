@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 )
@@ -57,10 +58,11 @@ type Options struct {
 	MaxHeaderBytes int
 	// MaxBodyBytes answers 413 to a larger request body; 0: no limit.
 	MaxBodyBytes int64
-	// RequestTimeout bounds a whole request, COOP's answer included; 0: none.
-	RequestTimeout time.Duration
-	Log            *zap.Logger // one line per request; nil: no log
-	Metrics        *Metrics    // nil: no metrics
+	// A whole request's time is bounded by the server it runs in
+	// (http.Server's ReadTimeout and WriteTimeout) and the wait for COOP's
+	// answer by Base (ResponseHeaderTimeout): no per-request timer here.
+	Log     *zap.Logger // one line per request; nil: no log
+	Metrics *Metrics    // nil: no metrics
 }
 
 // Handler is the reverse proxy. Create it with New.
@@ -68,7 +70,6 @@ type Handler struct {
 	inbound        atomic.Pointer[[sha256.Size]byte] // the inbound secret's hash; nil: none asked
 	maxHeaderBytes int
 	maxBodyBytes   int64
-	requestTimeout time.Duration
 	upstream       *url.URL
 	rp             *httputil.ReverseProxy
 	bearer         *bearer
@@ -116,7 +117,6 @@ func New(o Options) *Handler {
 		loopbackOnly:   o.LoopbackOnly,
 		maxHeaderBytes: o.MaxHeaderBytes,
 		maxBodyBytes:   o.MaxBodyBytes,
-		requestTimeout: o.RequestTimeout,
 		adminPaths:     map[string]bool{},
 		log:            o.Log,
 		metrics:        o.Metrics,
@@ -218,11 +218,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if h.requestTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
-		defer cancel()
-	}
 	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
 		// w, not rec: past the limit, it has the server close the connection
 		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
@@ -254,25 +249,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // net/http, which closes the connection.
 func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 	p := recover()
-	d := time.Since(start)
 	h.metrics.request(rec.status)
 	if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
-		fields, n := [7]zap.Field{
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
-			zap.Int("status", rec.status),
-			zap.Duration("duration", d),
-			zap.Int64("bytes", rec.bytes),
-			zap.Bool("retried", rec.state.retried),
-		}, 6
-		if p != nil {
-			fields[n], n = zap.Bool("aborted", true), n+1
-		}
-		ce.Write(fields[:n]...)
+		// One field that writes the others: the line costs one small
+		// allocation, not a slice of every field.
+		ce.Write(zap.Inline(&requestLine{rec: rec, r: r, duration: time.Since(start), aborted: p != nil}))
 	}
 	if p != nil {
 		panic(p)
 	}
+}
+
+// requestLine is the fields of a request's log line.
+type requestLine struct {
+	rec      *recorder
+	r        *http.Request
+	duration time.Duration
+	aborted  bool
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (l *requestLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("method", l.r.Method)
+	enc.AddString("path", l.r.URL.Path)
+	enc.AddInt("status", l.rec.status)
+	enc.AddDuration("duration", l.duration)
+	enc.AddInt64("bytes", l.rec.bytes)
+	enc.AddBool("retried", l.rec.state.retried)
+	if l.aborted {
+		enc.AddBool("aborted", true)
+	}
+	return nil
 }
 
 // admit refuses what a reverse proxy for one upstream must not forward.

@@ -268,7 +268,7 @@ func TestRejectedTokenIsReplacedAndTheRequestRetriedOnce(t *testing.T) {
 	if n := f.src.fetches(); n != 2 {
 		t.Fatalf("fetches = %d, want 2", n)
 	}
-	if entries := f.logs.FilterField(zap.Bool("retried", true)).Len(); entries != 1 {
+	if entries := requestLines(f.logs, "retried").Len(); entries != 1 {
 		t.Fatalf("request log lines with retried=true: %d, want 1", entries)
 	}
 }
@@ -356,7 +356,7 @@ func TestAbortedResponseIsLoggedAndCounted(t *testing.T) {
 		_, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 	}
-	lines := f.logs.FilterMessage("request").FilterField(zap.Bool("aborted", true))
+	lines := requestLines(f.logs, "aborted")
 	if lines.Len() != 1 {
 		t.Fatalf("aborted request lines: %d, want 1 (all: %v)", lines.Len(), f.logs.All())
 	}
@@ -492,4 +492,11 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if f.logs.FilterMessage("request").Len() != 1 {
 		t.Fatalf("want one request line, got:\n%s", all.String())
 	}
+}
+
+// requestLines are the request log lines whose field flag is true.
+func requestLines(logs *observer.ObservedLogs, flag string) *observer.ObservedLogs {
+	return logs.FilterMessage("request").Filter(func(e observer.LoggedEntry) bool {
+		return e.ContextMap()[flag] == true
+	})
 }

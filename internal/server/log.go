@@ -2,6 +2,7 @@ package server
 
 import (
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,7 +20,7 @@ func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) (*za
 	lvl := zap.NewAtomicLevelAt(level.Level)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "time"
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeTime = encodeTime
 	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
 	var enc zapcore.Encoder
 	if format == "console" {
@@ -35,6 +36,33 @@ func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) (*za
 	log := zap.New(core, zap.ErrorOutput(out))
 	return log, lvl, func() { _ = ws.Stop() }
 }
+
+// encodeTime writes t as ISO 8601 with milliseconds and the zone offset
+// ("2026-11-29T10:16:06.123Z", zap's ISO8601TimeEncoder), formatting the
+// part up to the second once a second: it is on every request's log line.
+func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	sec := t.Unix()
+	_, offset := t.Zone()
+	c := timeCache.Load()
+	if c == nil || c.sec != sec || c.offset != offset {
+		c = &cachedSecond{sec: sec, offset: offset, prefix: t.Format("2006-01-02T15:04:05."), zone: t.Format("Z0700")}
+		timeCache.Store(c)
+	}
+	var buf [40]byte
+	b := append(buf[:0], c.prefix...)
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	enc.AppendByteString(append(b, c.zone...))
+}
+
+// cachedSecond is encodeTime's formatting of one second.
+type cachedSecond struct {
+	sec          int64
+	offset       int
+	prefix, zone string
+}
+
+var timeCache atomic.Pointer[cachedSecond]
 
 // syncOnError flushes the buffer after writing a line at error level or above.
 type syncOnError struct {

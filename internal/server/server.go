@@ -84,7 +84,9 @@ func New(s *config.Settings, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := proxy.NewTransport(r.UpstreamTimeout)
+	// A whole request takes at most RequestTimeout (the server's deadlines,
+	// see Run), so COOP's answer is awaited no longer than that either.
+	base := proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
 	base.MaxConnsPerHost = r.MaxUpstreamConns
 	srv.handler = proxy.New(proxy.Options{
 		Upstream:       upstream,
@@ -95,7 +97,6 @@ func New(s *config.Settings, o Options) (*Server, error) {
 		AdminPaths:     adminPaths,
 		MaxHeaderBytes: s.MaxHeaderBytes,
 		MaxBodyBytes:   r.MaxBodyBytes,
-		RequestTimeout: r.RequestTimeout,
 		Log:            o.Log.Named("proxy"),
 		Metrics:        metrics,
 	})
@@ -121,7 +122,7 @@ func (srv *Server) Run(ctx context.Context) error {
 	ln = newLimitListener(ln, s.MaxConns)
 	// Every caller connection has deadlines: its request (body included)
 	// must arrive within RequestTimeout, its answer be taken within
-	// RequestTimeout and a little more (the handler's own 504 comes first),
+	// RequestTimeout and a little more (a 504 for COOP's silence comes first),
 	// and an idle keep-alive connection is closed. http.Server's header
 	// limit (a plain-text 431) is a backstop; the handler answers
 	// MaxHeaderBytes with JSON.

@@ -450,3 +450,21 @@ func TestASecretFileReplacedWithTheSameSizeAndTimeIsNoticed(t *testing.T) {
 		t.Fatal("a file put in place with the same size and time was not noticed")
 	}
 }
+
+func TestLogTimesAreZapsISO8601(t *testing.T) {
+	cfg := zapcore.EncoderConfig{TimeKey: "t", EncodeTime: encodeTime}
+	want := zapcore.EncoderConfig{TimeKey: "t", EncodeTime: zapcore.ISO8601TimeEncoder}
+	east := time.FixedZone("east", 5*3600+30*60)
+	for _, at := range []time.Time{
+		time.Date(2026, 11, 29, 10, 16, 6, 123456789, time.UTC),
+		time.Date(2026, 11, 29, 10, 16, 6, 999999999, time.UTC),
+		time.Date(2026, 11, 29, 10, 16, 7, 0, time.UTC),
+		time.Date(2026, 11, 29, 10, 16, 7, 5_000_000, east),
+	} {
+		got, _ := zapcore.NewJSONEncoder(cfg).EncodeEntry(zapcore.Entry{Time: at}, nil)
+		exp, _ := zapcore.NewJSONEncoder(want).EncodeEntry(zapcore.Entry{Time: at}, nil)
+		if got.String() != exp.String() {
+			t.Errorf("%v: %s, want %s", at, got, exp)
+		}
+	}
+}

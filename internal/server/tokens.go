@@ -53,7 +53,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 		Source:  stored,
 		Margin:  r.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
-		MaxWait: tokenWait,
+		MaxWait: min(tokenWait, r.RequestTimeout),
 		Now:     o.Now,
 		OnFetch: onFetch,
 	}
