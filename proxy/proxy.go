@@ -58,11 +58,11 @@ type Options struct {
 	MaxHeaderBytes int
 	// MaxBodyBytes answers 413 to a larger request body; 0: no limit.
 	MaxBodyBytes int64
-	// A whole request's time is bounded by the server it runs in
-	// (http.Server's ReadTimeout and WriteTimeout) and the wait for COOP's
-	// answer by Base (ResponseHeaderTimeout): no per-request timer here.
-	Log     *zap.Logger // one line per request; nil: no log
-	Metrics *Metrics    // nil: no metrics
+	// RequestTimeout bounds a whole request, COOP's answer included (a COOP
+	// that stalls in the middle of its body too); 0: none.
+	RequestTimeout time.Duration
+	Log            *zap.Logger // one line per request; nil: no log
+	Metrics        *Metrics    // nil: no metrics
 }
 
 // Handler is the reverse proxy. Create it with New.
@@ -70,6 +70,7 @@ type Handler struct {
 	inbound        atomic.Pointer[[sha256.Size]byte] // the inbound secret's hash; nil: none asked
 	maxHeaderBytes int
 	maxBodyBytes   int64
+	requestTimeout time.Duration
 	upstream       *url.URL
 	rp             *httputil.ReverseProxy
 	bearer         *bearer
@@ -117,6 +118,7 @@ func New(o Options) *Handler {
 		loopbackOnly:   o.LoopbackOnly,
 		maxHeaderBytes: o.MaxHeaderBytes,
 		maxBodyBytes:   o.MaxBodyBytes,
+		requestTimeout: o.RequestTimeout,
 		adminPaths:     map[string]bool{},
 		log:            o.Log,
 		metrics:        o.Metrics,
@@ -218,6 +220,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if h.requestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
+		defer cancel()
+	}
 	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
 		// w, not rec: past the limit, it has the server close the connection
 		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)

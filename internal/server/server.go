@@ -97,6 +97,7 @@ func New(s *config.Settings, o Options) (*Server, error) {
 		AdminPaths:     adminPaths,
 		MaxHeaderBytes: s.MaxHeaderBytes,
 		MaxBodyBytes:   r.MaxBodyBytes,
+		RequestTimeout: r.RequestTimeout,
 		Log:            o.Log.Named("proxy"),
 		Metrics:        metrics,
 	})

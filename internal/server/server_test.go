@@ -468,3 +468,34 @@ func TestLogTimesAreZapsISO8601(t *testing.T) {
 		}
 	}
 }
+
+// A COOP that stalls in the middle of its answer, to a caller that waits
+// patiently, holds nothing past REQUEST_TIMEOUT.
+func TestAnUpstreamStallingMidBodyIsCutOff(t *testing.T) {
+	f := newFarm(t)
+	cancelled, release := make(chan struct{}), make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		_, _ = io.WriteString(w, "the first bytes")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-release: // the test is over
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	t.Cleanup(func() { close(release) }) // before upstream.Close: cleanups run last first
+	r := start(t, f.settings(t, "TOKEN_URL", f.url+"/token", "UPSTREAM", upstream.URL, "REQUEST_TIMEOUT", "1s", "SHUTDOWN_TIMEOUT", "1s"), Options{})
+	go func() {
+		if resp, err := http.Get(r.proxy + "/api/me"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a request to a COOP stalled mid-body is still held")
+	}
+}
