@@ -106,6 +106,12 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		if rw, ok := w.(*recorder); ok {
 			rw.status = statusClientClosed
 		}
+		// net/http cancels the context when it reads an end (or an error)
+		// on the caller's connection, also one only half-closed by a caller
+		// still reading: an empty 200 (what net/http answers for a handler
+		// that wrote nothing) would read as success. Close the connection
+		// without an answer, as nginx does (account logs the request).
+		panic(http.ErrAbortHandler)
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
 			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
