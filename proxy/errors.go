@@ -98,10 +98,20 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 		writeProblem(w, http.StatusServiceUnavailable, string(te.Code), te.Description)
+	case bodyFailed(w, r) != nil:
+		// the caller stopped sending the body (read deadline) or closed
+		// its side mid-body: not COOP's fault, nor a caller gone
+		h.bodyRefused(w, r, bodyFailed(w, r))
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		if rw, ok := w.(*recorder); ok {
 			rw.status = statusClientClosed
 		}
+		// net/http cancels the context when it reads an end (or an error)
+		// on the caller's connection, also one only half-closed by a caller
+		// still reading: an empty 200 (what net/http answers for a handler
+		// that wrote nothing) would read as success. Close the connection
+		// without an answer, as nginx does (account logs the request).
+		panic(http.ErrAbortHandler)
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
 			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
@@ -109,4 +119,14 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		writeProblem(w, http.StatusBadGateway, "upstream_unreachable",
 			fmt.Sprintf("COOP (%s) could not be reached", h.upstream.Host))
 	}
+}
+
+// bodyFailed returns the error reading a streamed body from the caller, or
+// nil. When the caller's connection failed (the request's context is
+// cancelled), it waits for the transport's Read of the body to return.
+func bodyFailed(w http.ResponseWriter, r *http.Request) error {
+	if rec, ok := w.(*recorder); ok && rec.state.body != nil {
+		return rec.state.body.failed(r.Context().Err() != nil)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -241,6 +242,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.state.tok = tok
+	rec.state.body, _ = r.Body.(*callerBody)
 	out := r.WithContext(context.WithValue(ctx, stateKey{}, &rec.state))
 	if query != r.URL.RawQuery {
 		u := *r.URL
@@ -353,6 +355,7 @@ func (h *Handler) readBody(r *http.Request) error {
 		if form != notForm {
 			return formTooLarge(limit)
 		}
+		r.Body = &callerBody{ReadCloser: r.Body}
 		return nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
@@ -364,10 +367,10 @@ func (h *Handler) readBody(r *http.Request) error {
 			return formTooLarge(limit)
 		}
 		// chunked and larger than the limit: stream what was read, then the rest
-		r.Body = struct {
+		r.Body = &callerBody{ReadCloser: struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}}
 		return nil
 	}
 	keep := int64(len(buf)) <= h.retryBodyLimit
@@ -381,6 +384,43 @@ func (h *Handler) readBody(r *http.Request) error {
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	if keep {
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	}
+	return nil
+}
+
+// callerBody is a body streamed to COOP as it arrives. It notes a failure
+// to read it from the caller: net/http then cancels the request's context
+// (the caller's connection failed), and the forward fails with an error
+// that, without this note, reads as the caller gone (nothing answered, and
+// net/http sends an empty 200 when the caller is still reading) or as COOP's
+// fault (504, 502).
+type callerBody struct {
+	io.ReadCloser
+	reading sync.Mutex // held by Read: see failed
+	err     atomic.Pointer[error]
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	b.reading.Lock()
+	defer b.reading.Unlock()
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err.Store(&err)
+	}
+	return n, err
+}
+
+// failed returns the error reading the body from the caller, or nil. With
+// wait, it first waits for a Read in progress (the transport reads in its
+// own goroutine): only when the caller's connection has failed, so that the
+// Read returns at once.
+func (b *callerBody) failed(wait bool) error {
+	if wait {
+		b.reading.Lock()
+		defer b.reading.Unlock()
+	}
+	if err := b.err.Load(); err != nil {
+		return *err
 	}
 	return nil
 }
@@ -422,10 +462,12 @@ func isLoopbackHost(hostport string) bool {
 }
 
 // requestState travels with a forwarded request, in its context: the token
-// it is sent with, and whether it was sent again (for the log line).
+// it is sent with, whether it was sent again (for the log line), and a body
+// streamed from the caller (to blame a failed forward on the right side).
 type requestState struct {
 	tok     *tokensource.Token
 	retried bool
+	body    *callerBody // the body when streamed, not kept
 }
 
 type stateKey struct{}

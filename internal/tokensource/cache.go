@@ -92,6 +92,7 @@ type Cache struct {
 	retryAt    time.Time
 	lastErr    *Error
 	rejected   string
+	reloads    int // RetryNow calls: a fetch started before the last one fails for what has changed since
 	closed     bool
 	ctx        context.Context // parent of fetches; cancelled by Close
 	cancel     context.CancelFunc
@@ -99,9 +100,10 @@ type Cache struct {
 }
 
 type call struct {
-	done chan struct{}
-	tok  *Token
-	err  error
+	done    chan struct{}
+	tok     *Token
+	err     error
+	reloads int // Cache.reloads when it started
 }
 
 func (c *Cache) now() time.Time { return now(c.Now) }
@@ -173,7 +175,7 @@ func (c *Cache) startLocked() {
 	if c.ctx == nil {
 		c.ctx, c.cancel = context.WithCancel(context.Background())
 	}
-	cl := &call{done: make(chan struct{})}
+	cl := &call{done: make(chan struct{}), reloads: c.reloads}
 	c.inflight = cl
 	rejected := c.rejected
 	c.wg.Add(1)
@@ -202,6 +204,11 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 			wait = loginRecheck
 		}
 		c.retryAt = now.Add(wait)
+		if cl.reloads != c.reloads {
+			// started before a reload (with the old secret): its failure
+			// says nothing of the settings now in effect
+			c.retryAt = time.Time{}
+		}
 		c.lastErr = te
 		cl.err = te.withRetryAfter(wait)
 	} else {
@@ -279,11 +286,13 @@ func (c *Cache) Invalidate(t *Token) {
 }
 
 // RetryNow ends a backoff, so that the next Token call fetches at once (after
-// a reload has changed what failed).
+// a reload has changed what failed); a fetch in flight that fails then
+// starts no backoff either.
 func (c *Cache) RetryNow() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.retryAt = time.Time{}
+	c.reloads++
 }
 
 // Forget drops the token held, so that the next Token call asks the source

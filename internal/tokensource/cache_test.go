@@ -381,3 +381,22 @@ func (h hangingSource) Token(ctx context.Context, _ string) (tokenstore.Record, 
 	}
 	return tokenstore.Record{}, ctx.Err()
 }
+
+// A reload replaces a wrong client secret while a fetch with the old one is
+// in flight: that fetch's failure, which comes after RetryNow, must not start
+// a backoff (up to Backoff.Max) against the fixed secret.
+func TestCacheRetryNowDuringAFetchOutlivesItsFailure(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, gate: make(chan struct{})}
+	c, stored, _ := stack(t, g)
+	g.setErr(&Error{Code: ClientRejected, Description: "rejected"})
+	c.Prefetch() // the fetch with the old secret, held at the gate
+	waitFor(t, "the fetch to start", func() bool { return g.calls.Load() == 1 })
+	fixed := &fakeGrant{clock: g.clock, life: time.Hour}
+	stored.SetGrant(fixed)
+	c.RetryNow()
+	close(g.gate) // the old fetch fails now
+	waitFor(t, "the old fetch to end", func() bool { return c.LastError() != nil })
+	if tok, err := c.Token(context.Background()); err != nil || tok.Access() != "access-1" || fixed.calls.Load() != 1 {
+		t.Fatalf("after the reload: %v, %d fetches with the fixed secret; want a token fetched at once", err, fixed.calls.Load())
+	}
+}
