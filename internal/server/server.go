@@ -24,6 +24,10 @@ import (
 	"github.com/coop-proxy/coop-proxy/proxy"
 )
 
+// fetchGrace is how long shutdown lets a token fetch in flight finish
+// before cancelling it.
+const fetchGrace = 2 * time.Second
+
 // adminPaths are served by the admin listener and never forwarded.
 var adminPaths = []string{"/healthz", "/readyz", "/metrics"}
 
@@ -184,8 +188,9 @@ func (srv *Server) Run(ctx context.Context) error {
 	srv.draining.Store(true)
 	srv.log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", s.ShutdownTimeout))
 	// A fetch in flight would hold up callers waiting for a token, and
-	// with them the drain: cancel it first.
-	srv.tokens.Cache.Close()
+	// with them the drain: it gets a moment to finish (a refresh COOP is
+	// answering carries the rotated refresh token), then it is cancelled.
+	srv.tokens.Cache.CloseAfter(fetchGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
 	defer cancel()
 	var shutErr error

@@ -323,9 +323,26 @@ func (c *Cache) LastError() *Error {
 }
 
 // Close cancels a fetch in flight and waits for it to end.
-func (c *Cache) Close() {
+func (c *Cache) Close() { c.CloseAfter(0) }
+
+// CloseAfter starts no more fetches, lets a fetch in flight finish for up
+// to grace, then cancels it and waits for it to end. A refresh cancelled
+// once COOP has rotated the refresh token loses the grant: the grace lets
+// an answering token endpoint complete, a hanging one is cut short.
+func (c *Cache) CloseAfter(grace time.Duration) {
 	c.mu.Lock()
 	c.closed = true
+	inflight := c.inflight
+	c.mu.Unlock()
+	if inflight != nil && grace > 0 {
+		t := time.NewTimer(grace)
+		select {
+		case <-inflight.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
 	if c.cancel != nil {
 		c.cancel()
 	}

@@ -400,3 +400,42 @@ func TestCacheRetryNowDuringAFetchOutlivesItsFailure(t *testing.T) {
 		t.Fatalf("after the reload: %v, %d fetches with the fixed secret; want a token fetched at once", err, fixed.calls.Load())
 	}
 }
+
+// At shutdown a fetch in flight gets its grace to finish (a refresh COOP is
+// answering carries the rotated refresh token), and is cancelled after it.
+func TestCloseAfterLetsAFetchInFlightFinish(t *testing.T) {
+	release := make(chan struct{})
+	c := &Cache{Source: hangingSource(release)}
+	go func() { _, _ = c.Token(context.Background()) }()
+	for {
+		c.mu.Lock()
+		started := c.inflight != nil
+		c.mu.Unlock()
+		if started {
+			break
+		}
+		runtime.Gosched()
+	}
+	closed := make(chan struct{})
+	go func() { c.CloseAfter(time.Hour); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("CloseAfter cancelled the fetch without waiting for it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	// Without grace, a hanging fetch is cancelled at once.
+	c2 := &Cache{Source: hangingSource(make(chan struct{}))}
+	go func() { _, _ = c2.Token(context.Background()) }()
+	for {
+		c2.mu.Lock()
+		started := c2.inflight != nil
+		c2.mu.Unlock()
+		if started {
+			break
+		}
+		runtime.Gosched()
+	}
+	c2.Close()
+}
