@@ -23,8 +23,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
@@ -49,8 +50,8 @@ func (oneToken) Token(context.Context, string) (tokenstore.Record, error) {
 }
 
 // newHandler wires proxy.New as `coop-proxy serve` does: a token cache,
-// metrics on a registry, and a JSON logger at info level (to io.Discard, so
-// that encoding the request line is counted but no I/O is).
+// metrics on a registry, and serve's JSON logging at info level (to
+// io.Discard, so that writing the request line is counted but no I/O is).
 func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Handler {
 	b.Helper()
 	cache := &tokensource.Cache{Source: oneToken{}, Margin: 5 * time.Minute}
@@ -58,18 +59,16 @@ func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Ha
 	if _, err := cache.Token(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.TimeKey = "time"
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	lg := server.NewLogger(io.Discard, "json", config.LogLevel{Level: zap.InfoLevel})
+	b.Cleanup(lg.Flush)
 	metrics := proxy.NewMetrics(prometheus.NewRegistry(), func() float64 { return 3600 }, func() bool { return true })
 	return proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Tokens:         cache,
 		Base:           base,
 		RetryBodyLimit: 1 << 20, // COOP_PROXY_RETRY_BODY_LIMIT's default
-		Log:            log.Named("proxy"),
+		Log:            lg.Log.Named("proxy"),
+		Requests:       lg.Requests,
 		Metrics:        metrics,
 		LoopbackOnly:   true,
 		AdminPaths:     []string{"/healthz", "/readyz", "/metrics"},

@@ -102,6 +102,9 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		// the caller stopped sending the body (read deadline) or closed
 		// its side mid-body: not COOP's fault, nor a caller gone
 		h.bodyRefused(w, r, bodyFailed(w, r))
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() || pastDeadline(w, r):
+		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
+			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		if rw, ok := w.(*recorder); ok {
 			rw.status = statusClientClosed
@@ -112,13 +115,17 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		// that wrote nothing) would read as success. Close the connection
 		// without an answer, as nginx does (account logs the request).
 		panic(http.ErrAbortHandler)
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
-			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
 	default:
 		writeProblem(w, http.StatusBadGateway, "upstream_unreachable",
 			fmt.Sprintf("COOP (%s) could not be reached", h.upstream.Host))
 	}
+}
+
+// pastDeadline reports whether the request's context was cancelled by its
+// deadline (see bound): COOP's answer did not come in time.
+func pastDeadline(w http.ResponseWriter, r *http.Request) bool {
+	rec, ok := w.(*recorder)
+	return ok && r.Context().Err() != nil && !rec.state.deadline.IsZero() && !time.Now().Before(rec.state.deadline)
 }
 
 // bodyFailed returns the error reading a streamed body from the caller, or

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 )
@@ -60,10 +59,14 @@ type Options struct {
 	// MaxBodyBytes answers 413 to a larger request body; 0: no limit.
 	MaxBodyBytes int64
 	// RequestTimeout bounds a whole request, COOP's answer included (a COOP
-	// that stalls in the middle of its body too); 0: none.
+	// that stalls in the middle of its body too); 0: none. It is the
+	// caller connection's read deadline (see bound), so it applies to
+	// requests served by net/http's HTTP/1 server, as serve's are.
 	RequestTimeout time.Duration
-	Log            *zap.Logger // one line per request; nil: no log
-	Metrics        *Metrics    // nil: no metrics
+	Log            *zap.Logger // nil: no log
+	// Requests takes one line per request; nil: ZapRequestLog(Log).
+	Requests RequestLog
+	Metrics  *Metrics // nil: no metrics
 }
 
 // Handler is the reverse proxy. Create it with New.
@@ -78,7 +81,7 @@ type Handler struct {
 	retryBodyLimit int64
 	loopbackOnly   bool
 	adminPaths     map[string]bool
-	log            *zap.Logger
+	requests       RequestLog
 	metrics        *Metrics
 }
 
@@ -121,8 +124,11 @@ func New(o Options) *Handler {
 		maxBodyBytes:   o.MaxBodyBytes,
 		requestTimeout: o.RequestTimeout,
 		adminPaths:     map[string]bool{},
-		log:            o.Log,
+		requests:       o.Requests,
 		metrics:        o.Metrics,
+	}
+	if h.requests == nil {
+		h.requests = ZapRequestLog(o.Log)
 	}
 	for _, p := range o.AdminPaths {
 		h.adminPaths[p] = true
@@ -209,8 +215,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // ServeHTTP checks the request, removes a token the caller put in it, keeps
 // a small body for a possible retry, forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	defer h.account(rec, r, time.Now())
+	defer h.account(rec, r, start)
 	if !h.admit(rec, r) {
 		return
 	}
@@ -220,30 +227,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"the query string could not be parsed (a ';', or a '%' without two hex digits), so it cannot be checked for a caller's access_token")
 		return
 	}
-	ctx := r.Context()
-	if h.requestTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
-		defer cancel()
-	}
 	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
 		// w, not rec: past the limit, it has the server close the connection
 		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
+	}
+	if h.requestTimeout > 0 {
+		rec.state.deadline = start.Add(h.requestTimeout)
 	}
 	if err := h.readBody(r); err != nil {
 		h.bodyRefused(rec, r, err)
 		return
 	}
+	if rec.state.body, _ = r.Body.(*callerBody); rec.state.body != nil {
+		rec.state.body.atEOF = func() { bound(w, rec.state.deadline) }
+	} else {
+		bound(w, rec.state.deadline)
+	}
 	// The token is had here, before ReverseProxy copies the request, so
 	// that rewrite sets it on that copy: nothing is copied again for it.
-	tok, err := h.bearer.token(ctx)
+	tok, err := h.bearer.token(r.Context())
 	if err != nil {
 		h.errorHandler(rec, r, err)
 		return
 	}
 	rec.state.tok = tok
-	rec.state.body, _ = r.Body.(*callerBody)
-	out := r.WithContext(context.WithValue(ctx, stateKey{}, &rec.state))
+	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, &rec.state))
 	if query != r.URL.RawQuery {
 		u := *r.URL
 		u.RawQuery = query
@@ -259,36 +267,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 	p := recover()
 	h.metrics.request(rec.status)
-	if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
-		// One field that writes the others: the line costs one small
-		// allocation, not a slice of every field.
-		ce.Write(zap.Inline(&requestLine{rec: rec, r: r, duration: time.Since(start), aborted: p != nil}))
-	}
+	end := time.Now()
+	rec.line = RequestLine{End: end, Method: r.Method, Path: r.URL.Path, Status: rec.status,
+		Duration: end.Sub(start), Bytes: rec.bytes, Retried: rec.state.retried, Aborted: p != nil}
+	h.requests.Request(&rec.line)
 	if p != nil {
 		panic(p)
 	}
-}
-
-// requestLine is the fields of a request's log line.
-type requestLine struct {
-	rec      *recorder
-	r        *http.Request
-	duration time.Duration
-	aborted  bool
-}
-
-// MarshalLogObject implements zapcore.ObjectMarshaler.
-func (l *requestLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("method", l.r.Method)
-	enc.AddString("path", l.r.URL.Path)
-	enc.AddInt("status", l.rec.status)
-	enc.AddDuration("duration", l.duration)
-	enc.AddInt64("bytes", l.rec.bytes)
-	enc.AddBool("retried", l.rec.state.retried)
-	if l.aborted {
-		enc.AddBool("aborted", true)
-	}
-	return nil
 }
 
 // admit refuses what a reverse proxy for one upstream must not forward.
@@ -388,6 +373,21 @@ func (h *Handler) readBody(r *http.Request) error {
 	return nil
 }
 
+// bound ends the request at deadline (none when zero), COOP's answer
+// included, with the caller connection's read deadline rather than a timer
+// of its own (a context timer per request was the costliest thing on this
+// path). Once the request's body has been read to its end, net/http reads
+// the connection in the background to notice a caller going away, and a
+// failed read, the deadline's too, cancels the request's context, which
+// stops the round trip to COOP. net/http clears the deadline when that
+// background read starts: bound is called after the body has been read to
+// its end (for a body streamed to COOP, when it reaches its end).
+func bound(w http.ResponseWriter, deadline time.Time) {
+	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok && !deadline.IsZero() {
+		_ = d.SetReadDeadline(deadline)
+	}
+}
+
 // callerBody is a body streamed to COOP as it arrives. It notes a failure
 // to read it from the caller: net/http then cancels the request's context
 // (the caller's connection failed), and the forward fails with an error
@@ -398,13 +398,18 @@ type callerBody struct {
 	io.ReadCloser
 	reading sync.Mutex // held by Read: see failed
 	err     atomic.Pointer[error]
+	atEOF   func() // called once, when the body has been read to its end
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
 	b.reading.Lock()
 	defer b.reading.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF && b.atEOF != nil:
+		b.atEOF()
+		b.atEOF = nil
+	case err != nil && err != io.EOF:
 		b.err.Store(&err)
 	}
 	return n, err
@@ -462,12 +467,14 @@ func isLoopbackHost(hostport string) bool {
 }
 
 // requestState travels with a forwarded request, in its context: the token
-// it is sent with, whether it was sent again (for the log line), and a body
-// streamed from the caller (to blame a failed forward on the right side).
+// it is sent with, whether it was sent again (for the log line), a body
+// streamed from the caller (to blame a failed forward on the right side),
+// and when the request must end (zero: no bound).
 type requestState struct {
-	tok     *tokensource.Token
-	retried bool
-	body    *callerBody // the body when streamed, not kept
+	tok      *tokensource.Token
+	retried  bool
+	body     *callerBody // the body when streamed, not kept
+	deadline time.Time
 }
 
 type stateKey struct{}
@@ -483,6 +490,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	state  requestState
+	line   RequestLine // here, not on the heap of its own
 }
 
 func (r *recorder) WriteHeader(code int) {

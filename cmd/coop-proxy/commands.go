@@ -36,8 +36,8 @@ func runToken(ctx context.Context, inv *invocation) error {
 
 // quietLogger logs warnings and errors to stderr for a person to read.
 func quietLogger() (*zap.Logger, func()) {
-	log, _, flush := server.NewLogger(os.Stderr, "console", config.LogLevel{Level: zap.WarnLevel})
-	return log, flush
+	lg := server.NewLogger(os.Stderr, "console", config.LogLevel{Level: zap.WarnLevel})
+	return lg.Log, lg.Flush
 }
 
 // runStatus shows what the store holds for the configured grant; never a token.

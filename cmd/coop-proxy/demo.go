@@ -49,10 +49,10 @@ func runDemo(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	log, level, flush := server.NewLogger(os.Stderr, d.LogFormat, d.LogLevel)
-	defer flush()
+	lg := server.NewLogger(os.Stderr, d.LogFormat, d.LogLevel)
+	defer lg.Flush()
 	ready := make(chan server.Addrs, 1)
-	srv, err := server.New(d, server.Options{Log: log, Level: level, Ready: ready})
+	srv, err := server.New(d, server.Options{Log: lg.Log, Level: lg.Level, Requests: lg.Requests, Ready: ready})
 	if err != nil {
 		return err
 	}

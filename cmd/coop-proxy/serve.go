@@ -18,9 +18,10 @@ func runServe(ctx context.Context, inv *invocation) error {
 	// SIGHUP reloads once the server watches for it; until then it must not
 	// end the process (its default action), as a reload at start would.
 	signal.Ignore(syscall.SIGHUP)
-	log, level, flush := server.NewLogger(os.Stderr, s.LogFormat, s.LogLevel)
+	lg := server.NewLogger(os.Stderr, s.LogFormat, s.LogLevel)
+	log, flush := lg.Log, lg.Flush
 	defer flush()
-	srv, err := server.New(s, server.Options{Log: log, Level: level, Reread: inv.reread})
+	srv, err := server.New(s, server.Options{Log: log, Level: lg.Level, Requests: lg.Requests, Reread: inv.reread})
 	if err == nil {
 		go exitOnSecondSignal(ctx, log, flush)
 		err = srv.Run(ctx)

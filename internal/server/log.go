@@ -2,28 +2,43 @@ package server
 
 import (
 	"io"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/proxy"
 )
+
+// Logging is a process's logging, as NewLogger builds it.
+type Logging struct {
+	Log   *zap.Logger
+	Level zap.AtomicLevel // Log's level; a reload changes it
+	// Requests writes the proxy's request lines into Log's output, in Log's
+	// format and at its info level, byte for byte as Log.Named("proxy")
+	// would, at a fraction of zap's cost per line.
+	Requests proxy.RequestLog
+	Flush    func() // writes out what is buffered
+}
 
 // NewLogger builds the zap logger the settings ask for, writing to w (stderr)
 // through a buffer (one write per second, not one per request); a line at
 // error level or above is written at once, with everything before it, so
-// that a crash or a kill loses none of them. Its level can be changed while
-// it runs; the returned func flushes it.
-func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) (*zap.Logger, zap.AtomicLevel, func()) {
+// that a crash or a kill loses none of them.
+func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) Logging {
 	lvl := zap.NewAtomicLevelAt(level.Level)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "time"
 	encCfg.EncodeTime = encodeTime
 	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
 	var enc zapcore.Encoder
-	if format == "console" {
+	console := format == "console"
+	if console {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		encCfg.EncodeDuration = zapcore.StringDurationEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
@@ -33,14 +48,24 @@ func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) (*za
 	out := zapcore.Lock(zapcore.AddSync(w))
 	ws := &zapcore.BufferedWriteSyncer{WS: out, Size: 256 << 10, FlushInterval: time.Second}
 	core := syncOnError{zapcore.NewCore(enc, ws, lvl), ws}
-	log := zap.New(core, zap.ErrorOutput(out))
-	return log, lvl, func() { _ = ws.Stop() }
+	return Logging{
+		Log:      zap.New(core, zap.ErrorOutput(out)),
+		Level:    lvl,
+		Requests: &requestLog{level: lvl, console: console, out: ws},
+		Flush:    func() { _ = ws.Stop() },
+	}
 }
 
 // encodeTime writes t as ISO 8601 with milliseconds and the zone offset
-// ("2026-11-29T10:16:06.123Z", zap's ISO8601TimeEncoder), formatting the
-// part up to the second once a second: it is on every request's log line.
+// ("2026-11-29T10:16:06.123Z", zap's ISO8601TimeEncoder).
 func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	var buf [40]byte
+	enc.AppendByteString(appendTime(buf[:0], t))
+}
+
+// appendTime appends encodeTime's text of t to b, formatting the part up
+// to the second once a second: it is on every request's log line.
+func appendTime(b []byte, t time.Time) []byte {
 	sec := t.Unix()
 	_, offset := t.Zone()
 	c := timeCache.Load()
@@ -48,14 +73,13 @@ func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 		c = &cachedSecond{sec: sec, offset: offset, prefix: t.Format("2006-01-02T15:04:05."), zone: t.Format("Z0700")}
 		timeCache.Store(c)
 	}
-	var buf [40]byte
-	b := append(buf[:0], c.prefix...)
+	b = append(b, c.prefix...)
 	ms := t.Nanosecond() / int(time.Millisecond)
 	b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
-	enc.AppendByteString(append(b, c.zone...))
+	return append(b, c.zone...)
 }
 
-// cachedSecond is encodeTime's formatting of one second.
+// cachedSecond is appendTime's formatting of one second.
 type cachedSecond struct {
 	sec          int64
 	offset       int
@@ -87,4 +111,123 @@ func (c syncOnError) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		_ = c.ws.Sync()
 	}
 	return err
+}
+
+// requestLog writes request lines as NewLogger's zap logger named "proxy"
+// writes proxy.ZapRequestLog's, with the text appended by hand: zap's
+// entry, encoder and field machinery cost more than the rest of the
+// handler's own work per request. TestRequestLinesAreZaps holds the two to
+// the same bytes.
+type requestLog struct {
+	level   zap.AtomicLevel
+	console bool
+	out     io.Writer // one Write per line, as zap's core does
+	bufs    sync.Pool // of *[]byte
+}
+
+func (l *requestLog) Request(r *proxy.RequestLine) {
+	if !l.level.Enabled(zapcore.InfoLevel) {
+		return
+	}
+	bp, _ := l.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	b := (*bp)[:0]
+	if l.console {
+		b = appendConsoleLine(b, r)
+	} else {
+		b = appendJSONLine(b, r)
+	}
+	_, _ = l.out.Write(b)
+	*bp = b
+	l.bufs.Put(bp)
+}
+
+// appendJSONLine is zap's JSON encoder's line, with the production
+// encoder config NewLogger sets.
+func appendJSONLine(b []byte, r *proxy.RequestLine) []byte {
+	b = append(b, `{"level":"info","time":"`...)
+	b = appendTime(b, r.End)
+	b = append(b, `","logger":"proxy","msg":"request","method":"`...)
+	b = appendEscaped(b, r.Method)
+	b = append(b, `","path":"`...)
+	b = appendEscaped(b, r.Path)
+	b = append(b, `","status":`...)
+	b = strconv.AppendInt(b, int64(r.Status), 10)
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendInt(b, r.Duration.Nanoseconds()/1e6, 10) // zapcore.MillisDurationEncoder
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, r.Bytes, 10)
+	b = append(b, `,"retried":`...)
+	b = strconv.AppendBool(b, r.Retried)
+	if r.Aborted {
+		b = append(b, `,"aborted":true`...)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendConsoleLine is zap's console encoder's line: tab-separated time,
+// level, logger and message, then the fields as spaced JSON.
+func appendConsoleLine(b []byte, r *proxy.RequestLine) []byte {
+	b = appendTime(b, r.End)
+	b = append(b, "\tINFO\tproxy\trequest\t"...)
+	b = append(b, `{"method": "`...)
+	b = appendEscaped(b, r.Method)
+	b = append(b, `", "path": "`...)
+	b = appendEscaped(b, r.Path)
+	b = append(b, `", "status": `...)
+	b = strconv.AppendInt(b, int64(r.Status), 10)
+	b = append(b, `, "duration": "`...)
+	b = append(b, r.Duration.String()...) // zapcore.StringDurationEncoder
+	b = append(b, `", "bytes": `...)
+	b = strconv.AppendInt(b, r.Bytes, 10)
+	b = append(b, `, "retried": `...)
+	b = strconv.AppendBool(b, r.Retried)
+	if r.Aborted {
+		b = append(b, `, "aborted": true`...)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendEscaped appends s as the inside of a JSON string, as zap escapes it:
+// '"', '\\' and control characters escaped (\n, \r, \t by name), and each
+// byte of invalid UTF-8 replaced by \ufffd.
+func appendEscaped(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	last := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			if r, size := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+			b = append(append(b, s[last:i]...), `\ufffd`...)
+			i++
+			last = i
+			continue
+		}
+		if c >= 0x20 && c != '\\' && c != '"' {
+			i++
+			continue
+		}
+		b = append(b, s[last:i]...)
+		switch c {
+		case '\\', '"':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, `\n`...)
+		case '\r':
+			b = append(b, `\r`...)
+		case '\t':
+			b = append(b, `\t`...)
+		default:
+			b = append(b, `\u00`...)
+			b = append(b, hex[c>>4], hex[c&0xF])
+		}
+		i++
+		last = i
+	}
+	return append(b, s[last:]...)
 }

@@ -39,6 +39,8 @@ type Addrs struct{ Proxy, Admin string }
 type Options struct {
 	Log   *zap.Logger     // nil: no log
 	Level zap.AtomicLevel // the logger's level, changed by a reload
+	// Requests takes the proxy's request lines; nil: Log.Named("proxy").
+	Requests proxy.RequestLog
 	// Reread reads the settings again, for a reload on SIGHUP or when a
 	// secret file changes; nil: no reload.
 	Reread func() (*config.Settings, error)
@@ -103,6 +105,7 @@ func New(s *config.Settings, o Options) (*Server, error) {
 		MaxBodyBytes:   r.MaxBodyBytes,
 		RequestTimeout: r.RequestTimeout,
 		Log:            o.Log.Named("proxy"),
+		Requests:       o.Requests,
 		Metrics:        metrics,
 	})
 	srv.handler.SetInboundSecret(r.InboundSecret.Reveal())

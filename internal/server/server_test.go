@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -353,8 +354,9 @@ func TestUnixListenRemovesNothingButAStaleSocket(t *testing.T) {
 // lines before it.
 func TestErrorLinesAreWrittenAtOnce(t *testing.T) {
 	var out syncBuffer
-	log, _, flush := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
-	defer flush()
+	lg := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
+	log := lg.Log
+	defer lg.Flush()
 	log.Info("first")
 	log.Error("second")
 	if !strings.Contains(out.String(), "first") || !strings.Contains(out.String(), "second") {
@@ -470,32 +472,73 @@ func TestLogTimesAreZapsISO8601(t *testing.T) {
 }
 
 // A COOP that stalls in the middle of its answer, to a caller that waits
-// patiently, holds nothing past REQUEST_TIMEOUT.
+// patiently, holds nothing past REQUEST_TIMEOUT: after a request without a
+// body, and after one whose body was streamed to COOP (larger than
+// RETRY_BODY_LIMIT), whose end starts the bound.
 func TestAnUpstreamStallingMidBodyIsCutOff(t *testing.T) {
+	for _, body := range []int{0, 2 << 20} {
+		t.Run(fmt.Sprintf("request body of %d bytes", body), func(t *testing.T) {
+			f := newFarm(t)
+			cancelled, release := make(chan struct{}), make(chan struct{})
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if n, _ := io.Copy(io.Discard, r.Body); n != int64(body) {
+					t.Errorf("COOP got a body of %d bytes, want %d", n, body)
+				}
+				w.Header().Set("Content-Length", "1000")
+				_, _ = io.WriteString(w, "the first bytes")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					close(cancelled)
+				case <-release: // the test is over
+				}
+			}))
+			t.Cleanup(upstream.Close)
+			t.Cleanup(func() { close(release) }) // before upstream.Close: cleanups run last first
+			r := start(t, f.settings(t, "TOKEN_URL", f.url+"/token", "UPSTREAM", upstream.URL, "REQUEST_TIMEOUT", "1s", "SHUTDOWN_TIMEOUT", "1s"), Options{})
+			go func() {
+				resp, err := http.Post(r.proxy+"/api/me", "application/octet-stream", bytes.NewReader(make([]byte, body)))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+			select {
+			case <-cancelled:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a request to a COOP stalled mid-body is still held")
+			}
+		})
+	}
+}
+
+// REQUEST_TIMEOUT counts from the request's arrival: time spent waiting for
+// a token is part of it. A COOP still silent when it has passed is a 504
+// (not a connection closed without an answer, as for a caller gone).
+func TestRequestTimeoutCountsTheWaitForAToken(t *testing.T) {
 	f := newFarm(t)
-	cancelled, release := make(chan struct{}), make(chan struct{})
+	slowToken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(700 * time.Millisecond)
+		f.em.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slowToken.Close)
+	release := make(chan struct{})
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
-		_, _ = io.WriteString(w, "the first bytes")
-		w.(http.Flusher).Flush()
 		select {
 		case <-r.Context().Done():
-			close(cancelled)
-		case <-release: // the test is over
+		case <-release:
 		}
 	}))
 	t.Cleanup(upstream.Close)
-	t.Cleanup(func() { close(release) }) // before upstream.Close: cleanups run last first
-	r := start(t, f.settings(t, "TOKEN_URL", f.url+"/token", "UPSTREAM", upstream.URL, "REQUEST_TIMEOUT", "1s", "SHUTDOWN_TIMEOUT", "1s"), Options{})
-	go func() {
-		if resp, err := http.Get(r.proxy + "/api/me"); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}()
-	select {
-	case <-cancelled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a request to a COOP stalled mid-body is still held")
+	t.Cleanup(func() { close(release) })
+	r := start(t, f.settings(t, "TOKEN_URL", slowToken.URL+"/token", "UPSTREAM", upstream.URL, "REQUEST_TIMEOUT", "1s", "SHUTDOWN_TIMEOUT", "1s"), Options{})
+	resp, err := http.Get(r.proxy + "/api/me")
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "upstream_timeout") {
+		t.Fatalf("got %d %s, want 504 upstream_timeout", resp.StatusCode, body)
 	}
 }

@@ -1,0 +1,53 @@
+package proxy
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// RequestLog takes the one line the handler logs per request.
+type RequestLog interface {
+	Request(l *RequestLine)
+}
+
+// RequestLine is what is logged of a request: message "request" at info
+// level, with these fields.
+type RequestLine struct {
+	End      time.Time // when the answer was complete (the line's time)
+	Method   string
+	Path     string
+	Status   int           // 499: the caller went away before the answer
+	Duration time.Duration // from the request's arrival to End
+	Bytes    int64         // of the answer's body
+	Retried  bool          // sent again with a new token after COOP rejected one
+	Aborted  bool          // the answer was cut off mid-body
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (l *RequestLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("method", l.Method)
+	enc.AddString("path", l.Path)
+	enc.AddInt("status", l.Status)
+	enc.AddDuration("duration", l.Duration)
+	enc.AddInt64("bytes", l.Bytes)
+	enc.AddBool("retried", l.Retried)
+	if l.Aborted {
+		enc.AddBool("aborted", true)
+	}
+	return nil
+}
+
+// ZapRequestLog logs request lines with log, as one inline field (one small
+// allocation per line, not a slice of every field).
+func ZapRequestLog(log *zap.Logger) RequestLog { return zapRequests{log} }
+
+type zapRequests struct{ log *zap.Logger }
+
+func (z zapRequests) Request(l *RequestLine) {
+	if ce := z.log.Check(zap.InfoLevel, "request"); ce != nil {
+		ce.Time = l.End
+		ce.Write(zap.Inline(l))
+	}
+}
