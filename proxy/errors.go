@@ -68,7 +68,9 @@ type rejection struct{ description string }
 func (e *rejection) Error() string { return "token_rejected: " + e.description }
 
 var (
-	errBodyNotKept = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
+	// errTokenRejected is bearer's: COOP rejected the token sent.
+	errTokenRejected = &rejection{"COOP rejected the access token"}
+	errBodyNotKept   = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
 	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
 )
@@ -87,6 +89,12 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var rj *rejection
 	if r.GetBody == nil {
 		closeUnread(w, r) // the body was streamed: the transport may have left some of it
+	}
+	if err == errTokenRejected {
+		err = h.rejected(w, r)
+		if err == nil {
+			return // sent again: ServeHTTP calls retry
+		}
 	}
 	switch {
 	case errors.As(err, &mbe):
@@ -119,6 +127,21 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		writeProblem(w, http.StatusBadGateway, "upstream_unreachable",
 			fmt.Sprintf("COOP (%s) could not be reached", h.upstream.Host))
 	}
+}
+
+// rejected asks ServeHTTP to send a request whose token COOP rejected
+// again with a new one, when it can be sent again and was not already:
+// nothing has been answered. Otherwise it returns why not.
+func (h *Handler) rejected(w http.ResponseWriter, r *http.Request) error {
+	rec, ok := w.(*recorder)
+	switch {
+	case !ok || rec.state.retried:
+		return errRejectedTwice
+	case r.Body != nil && r.Body != http.NoBody && r.GetBody == nil:
+		return errBodyNotKept
+	}
+	rec.state.retry = true
+	return nil
 }
 
 // pastDeadline reports whether the request's context was cancelled by its

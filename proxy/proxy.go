@@ -187,21 +187,11 @@ func (h *Handler) inboundOK(r *http.Request) bool {
 
 // rewrite builds the outbound request. ProxyRequest.SetURL points it at COOP
 // and sets Host to COOP's; Rewrite has already removed hop-by-hop headers
-// (RFC 9110 §7.6.1) and any X-Forwarded-* the caller sent.
+// (RFC 9110 §7.6.1) and any X-Forwarded-* the caller sent. The
+// Authorization header is the one ServeHTTP set.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(h.upstream)
 	pr.SetXForwarded()
-	// COOP refuses a token sent two ways at once (RFC 6750 §2: "MUST NOT use
-	// more than one method"), and the caller's own credentials are not ours
-	// to forward: the token ServeHTTP got replaces the caller's
-	// Authorization (RFC 6750 §2.1). ServeHTTP has removed the token from
-	// the query and the form. (Header names are canonical here, so the map
-	// is used directly.)
-	if st := stateOf(pr.In.Context()); st != nil {
-		pr.Out.Header["Authorization"] = h.bearer.header(st.tok)
-	} else {
-		delete(pr.Out.Header, "Authorization")
-	}
 	// No protocol switch (h2c, websocket): COOP serves none, and a 101 would
 	// make the connection a raw tunnel to COOP, where the caller's bytes
 	// (its own token among them) pass unchecked. ReverseProxy has put these
@@ -227,6 +217,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"the query string could not be parsed (a ';', or a '%' without two hex digits), so it cannot be checked for a caller's access_token")
 		return
 	}
+	if query != r.URL.RawQuery {
+		u := *r.URL
+		u.RawQuery = query
+		r.URL = &u
+	}
 	if h.maxBodyBytes > 0 && r.ContentLength != 0 {
 		// w, not rec: past the limit, it has the server close the connection
 		r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
@@ -243,21 +238,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		bound(w, rec.state.deadline)
 	}
-	// The token is had here, before ReverseProxy copies the request, so
-	// that rewrite sets it on that copy: nothing is copied again for it.
+	if h.forward(rec, r); rec.state.retry {
+		h.retry(rec, r)
+	}
+}
+
+// forward sends r to COOP with a token: ReverseProxy copies r, whose
+// Authorization header, set here, replaces the caller's. COOP refuses a
+// token sent two ways at once (RFC 6750 §2: "MUST NOT use more than one
+// method"), and the caller's own credentials are not ours to forward (RFC
+// 6750 §2.1); ServeHTTP has removed the caller's token from the query and
+// the form. (Header names are canonical here, so the map is used directly.)
+func (h *Handler) forward(rec *recorder, r *http.Request) {
 	tok, err := h.bearer.token(r.Context())
 	if err != nil {
 		h.errorHandler(rec, r, err)
 		return
 	}
-	rec.state.tok = tok
-	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, &rec.state))
-	if query != r.URL.RawQuery {
-		u := *r.URL
-		u.RawQuery = query
-		out.URL = &u
+	r.Header["Authorization"] = h.bearer.header(tok)
+	h.rp.ServeHTTP(rec, r)
+}
+
+// retry sends a request again, once, after COOP rejected its token (RFC 6750
+// §3.1 invalid_token: "expired, revoked, malformed, or invalid for other
+// reasons"): the token, not the request, was at fault, and bearer has
+// dropped it, so forward gets a new one. errorHandler asks for it, having
+// answered nothing.
+func (h *Handler) retry(rec *recorder, r *http.Request) {
+	rec.state.retry, rec.state.retried = false, true
+	if r.GetBody != nil {
+		body, err := r.GetBody()
+		if err != nil {
+			h.errorHandler(rec, r, err)
+			return
+		}
+		r.Body = body
 	}
-	h.rp.ServeHTTP(rec, out)
+	h.metrics.retry()
+	h.forward(rec, r)
 }
 
 // account logs and counts a request when ServeHTTP ends, also when
@@ -466,22 +484,15 @@ func isLoopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// requestState travels with a forwarded request, in its context: the token
-// it is sent with, whether it was sent again (for the log line), a body
-// streamed from the caller (to blame a failed forward on the right side),
-// and when the request must end (zero: no bound).
+// requestState is what the handler keeps of a request while forwarding it:
+// whether it must be sent again with a new token (errorHandler's ask) and
+// whether it was (for the log line), a body streamed from the caller (to
+// blame a failed forward on the right side), and when the request must end
+// (zero: no bound).
 type requestState struct {
-	tok      *tokensource.Token
-	retried  bool
-	body     *callerBody // the body when streamed, not kept
-	deadline time.Time
-}
-
-type stateKey struct{}
-
-func stateOf(ctx context.Context) *requestState {
-	st, _ := ctx.Value(stateKey{}).(*requestState)
-	return st
+	retry, retried bool
+	body           *callerBody // the body when streamed, not kept
+	deadline       time.Time
 }
 
 // recorder notes the status and size of the answer for the log and metrics.

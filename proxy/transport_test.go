@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -20,49 +20,12 @@ func newBearer(t *testing.T, src *source, base http.RoundTripper) *bearer {
 	return &bearer{base: base, tokens: cache}
 }
 
-// withState is req as the handler hands it to ReverseProxy: carrying the
-// token it got, which rewrite set on the outbound copy.
-func withState(req *http.Request, b *bearer, tok *tokensource.Token) *http.Request {
-	req = req.WithContext(context.WithValue(req.Context(), stateKey{}, &requestState{tok: tok}))
-	req.Header["Authorization"] = b.header(tok)
-	return req
-}
-
-// A RoundTripper must not change the request it is given (net/http's
-// RoundTripper contract): the retry's new token goes on a copy, as
-// oauth2.Transport does.
-func TestBearerLeavesTheRequestAlone(t *testing.T) {
-	var sent []*http.Request
+// On 401 invalid_token, bearer sends nothing more: it drops the token and
+// fails, leaving the request it was given as it was (net/http's
+// RoundTripper contract); the handler sends it again.
+func TestBearerDropsARejectedTokenAndLeavesTheRequestAlone(t *testing.T) {
+	sent := 0
 	b := newBearer(t, &source{}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		sent = append(sent, r)
-		if len(sent) == 1 {
-			return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
-		}
-		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
-	}))
-	first, err := b.tokens.Token(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
-	req.Header.Set("X-Keep", "1")
-	req = withState(req, b, first)
-	if _, err := b.RoundTrip(req); err != nil {
-		t.Fatal(err)
-	}
-	if got := req.Header.Get("Authorization"); got != first.Header() {
-		t.Fatalf("the request given was changed: Authorization %q", got)
-	}
-	if len(sent) != 2 || sent[1] == req || sent[1].Header.Get("Authorization") != "Bearer tok-2-0123456789abcdef" || sent[1].Header.Get("X-Keep") != "1" {
-		t.Fatalf("sent %d requests, the retry with header %v", len(sent), sent[len(sent)-1].Header)
-	}
-}
-
-// With no new token to be had, the rejected request is not sent again.
-func TestBearerSendsNothingMoreWithoutAToken(t *testing.T) {
-	src := &source{}
-	var sent int
-	b := newBearer(t, src, roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		sent++
 		return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
 	}))
@@ -70,14 +33,57 @@ func TestBearerSendsNothingMoreWithoutAToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.mu.Lock()
-	src.err = &tokensource.Error{Code: tokensource.Unavailable, Description: "down"}
-	src.mu.Unlock()
-	req := withState(httptest.NewRequest("GET", "http://coop.invalid/api/me", nil), b, first)
-	if _, err := b.RoundTrip(req); err == nil {
-		t.Fatal("no error without a token")
+	req := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
+	req.Header["Authorization"] = b.header(first)
+	if _, err := b.RoundTrip(req); err != errTokenRejected {
+		t.Fatalf("err = %v, want errTokenRejected", err)
 	}
-	if sent != 1 {
-		t.Fatalf("sent %d times, want 1", sent)
+	if sent != 1 || req.Header.Get("Authorization") != first.Header() {
+		t.Fatalf("sent %d requests; the request's Authorization is now %q", sent, req.Header.Get("Authorization"))
+	}
+	next, err := b.tokens.Token(t.Context())
+	if err != nil || next == first {
+		t.Fatalf("the rejected token is still handed out (err %v)", err)
+	}
+}
+
+// A rejection of a token already replaced (another request had it dropped)
+// does not drop the token that replaced it.
+func TestBearerKeepsTheTokenThatReplacedARejectedOne(t *testing.T) {
+	b := newBearer(t, &source{}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
+	}))
+	first, _ := b.tokens.Token(t.Context())
+	old := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
+	old.Header["Authorization"] = b.header(first)
+	b.tokens.Invalidate(first)
+	second, _ := b.tokens.Token(t.Context())
+	b.header(second) // a request goes out with it
+	if _, err := b.RoundTrip(old); err != errTokenRejected {
+		t.Fatalf("err = %v", err)
+	}
+	if now, _ := b.tokens.Token(t.Context()); now != second {
+		t.Fatal("the token that replaced the rejected one was dropped too")
+	}
+}
+
+// With no new token to be had after a rejection, the request is not sent
+// again, and the caller gets the token failure (503).
+func TestARejectionWithoutANewTokenSendsNothingMore(t *testing.T) {
+	var f *fixture
+	f = newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		f.src.mu.Lock()
+		f.src.err = &tokensource.Error{Code: tokensource.Unavailable, Description: "down"}
+		f.src.mu.Unlock()
+		w.Header().Set("WWW-Authenticate", invalidToken)
+		w.WriteHeader(401)
+	})
+	resp, body := do(t, newReq(t, "GET", f.proxy.URL+"/api/me", ""))
+	var p problem
+	if resp.StatusCode != 503 || json.Unmarshal([]byte(body), &p) != nil || p.Error != string(tokensource.Unavailable) {
+		t.Fatalf("status %d body %q, want 503 %s", resp.StatusCode, body, tokensource.Unavailable)
+	}
+	if n := len(f.up.requests()); n != 1 {
+		t.Fatalf("COOP got %d requests, want 1", n)
 	}
 }
