@@ -160,20 +160,64 @@ clk_tck=$(getconf CLK_TCK)
 # meanwhile; ENV (NAME=VALUE) is passed to wrk (post.lua reads
 # BENCH_TOKEN). Each call adds a round to LABEL's lists.
 load() {
-	local label=$1 url=http://$2$api_path pid=${pids[$3]:-} secs=$4 out=$tmp/wrk-$1.txt
+	local label=$1 url=http://$2$api_path pid=${pids[$3]:-} secs=$4
 	shift 4
 	echo "load $label: $url" >&2
 	if [[ -z ${rounds[$label]:-} ]]; then
 		env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d2s "$url" >/dev/null
 	fi
-	rounds[$label]=$((${rounds[$label]:-0} + 1))
 	local before=0 after=0
 	[[ -n $pid ]] && before=$(cpu_ticks "$pid")
-	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d"$secs"s "$url" >"$out"
+	env "$@" taskset -c 1 wrk "${wrk_args[@]}" -d"$secs"s "$url" >"$tmp/wrk-$label.txt"
 	[[ -n $pid ]] && after=$(cpu_ticks "$pid")
+	record "$label" $((after - before))
+}
+
+# load_together SECONDS LABEL ADDR PIDNAME...: as load, for several targets
+# loaded at the same time, each by its own wrk on core 1. CPU time per
+# request on a shared machine drifts from one second to the next by more
+# than the difference measured; loaded together, the targets see the same
+# drift, the same neighbours and the same share of core 0.
+load_together() {
+	local secs=$1
+	shift
+	local -a labels=() urls=() pidv=() before=()
+	while (($#)); do
+		labels+=("$1") urls+=("http://$2$api_path") pidv+=("${pids[$3]}")
+		shift 3
+	done
+	echo "load ${labels[*]} together" >&2
+	local i
+	local -a wrks=() # the servers are this shell's children too: wait for these only
+	if [[ -z ${rounds[${labels[0]}]:-} ]]; then
+		for i in "${!labels[@]}"; do
+			taskset -c 1 wrk "${wrk_args[@]}" -d2s "${urls[$i]}" >/dev/null &
+			wrks+=($!)
+		done
+		wait "${wrks[@]}"
+		wrks=()
+	fi
+	for i in "${!labels[@]}"; do
+		before+=("$(cpu_ticks "${pidv[$i]}")")
+	done
+	for i in "${!labels[@]}"; do
+		taskset -c 1 wrk "${wrk_args[@]}" -d"$secs"s "${urls[$i]}" >"$tmp/wrk-${labels[$i]}.txt" &
+		wrks+=($!)
+	done
+	wait "${wrks[@]}"
+	for i in "${!labels[@]}"; do
+		record "${labels[$i]}" $(($(cpu_ticks "${pidv[$i]}") - before[i]))
+	done
+}
+
+# record LABEL TICKS: add the round in $tmp/wrk-LABEL.txt, in which the
+# process under test used TICKS of CPU time, to LABEL's lists.
+record() {
+	local label=$1 ticks=$2 out=$tmp/wrk-$1.txt
+	rounds[$label]=$((${rounds[$label]:-0} + 1))
 	local requests
 	requests=$(awk '/requests in/ { print $1 }' "$out")
-	cpu[$label]+=" $(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')"
+	cpu[$label]+=" $(awk -v t="$ticks" -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')"
 	rps[$label]+=" $(awk '/^Requests\/sec:/ { print $2 }' "$out")"
 	p50[$label]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")"
 	p99[$label]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
@@ -199,10 +243,8 @@ await_ok nginx "http://$nginx_addr$api_path" -X POST
 load c "$nginx_addr" - 10
 stop nginx
 
-# (b) and (d) run side by side, idle in turn, and are loaded in alternating
-# rounds: CPU time per request on a shared machine drifts by more than the
-# difference measured, and alternating makes both see the same drift. The
-# medians of the rounds are reported.
+# (b) and (d) run side by side and are loaded together (load_together), in
+# rounds; the medians of the rounds are reported.
 start bareproxy taskset -c 0 "$tmp/bin/bareproxy" -listen "$bare_addr" \
 	-upstream "http://$upstream_addr" -token-file "$tmp/access_token"
 await_ok bareproxy "http://$bare_addr$api_path" -X POST
@@ -219,8 +261,7 @@ start coop-proxy env \
 await_ok coop-proxy "http://$admin_addr/readyz"
 await_ok coop-proxy "http://$proxy_addr$api_path" -X POST
 for _ in $(seq "$bd_rounds"); do
-	load b "$bare_addr" bareproxy 5
-	load d "$proxy_addr" coop-proxy 5
+	load_together 5 b "$bare_addr" bareproxy d "$proxy_addr" coop-proxy
 done
 stop bareproxy
 stop coop-proxy # flushes its log
@@ -261,8 +302,8 @@ section=$tmp/section.md
 	echo "  load average before the run: $loadavg (other work on these cores makes p99 noisy)"
 	echo "- $(go version), ${nginx_version#nginx version: }, ${wrk_version% Copyright*}"
 	echo "- load: each target 2 s warm-up, then \`wrk ${wrk_args[*]:0:3}\` POST $api_path from core 1, (a) and (c)"
-	echo "  for 10 s, (b) and (d) in $bd_rounds alternating rounds of 5 s (medians shown);"
-	echo "  the COOP emulator and the proxy under test share core 0"
+	echo "  for 10 s alone, (b) and (d) loaded together (a wrk each) in $bd_rounds rounds of 5 s (medians"
+	echo "  shown); the COOP emulator and the proxies under test share core 0"
 	echo
 	echo "| target | | req/s | p50 (ms) | p99 (ms) | CPU µs/request | errors |"
 	echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
@@ -273,7 +314,7 @@ section=$tmp/section.md
 	echo
 	echo "CPU µs/request: utime + stime of the process under test (/proc/PID/stat) over a run, divided"
 	echo "by the requests served (the emulator's own CPU is not counted for (b)-(d)); per round:"
-	echo "(b) ${cpu_rounds[b]}, (d) ${cpu_rounds[d]}."
+	echo "(b) ${cpu_rounds[b]}, (d) ${cpu_rounds[d]}; (d)/(b) per round: $(paste -d' ' <(tr ' ' '\n' <<<"${cpu_rounds[b]}") <(tr ' ' '\n' <<<"${cpu_rounds[d]}") | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), $2 / $1 }')."
 	echo
 	echo "| ratio | throughput | p99 | CPU per request |"
 	echo "| --- | ---: | ---: | ---: |"

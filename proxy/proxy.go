@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -315,13 +316,22 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 		refuse(w, r, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
 	case h.loopbackOnly && !r.URL.IsAbs() && !isLoopbackHost(r.Host):
 		refuse(w, r, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
-	case r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site":
+	case first(r.Header, "Origin") != "" || first(r.Header, "Sec-Fetch-Site") == "cross-site":
 		// A page in a browser must not act as the farmer (cross-site request forgery).
 		refuse(w, r, http.StatusForbidden, "browser_request_refused", "requests from web pages (with an Origin header) are refused")
 	default:
 		return true
 	}
 	return false
+}
+
+// first is h.Get(key) for a canonical key, without canonicalizing it again
+// (net/http's server has made the request's keys canonical).
+func first(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request) {
@@ -480,8 +490,8 @@ func isLoopbackHost(hostport string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host) // net.ParseIP's allocation is not needed
+	return err == nil && ip.Zone() == "" && ip.IsLoopback()
 }
 
 // requestState is what the handler keeps of a request while forwarding it:
