@@ -58,7 +58,14 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	p("store", st.Path())
 	p("grant", string(r.Grant))
 	p("client id", r.ClientID)
-	p("token url", r.TokenEndpoint())
+	if r.Issuer != "" {
+		p("issuer", r.Issuer)
+	}
+	if ep, err := server.Endpoints(ctx, r); err != nil {
+		p("token url", fmt.Sprintf("unknown (%v)", err))
+	} else {
+		p("token url", ep.TokenURL)
+	}
 	if !ok {
 		if r.Grant == config.AuthorizationCode {
 			p("state", "no farmer logged in: run `coop-proxy login`")
