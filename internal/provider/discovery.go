@@ -177,8 +177,12 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// shorten keeps text from a document short and printable in a message.
+// shorten keeps text from a document short and printable in a message,
+// and a URL's password out of it.
 func shorten(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		s = u.Redacted()
+	}
 	if len(s) > 200 {
 		s = s[:200] + "..."
 	}
