@@ -164,8 +164,8 @@ func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
 		return ep, problem("Grant", "%s supports the grants %s, not %s", md.Issuer, strings.Join(gs, ", "), r.Grant)
 	}
 	if ms := md.TokenEndpointAuthMethodsSupported; len(ms) > 0 && !slices.ContainsFunc(authMethods(r.AuthStyle), func(m string) bool { return slices.Contains(ms, m) }) {
-		return ep, problem("AuthStyle", "%s's token endpoint takes client credentials as %s, not as %s: set %sAUTH_STYLE to %s",
-			md.Issuer, strings.Join(ms, ", "), r.AuthStyle, EnvPrefix, styleFor(ms))
+		return ep, problem("AuthStyle", "%s's token endpoint takes client credentials as %s, not as %s: %s",
+			md.Issuer, strings.Join(ms, ", "), r.AuthStyle, styleFor(ms))
 	}
 	return ep, nil
 }
@@ -184,15 +184,15 @@ func authMethods(s AuthStyle) []string {
 	return []string{string(s)}
 }
 
-// styleFor suggests the auth style for the methods a provider supports.
+// styleFor says which auth style to set for the methods a provider supports.
 func styleFor(methods []string) string {
 	switch {
 	case slices.Contains(methods, "client_secret_basic"):
-		return string(AuthBasic)
+		return "set " + EnvPrefix + "AUTH_STYLE to basic"
 	case slices.Contains(methods, "client_secret_post"):
-		return string(AuthBody)
+		return "set " + EnvPrefix + "AUTH_STYLE to body"
 	}
-	return "one of them (coop-proxy sends a client secret, as body or basic)"
+	return "it takes no client secret, the only credential coop-proxy sends"
 }
 
 // checkProvider checks the issuer (RFC 8414 §2: https, no query or
