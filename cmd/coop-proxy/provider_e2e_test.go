@@ -138,3 +138,31 @@ func TestCheckConfigReadsTheIssuersMetadata(t *testing.T) {
 		t.Fatalf("with TOKEN_URL: exit %d, %q", code, stdout.String())
 	}
 }
+
+// `token` finds the token endpoint in the issuer's metadata; `status`
+// names a preset's endpoint without any request.
+func TestTokenWithAnIssuerAndStatusWithAPreset(t *testing.T) {
+	f := newFarm(t)
+	is := newIssuerInFront(t, f)
+	cfg := f.config(t, "ISSUER", is.url)
+	tok, err := runTokenTo(t, cfg)
+	if err != nil || strings.TrimSpace(tok) == "" {
+		t.Fatalf("token: %q %v", tok, err)
+	}
+	if a := call(t, "POST", f.url+"/api/1/eggs-count", map[string]string{"Authorization": "Bearer " + strings.TrimSpace(tok)}); a.status != 200 {
+		t.Fatalf("the printed token does not work at COOP: %d %s", a.status, a.body)
+	}
+	is.mu.Lock()
+	if is.token["client_credentials"] == nil {
+		t.Error("the token was not asked for at the issuer's token endpoint")
+	}
+	is.mu.Unlock()
+
+	var status bytes.Buffer
+	if err := runStatus(context.Background(), &invocation{settings: f.config(t, "PROVIDER", "github"), out: &status}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status.String(), "token url:      https://github.com/login/oauth/access_token\n") {
+		t.Errorf("status:\n%s", status.String())
+	}
+}

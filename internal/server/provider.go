@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,6 +42,9 @@ type discoveredGrant struct {
 	disc  *provider.Discovery
 	now   func() time.Time
 	key   tokenstore.Key // from the settings: the grant is found without the network
+
+	mu    sync.Mutex // held across the metadata fetch: Stored fetches one at a time anyway
+	inner tokensource.Grant // built once the metadata is read: its client and x/oauth2's auth-style cache are kept
 }
 
 // Key implements tokensource.Grant.
@@ -48,16 +52,30 @@ func (g *discoveredGrant) Key() tokenstore.Key { return g.key }
 
 // Fetch implements tokensource.Grant.
 func (g *discoveredGrant) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
+	inner, err := g.grant(ctx)
+	if err != nil {
+		return tokenstore.Record{}, err
+	}
+	return inner.Fetch(ctx, cur, ok)
+}
+
+func (g *discoveredGrant) grant(ctx context.Context) (tokensource.Grant, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inner != nil {
+		return g.inner, nil
+	}
 	md, err := g.disc.Metadata(ctx)
 	if err != nil {
-		return tokenstore.Record{}, &tokensource.Error{Code: tokensource.Unavailable, Err: err,
+		return nil, &tokensource.Error{Code: tokensource.Unavailable, Err: err,
 			Description: fmt.Sprintf("the issuer's metadata could not be read (%v)", err)}
 	}
 	ep, err := g.route.Endpoints(md)
 	if err != nil {
-		return tokenstore.Record{}, &tokensource.Error{Code: tokensource.Unavailable, Err: err, Description: err.Error()}
+		return nil, &tokensource.Error{Code: tokensource.Unavailable, Err: err, Description: err.Error()}
 	}
-	return newGrant(g.route, ep, g.now).Fetch(ctx, cur, ok)
+	g.inner = newGrant(g.route, ep, g.now)
+	return g.inner, nil
 }
 
 // Endpoints resolves the route's endpoints for a command that needs them
