@@ -61,11 +61,13 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	if r.Issuer != "" {
 		p("issuer", r.Issuer)
 	}
-	if ep, err := server.Endpoints(ctx, r); err != nil {
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second) // an issuer's metadata; status is a quick look
+	if ep, err := server.Endpoints(ectx, r); err != nil {
 		p("token url", fmt.Sprintf("unknown (%v)", err))
 	} else {
 		p("token url", ep.TokenURL)
 	}
+	cancel()
 	if !ok {
 		if r.Grant == config.AuthorizationCode {
 			p("state", "no farmer logged in: run `coop-proxy login`")

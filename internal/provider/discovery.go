@@ -72,14 +72,8 @@ func MetadataURLs(issuer string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := strings.TrimSuffix(u.EscapedPath(), "/")
-	rfc := *u
-	rfc.RawPath = ""
-	rfc.Path = ""
-	oidc := rfc
-	rfcURL := rfc.String() + "/.well-known/oauth-authorization-server" + path
-	oidcURL := oidc.String() + path + "/.well-known/openid-configuration"
-	return []string{rfcURL, oidcURL}, nil
+	origin, path := u.Scheme+"://"+u.Host, strings.TrimSuffix(u.EscapedPath(), "/")
+	return []string{origin + "/.well-known/oauth-authorization-server" + path, origin + path + "/.well-known/openid-configuration"}, nil
 }
 
 // Fetch reads the issuer's metadata: RFC 8414's document, else OpenID
