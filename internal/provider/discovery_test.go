@@ -205,3 +205,31 @@ func TestCheckURLWantsHTTPSOrLoopback(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a metadata document holds, Fetch returns either an error or
+// metadata for the issuer asked for, whose endpoints pass CheckURL.
+func FuzzFetchDocument(f *testing.F) {
+	const issuer = "https://idp.example/t"
+	f.Add(strings.ReplaceAll(goodDoc, "{issuer}", issuer))
+	f.Add(`{"issuer":"https://idp.example/t","token_endpoint":"javascript:alert(1)"}`)
+	f.Add(`{"issuer":"https://idp.example/t","authorization_endpoint":"https://a.example/#x"}`)
+	f.Add(`{"issuer":["https://idp.example/t"]}`)
+	f.Add(`null`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(doc)), Request: r}, nil
+		})}
+		md, err := Fetch(context.Background(), client, issuer)
+		if err != nil {
+			return
+		}
+		if md.Issuer != issuer {
+			t.Fatalf("metadata for %q accepted", md.Issuer)
+		}
+		for _, e := range []string{md.TokenEndpoint, md.AuthorizationEndpoint, md.DeviceAuthorizationEndpoint} {
+			if e != "" && CheckURL(e) != nil {
+				t.Fatalf("endpoint %q accepted", e)
+			}
+		}
+	})
+}
