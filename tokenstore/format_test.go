@@ -50,12 +50,23 @@ func TestKeyStringIsCanonical(t *testing.T) {
 		t.Errorf("String() = %q, want %q", base.String(), want)
 	}
 
+	// Parameters that select the token make another key (after a "#", '%'
+	// escaped as in every field); without them the key reads as it always
+	// has, so stores written before them still match.
+	withParams := Key{TokenURL: "https://auth.example/token", ClientID: "client", GrantType: "client_credentials", Params: "audience=https%3A%2F%2Fapi"}
+	if want := "client_credentials|client|https://auth.example/token#audience=https%253A%252F%252Fapi|"; withParams.String() != want {
+		t.Errorf("String() = %q, want %q", withParams.String(), want)
+	}
+
 	different := []struct{ a, b Key }{
 		{Key{GrantType: "client_credentials", ClientID: "c"}, Key{GrantType: "authorization_code", ClientID: "c"}},
 		{Key{ClientID: "c", Scopes: []string{"a"}}, Key{ClientID: "c", Scopes: []string{"a", "b"}}},
 		{Key{ClientID: "c", TokenURL: "https://a"}, Key{ClientID: "c", TokenURL: "https://b"}},
 		{Key{ClientID: "a|b", TokenURL: "c"}, Key{ClientID: "a", TokenURL: "b|c"}},
 		{Key{ClientID: "a%7Cb"}, Key{ClientID: "a|b"}},
+		{Key{ClientID: "c", TokenURL: "https://a"}, Key{ClientID: "c", TokenURL: "https://a", Params: "audience=x"}},
+		{Key{ClientID: "c", Params: "audience=x"}, Key{ClientID: "c", Params: "audience=y"}},
+		{Key{ClientID: "c", Scopes: []string{"a|b=c"}}, Key{ClientID: "c", Scopes: []string{"a"}, Params: "b=c"}},
 	}
 	for _, d := range different {
 		if d.a.String() == d.b.String() {

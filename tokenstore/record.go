@@ -17,6 +17,11 @@ type Key struct {
 	ClientID  string
 	GrantType string   // "client_credentials" or "authorization_code"
 	Scopes    []string // requested scopes; order-insensitive, duplicates ignored
+	// Params are the further token request parameters that select the
+	// token (RFC 8707 resource, audience, ...), in a canonical form
+	// (tokensource.ParamsKey); "" for none. Tokens for another audience
+	// are other tokens.
+	Params string
 }
 
 // keyEscaper keeps '|' inside a field from reading as a separator, so two
@@ -28,6 +33,9 @@ var keyEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
 // sorted, de-duplicated and space-separated (an element holding several
 // space-separated scopes counts as those scopes, as in an OAuth2 "scope"
 // parameter). '%' and '|' in the first three fields are percent-encoded.
+// Params, when there are any, follow the token URL after a "#" (a token
+// endpoint has no fragment, RFC 6749 §3.2); a key without them reads as it
+// always has.
 func (k Key) String() string {
 	var scopes []string
 	for _, s := range k.Scopes {
@@ -35,10 +43,14 @@ func (k Key) String() string {
 	}
 	slices.Sort(scopes)
 	scopes = slices.Compact(scopes)
+	tokenURL := k.TokenURL
+	if k.Params != "" {
+		tokenURL += "#" + k.Params
+	}
 	return strings.Join([]string{
 		keyEscaper.Replace(k.GrantType),
 		keyEscaper.Replace(k.ClientID),
-		keyEscaper.Replace(k.TokenURL),
+		keyEscaper.Replace(tokenURL),
 		strings.Join(scopes, " "),
 	}, "|")
 }

@@ -58,7 +58,16 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	p("store", st.Path())
 	p("grant", string(r.Grant))
 	p("client id", r.ClientID)
-	p("token url", r.TokenEndpoint())
+	if r.Issuer != "" {
+		p("issuer", r.Issuer)
+	}
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second) // an issuer's metadata; status is a quick look
+	if ep, err := server.Endpoints(ectx, r); err != nil {
+		p("token url", fmt.Sprintf("unknown (%v)", err))
+	} else {
+		p("token url", ep.TokenURL)
+	}
+	cancel()
 	if !ok {
 		if r.Grant == config.AuthorizationCode {
 			p("state", "no farmer logged in: run `coop-proxy login`")

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/login"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
@@ -21,9 +22,16 @@ import (
 // stores the grant where `serve --grant authorization_code` picks it up
 // (even while running).
 func runLogin(ctx context.Context, inv *invocation) error {
-	s, r, out := inv.settings, &inv.settings.Route, inv.out
-	client := server.TokenHTTPClient()
-	lc := login.Config{OAuth: *server.OAuthConfig(r), HTTPClient: client, Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
+	s, out := inv.settings, inv.out
+	r := s.Route // login is the authorization-code grant, whatever --grant says
+	r.Grant = config.AuthorizationCode
+	ep, err := server.Endpoints(ctx, &r)
+	if err != nil {
+		return err
+	}
+	client := tokensource.WithParams(server.TokenHTTPClient(), r.TokenRequestParams())
+	lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
+		Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
 	if !s.NoBrowser && !s.Paste {
 		lc.OpenBrowser = login.BrowserOpener()
 	}
@@ -34,7 +42,8 @@ func runLogin(ctx context.Context, inv *invocation) error {
 
 	rec := tokensource.RecordFromToken(res.Token, res.Scopes, time.Now())
 	rec.GrantedAt = time.Now()
-	if slices.Contains(rec.Scopes, "profile") {
+	// COOP's /api/me, with its profile scope; OpenID's profile scope is another
+	if slices.Contains(rec.Scopes, "profile") && r.Issuer == "" && r.Provider == "" {
 		id, email, err := login.WhoAmI(ctx, client, r.Upstream, rec.AccessToken)
 		if err != nil {
 			fmt.Fprintf(out, "Note: logged in, but /api/me did not say who: %v\n", err)
@@ -49,7 +58,7 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	key := tokensource.AuthorizationCodeKey(r.TokenEndpoint(), r.ClientID)
+	key := server.StoreKey(&r)
 	if _, err := st.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 // command is one subcommand.
@@ -76,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		commandUsage(stdout, cmd)
 		return 0
 	case cmd.run == nil: // check-config
-		return checkConfig(stdout, err)
+		return checkConfig(stdout, settings, err)
 	case errors.As(err, &problems) && cmd.name == "demo":
 		// the demo replaces the settings it needs
 	case err != nil:
@@ -105,8 +106,13 @@ func findCommand(name string) *command {
 	return nil
 }
 
-// checkConfig prints every problem with the settings, one a line.
-func checkConfig(out io.Writer, err error) int {
+// checkConfig prints every problem with the settings, one a line. With an
+// issuer, its metadata is read too: a provider that cannot serve the
+// settings is a problem.
+func checkConfig(out io.Writer, settings *config.Settings, err error) int {
+	if err == nil && settings.Route.Issuer != "" {
+		_, err = server.Endpoints(context.Background(), &settings.Route)
+	}
 	if err == nil {
 		fmt.Fprintln(out, "configuration OK")
 		return 0

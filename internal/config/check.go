@@ -93,6 +93,7 @@ func (s *Settings) check(need Needs, p *Problems) {
 	if r.AuthorizeURL != "" {
 		p.add(checkURL("AuthorizeURL", r.AuthorizeURL))
 	}
+	r.checkProvider(p)
 	if need.Client && r.ClientID == "" {
 		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
 	}

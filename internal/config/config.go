@@ -51,6 +51,11 @@ type Route struct {
 	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
 	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
 	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
+	Issuer                      string        `env:"ISSUER" flag:"issuer" help:"issuer URL of an OAuth 2.0 or OpenID provider: the endpoints come from its metadata (RFC 8414, OpenID Connect Discovery); TOKEN_URL and AUTHORIZE_URL win"`
+	Provider                    Provider      `env:"PROVIDER" flag:"provider" help:"a provider without metadata, by name (github, google, ...): its endpoints and auth style; TOKEN_URL, AUTHORIZE_URL and AUTH_STYLE win"`
+	Resource                    Resources     `env:"RESOURCE" flag:"resource" help:"RFC 8707 resource indicators for the tokens: absolute URIs, space or comma separated; sent on every token request"`
+	Audience                    string        `env:"AUDIENCE" flag:"audience" help:"audience parameter sent on every token request (Auth0 and others)"`
+	TokenParams                 TokenParams   `env:"TOKEN_PARAMS" flag:"token-params" help:"further parameters sent on every token request, as k=v&k2=v2 (percent-encoded)"`
 	Grant                       Grant         `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
 	ClientID                    string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
 	ClientSecret                redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
@@ -117,6 +122,7 @@ func Load(name string, args []string, environ map[string]string, need Needs) (*S
 	if err := env.ParseWithOptions(s, env.Options{Prefix: EnvPrefix, Environment: merged}); err != nil {
 		p.addParseErrors(err, merged)
 	}
+	s.Route.presetAuthStyle(merged)
 	s.resolve(need, &p)
 	s.check(need, &p)
 	if p = p.firstPerSetting(); len(p) > 0 {
@@ -229,20 +235,33 @@ func defaultStorePath() (string, error) {
 	return filepath.Join(home, ".local", "state", "coop-proxy", "tokens.json"), nil
 }
 
-// TokenEndpoint is the token endpoint: the setting, else COOP's path
-// under the upstream.
+// TokenEndpoint is the token endpoint known without the network: the
+// setting, else the preset's, else COOP's path under the upstream. With an
+// issuer and no TOKEN_URL it is "": the issuer's metadata tells (see
+// Endpoints).
 func (r *Route) TokenEndpoint() string {
-	if r.TokenURL != "" {
+	switch p, ok := r.Provider.Preset(); {
+	case r.TokenURL != "":
 		return r.TokenURL
+	case r.Issuer != "":
+		return ""
+	case ok:
+		return p.Endpoint.TokenURL
 	}
 	return strings.TrimSuffix(r.Upstream, "/") + "/token"
 }
 
-// AuthorizeEndpoint is the authorization endpoint, for login: the setting,
-// else COOP's path under the upstream.
+// AuthorizeEndpoint is the authorization endpoint, for login, known
+// without the network: the setting, else the preset's, else COOP's path
+// under the upstream; "" with an issuer and no AUTHORIZE_URL.
 func (r *Route) AuthorizeEndpoint() string {
-	if r.AuthorizeURL != "" {
+	switch p, ok := r.Provider.Preset(); {
+	case r.AuthorizeURL != "":
 		return r.AuthorizeURL
+	case r.Issuer != "":
+		return ""
+	case ok:
+		return p.Endpoint.AuthURL
 	}
 	return strings.TrimSuffix(r.Upstream, "/") + "/authorize"
 }

@@ -40,6 +40,9 @@ type Config struct {
 	// accepts for this client id), RedirectURL (a loopback URI, see Run) and
 	// the Scopes asked for.
 	OAuth oauth2.Config
+	// AuthParams are further parameters of the authorization request (RFC
+	// 8707 resource, audience); nil for none.
+	AuthParams url.Values
 	// HTTPClient makes the preflight request and the code exchange; nil means
 	// http.DefaultClient.
 	HTTPClient *http.Client
@@ -111,7 +114,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// RFC 7636 §4.1-4.3: a fresh verifier per authorization, its S256
 	// challenge on the authorization request.
 	f.verifier = oauth2.GenerateVerifier()
-	f.authURL = cfg.OAuth.AuthCodeURL(f.state, oauth2.S256ChallengeOption(f.verifier))
+	f.authURL = withParams(cfg.OAuth.AuthCodeURL(f.state, oauth2.S256ChallengeOption(f.verifier)), cfg.AuthParams)
 
 	if cfg.Paste {
 		if err := f.preflight(ctx); err != nil {
@@ -300,4 +303,22 @@ func grantedScopes(tok *oauth2.Token, requested []string) []string {
 		return strings.Fields(s)
 	}
 	return slices.Clone(requested)
+}
+
+// withParams adds params to the query of the authorization URL u, leaving
+// those it carries as they are. (x/oauth2's SetAuthURLParam keeps one value
+// a name; RFC 8707 §2.1 allows several resource parameters.)
+func withParams(u string, params url.Values) string {
+	parsed, err := url.Parse(u)
+	if len(params) == 0 || err != nil {
+		return u
+	}
+	q := parsed.Query()
+	for k, vs := range params {
+		if _, set := q[k]; !set {
+			q[k] = vs
+		}
+	}
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
 }

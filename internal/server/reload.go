@@ -81,7 +81,7 @@ func (srv *Server) Reload(next *config.Settings) {
 	if secretChanged {
 		// The grant keeps its client id, token URL and scopes (its store
 		// key): only its secret changes.
-		srv.tokens.Stored.SetGrant(newGrant(&applied.Route, srv.opts.Now))
+		srv.tokens.Stored.SetGrant(routeGrant(&applied.Route, srv.tokens.Discovery, srv.opts.Now))
 		srv.tokens.Cache.RetryNow()
 	}
 	inboundChanged := applied.Route.InboundSecret != cur.Route.InboundSecret

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,7 +117,9 @@ func New(s *config.Settings, o Options) (*Server, error) {
 // with Retry-After until one is held), serves until ctx ends, then drains:
 // readiness goes false, a token fetch in flight is cancelled, the proxy
 // listener closes and in-flight requests get ShutdownTimeout to finish,
-// while the admin listener keeps answering.
+// while the admin listener keeps answering. With an issuer, its metadata
+// is read meanwhile; a provider that cannot serve the settings ends Run
+// the same way, with that problem as its error.
 func (srv *Server) Run(ctx context.Context) error {
 	s := srv.settings.Load()
 	r := &s.Route
@@ -158,6 +161,10 @@ func (srv *Server) Run(ctx context.Context) error {
 	if srv.opts.Reread != nil {
 		wg.Go(func() { srv.watchReloads(bg) })
 	}
+	fatal := make(chan error, 1)
+	if srv.tokens.Discovery != nil {
+		wg.Go(func() { srv.watchProvider(bg, fatal) })
+	}
 	defer func() {
 		stopBg()
 		srv.tokens.Cache.Close()
@@ -183,10 +190,12 @@ func (srv *Server) Run(ctx context.Context) error {
 		srv.opts.Ready <- addrs
 	}
 
+	var runErr error
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		return err
+	case runErr = <-fatal: // the provider cannot serve these settings: drain, then say so
 	}
 	srv.draining.Store(true)
 	srv.log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", s.ShutdownTimeout))
@@ -203,7 +212,7 @@ func (srv *Server) Run(ctx context.Context) error {
 		}
 	}
 	srv.log.Info("coop-proxy stopped")
-	return shutErr
+	return cmp.Or(runErr, shutErr)
 }
 
 func fetchOutcome(err error) string {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/provider"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -21,8 +22,10 @@ type Tokens struct {
 	Store  *tokenstore.Store
 	Stored *tokensource.Stored
 	Cache  *tokensource.Cache
-	key    tokenstore.Key
-	farmer bool // the grant is a farmer's (authorization code), which logout can remove
+	// Discovery holds the issuer's metadata; nil without an issuer.
+	Discovery *provider.Discovery
+	key       tokenstore.Key
+	farmer    bool // the grant is a farmer's (authorization code), which logout can remove
 }
 
 // tokenWait is the longest a caller waits for a token when none is held
@@ -43,7 +46,8 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 	if err != nil {
 		return nil, err
 	}
-	grant := newGrant(r, o.Now)
+	disc := newDiscovery(r)
+	grant := routeGrant(r, disc, o.Now)
 	var store tokensource.Store = st
 	if o.WrapStore != nil {
 		store = o.WrapStore(st)
@@ -57,7 +61,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 		Now:     o.Now,
 		OnFetch: onFetch,
 	}
-	return &Tokens{Store: st, Stored: stored, Cache: cache, key: grant.Key(), farmer: r.Grant == config.AuthorizationCode}, nil
+	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), farmer: r.Grant == config.AuthorizationCode}, nil
 }
 
 // OpenStore opens the token store file; a corrupt file is logged with its
@@ -82,28 +86,31 @@ func OpenStore(path string, log *zap.Logger) (*tokenstore.Store, error) {
 	return st, nil
 }
 
-// StoreKey is the key the route's grant is stored under.
+// StoreKey is the key the route's grant is stored under; it needs no
+// network (see config.Route.KeyURL).
 func StoreKey(r *config.Route) tokenstore.Key {
+	k := tokensource.ClientCredentialsKey(r.KeyURL(), r.ClientID, r.Scopes)
 	if r.Grant == config.AuthorizationCode {
-		return tokensource.AuthorizationCodeKey(r.TokenEndpoint(), r.ClientID)
+		k = tokensource.AuthorizationCodeKey(r.KeyURL(), r.ClientID)
 	}
-	return tokensource.ClientCredentialsKey(r.TokenEndpoint(), r.ClientID, r.Scopes)
+	k.Params = tokensource.ParamsKey(r.TokenRequestParams())
+	return k
 }
 
 // AllScopes are COOP's six scopes: what login asks for unless told.
 var AllScopes = []string{"barn-unlock", "toiletseat-down", "chickens-feed", "eggs-collect", "eggs-count", "profile"}
 
 // OAuthConfig is the authorization-code configuration used by login and by
-// the refresh of the farmer's grant.
-func OAuthConfig(r *config.Route) *oauth2.Config {
+// the refresh of the farmer's grant, at the endpoints ep.
+func OAuthConfig(r *config.Route, ep config.Endpoints) *oauth2.Config {
 	scopes := []string(r.Scopes)
-	if len(scopes) == 0 {
-		scopes = AllScopes
+	if len(scopes) == 0 && r.Issuer == "" && r.Provider == "" {
+		scopes = AllScopes // COOP's; another provider has its own default
 	}
 	return &oauth2.Config{
 		ClientID:     r.ClientID,
 		ClientSecret: r.ClientSecret.Reveal(),
-		Endpoint:     oauth2.Endpoint{AuthURL: r.AuthorizeEndpoint(), TokenURL: r.TokenEndpoint(), AuthStyle: authStyle(r.AuthStyle)},
+		Endpoint:     oauth2.Endpoint{AuthURL: ep.AuthorizeURL, TokenURL: ep.TokenURL, AuthStyle: authStyle(r.AuthStyle)},
 		RedirectURL:  r.RedirectURI,
 		Scopes:       scopes,
 	}
@@ -128,14 +135,15 @@ func TokenHTTPClient() *http.Client {
 	return tokensource.NewHTTPClient(30 * time.Second)
 }
 
-// newGrant builds the route's grant.
-func newGrant(r *config.Route, now func() time.Time) tokensource.Grant {
+// newGrant builds the route's grant at the endpoints ep.
+func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokensource.Grant {
 	client := TokenHTTPClient()
+	params := r.TokenRequestParams()
 	if r.Grant == config.AuthorizationCode {
-		return &tokensource.Refresh{Config: OAuthConfig(r), Client: client, Now: now}
+		return &tokensource.Refresh{Config: OAuthConfig(r, ep), Client: client, Now: now, Params: params}
 	}
-	return &tokensource.ClientCredentials{Client: client, Now: now, Config: &clientcredentials.Config{
-		ClientID: r.ClientID, ClientSecret: r.ClientSecret.Reveal(), TokenURL: r.TokenEndpoint(),
+	return &tokensource.ClientCredentials{Client: client, Now: now, Params: params, Config: &clientcredentials.Config{
+		ClientID: r.ClientID, ClientSecret: r.ClientSecret.Reveal(), TokenURL: ep.TokenURL,
 		Scopes: r.Scopes, AuthStyle: authStyle(r.AuthStyle),
 	}}
 }

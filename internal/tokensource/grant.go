@@ -10,6 +10,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -35,11 +36,16 @@ type ClientCredentials struct {
 	Config *clientcredentials.Config
 	Client *http.Client     // nil: http.DefaultTransport, no timeout; redirects are refused either way
 	Now    func() time.Time // the clock expiry is counted from; nil: time.Now
+	// Params are sent on every token request besides the grant's own
+	// (RFC 8707 resource, audience, ...), and are part of the store key.
+	Params url.Values
 }
 
 // Key implements Grant.
 func (g *ClientCredentials) Key() tokenstore.Key {
-	return ClientCredentialsKey(g.Config.TokenURL, g.Config.ClientID, g.Config.Scopes)
+	k := ClientCredentialsKey(g.Config.TokenURL, g.Config.ClientID, g.Config.Scopes)
+	k.Params = ParamsKey(g.Params)
+	return k
 }
 
 // ClientCredentialsKey is the store key of an application's own token: one
@@ -50,7 +56,7 @@ func ClientCredentialsKey(tokenURL, clientID string, scopes []string) tokenstore
 
 // Fetch implements Grant.
 func (g *ClientCredentials) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
-	tok, err := g.Config.Token(withClient(ctx, g.Client))
+	tok, err := g.Config.Token(withClient(ctx, g.Client, g.Params))
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret)
 	}
@@ -67,11 +73,17 @@ type Refresh struct {
 	Config *oauth2.Config
 	Client *http.Client     // nil: http.DefaultTransport, no timeout; redirects are refused either way
 	Now    func() time.Time // the clock expiry is counted from; nil: time.Now
+	// Params are sent on every refresh besides the grant's own (RFC 8707
+	// §2.2 allows resource there), and are part of the store key: login
+	// stores the grant under the same ones.
+	Params url.Values
 }
 
 // Key implements Grant.
 func (g *Refresh) Key() tokenstore.Key {
-	return AuthorizationCodeKey(g.Config.Endpoint.TokenURL, g.Config.ClientID)
+	k := AuthorizationCodeKey(g.Config.Endpoint.TokenURL, g.Config.ClientID)
+	k.Params = ParamsKey(g.Params)
+	return k
 }
 
 // AuthorizationCodeKey is the store key of a farmer's grant: one grant
@@ -87,7 +99,7 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "no farmer has logged in for this application: run `coop-proxy login`"}
 	}
 	// x/oauth2 refreshes a token that has a refresh token and no access token.
-	tok, err := g.Config.TokenSource(withClient(ctx, g.Client), &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
+	tok, err := g.Config.TokenSource(withClient(ctx, g.Client, g.Params), &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
 	}
@@ -196,9 +208,17 @@ const maxAnswer = 1 << 20
 // tokens the server has issued, and with rotating refresh tokens that is the
 // farmer's grant lost: the refresh token sent is dead, the new one was in
 // the answer. Every other answer passes as it came.
+//
+// It also asks for JSON (Accept: application/json): GitHub answers a token
+// request with a form unless asked, which x/oauth2 reads too, but with
+// expires_in and every other member as a string.
 type answerTransport struct{ base http.RoundTripper }
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isTokenRequest(req) && req.Header.Get("Accept") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Accept", "application/json")
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp, err
@@ -303,21 +323,21 @@ func refuseRedirect(req *http.Request, _ []*http.Request) error {
 
 // withClient hands x/oauth2 the client for the token endpoint: a copy of c
 // (nil: a client with http.DefaultTransport) that refuses redirects,
-// whatever c itself does.
-func withClient(ctx context.Context, c *http.Client) context.Context {
+// whatever c itself does, and adds params to token requests.
+func withClient(ctx context.Context, c *http.Client, params url.Values) context.Context {
 	var nc http.Client
 	if c != nil {
 		nc = *c
 	}
 	nc.CheckRedirect = refuseRedirect
 	switch nc.Transport.(type) {
-	case answerTransport: // NewHTTPClient's
+	case answerTransport, paramsTransport: // NewHTTPClient's, WithParams'
 	case nil:
 		nc.Transport = answerTransport{base: http.DefaultTransport}
 	default:
 		nc.Transport = answerTransport{base: nc.Transport}
 	}
-	return context.WithValue(ctx, oauth2.HTTPClient, &nc)
+	return context.WithValue(ctx, oauth2.HTTPClient, WithParams(&nc, params))
 }
 
 func now(f func() time.Time) time.Time {
