@@ -18,5 +18,26 @@
 //   - ours (small, commented where it is): the storage, the login/consent
 //     step (auto-approved), holding each client to the one authentication
 //     method it registered (as real providers do), requiring PKCE S256,
-//     refusing a replayed assertion jti, and the API.
+//     refusing a replayed assertion jti, answering slow_down to a device
+//     client that polls too fast, answering invalid_client with 401, and
+//     the API.
+//
+// Use:
+//
+//	p := oidctest.New(t)                         // provider + API, closed at the end of t
+//	c := p.AddClient(oidctest.Client{Scopes: []string{"things:read"}}) // client_secret_basic, client_credentials
+//	conf := clientcredentials.Config{ClientID: c.ID, ClientSecret: c.Secret, TokenURL: p.TokenURL,
+//		Scopes: []string{"things:read"}, AuthStyle: oauth2.AuthStyleInHeader}
+//	tok, _ := conf.Token(ctx)
+//	// GET p.APIURL+"/anything" with "Authorization: Bearer "+tok.AccessToken: 200 with the
+//	// claims as JSON; a bad, expired or revoked token: 401 with error="invalid_token".
+//
+// A user's grant: register GrantTypes {authorization_code, refresh_token}
+// and RedirectURIs, then p.Authorize(ctx, conf.AuthCodeURL(state,
+// oauth2.S256ChallengeOption(verifier))) logs the user (SetUser, "alice"
+// by default) in and returns the redirect with the code. The device grant:
+// GET the verification_uri_complete, or p.ApproveDevice(userCode).
+// Controls: SetAccessTokenLifetime, RevokeAccessTokens,
+// RevokeRefreshTokens, DenyConsent, DenyDevice; APIRequests tells what the
+// API answered.
 package oidctest

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -224,6 +225,35 @@ func TestAuthorizationRefusals(t *testing.T) {
 	}
 }
 
+// devicePoll is one device access token request (RFC 8628 §3.4) by a
+// public client, and the error code it got.
+func devicePoll(t *testing.T, p *Provider, clientID, deviceCode string) string {
+	t.Helper()
+	form := url.Values{"grant_type": {GrantDeviceCode}, "device_code": {deviceCode}, "client_id": {clientID}}
+	resp, err := http.PostForm(p.TokenURL, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct{ Error string }
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	return e.Error
+}
+
+func TestDeviceCodeExpires(t *testing.T) {
+	p := New(t, WithDeviceCodeLifetime(time.Second))
+	c := p.AddClient(Client{AuthMethod: None, GrantTypes: []string{GrantDeviceCode}})
+	conf := &oauth2.Config{ClientID: c.ID, Endpoint: withStyle(p.Endpoint(), oauth2.AuthStyleInParams)}
+	da, err := conf.DeviceAuth(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if got := devicePoll(t, p, c.ID, da.DeviceCode); got != "expired_token" {
+		t.Errorf("after expires_in: %q, want expired_token (RFC 8628 §3.5)", got)
+	}
+}
+
 func TestDeviceGrant(t *testing.T) {
 	p := New(t)
 	c := p.AddClient(Client{AuthMethod: None, GrantTypes: []string{GrantDeviceCode, GrantRefreshToken}})
@@ -253,6 +283,17 @@ func TestDeviceGrant(t *testing.T) {
 		}
 		if got := apiAccepts(t, p, tok); got.Subject != "alice" || got.ClientID != c.ID {
 			t.Errorf("API saw %+v", got)
+		}
+	})
+	t.Run("polled too fast", func(t *testing.T) {
+		da, err := conf.DeviceAuth(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		poll := func() string { return devicePoll(t, p, c.ID, da.DeviceCode) }
+		// RFC 8628 §3.5: pending, then slow_down for polling at once.
+		if first, second := poll(), poll(); first != "authorization_pending" || second != "slow_down" {
+			t.Errorf("two polls at once: %q then %q, want authorization_pending then slow_down", first, second)
 		}
 	})
 	t.Run("denied", func(t *testing.T) {

@@ -36,8 +36,12 @@ type Provider struct {
 type Option func(*options)
 
 type options struct {
-	accessTTL, refreshTTL, pollInterval time.Duration
+	accessTTL, refreshTTL, pollInterval, deviceTTL time.Duration
 }
+
+// WithDeviceCodeLifetime sets how long a device code can be approved and
+// polled for (RFC 8628 §3.2 expires_in; 5 minutes by default).
+func WithDeviceCodeLifetime(d time.Duration) Option { return func(o *options) { o.deviceTTL = d } }
 
 // WithAccessTokenLifetime sets how long access tokens last (5 minutes by
 // default); see also SetAccessTokenLifetime.
@@ -47,7 +51,8 @@ func WithAccessTokenLifetime(d time.Duration) Option { return func(o *options) {
 func WithRefreshTokenLifetime(d time.Duration) Option { return func(o *options) { o.refreshTTL = d } }
 
 // WithDevicePollInterval sets the device grant's interval (RFC 8628 §3.2),
-// whole seconds, 1 s by default so that tests are quick.
+// whole seconds, 1 s by default so that tests are quick. A client that
+// polls again within half of it gets slow_down.
 func WithDevicePollInterval(d time.Duration) Option { return func(o *options) { o.pollInterval = d } }
 
 // Paths the harness adds beside zitadel's endpoints.
@@ -60,7 +65,7 @@ const (
 // ends.
 func New(t testing.TB, opts ...Option) *Provider {
 	t.Helper()
-	o := options{accessTTL: 5 * time.Minute, refreshTTL: time.Hour, pollInterval: time.Second}
+	o := options{accessTTL: 5 * time.Minute, refreshTTL: time.Hour, pollInterval: time.Second, deviceTTL: 5 * time.Minute}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -68,7 +73,7 @@ func New(t testing.TB, opts ...Option) *Provider {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.accessTTL, st.refreshTTL = o.accessTTL, o.refreshTTL
+	st.accessTTL, st.refreshTTL, st.interval = o.accessTTL, o.refreshTTL, o.pollInterval
 
 	// The issuer must be fixed before zitadel is made, so the listener
 	// comes first and the handler after.
@@ -99,7 +104,7 @@ func (p *Provider) handler(st *storage, o options) (http.Handler, error) {
 		AuthMethodPrivateKeyJWT: true,
 		GrantTypeRefreshToken:   true,
 		DeviceAuthorization: op.DeviceAuthorizationConfig{
-			Lifetime: 5 * time.Minute, PollInterval: o.pollInterval,
+			Lifetime: o.deviceTTL, PollInterval: o.pollInterval,
 			UserFormPath: devicePath, UserCode: op.UserCodeBase20,
 		},
 	}

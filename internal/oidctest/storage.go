@@ -44,6 +44,8 @@ type storage struct {
 	refresh    map[string]*token // refresh token -> the grant it carries
 	devices    map[string]*op.DeviceAuthorizationState
 	userCodes  map[string]string    // user code -> device code
+	lastPoll   map[string]time.Time // device code -> its last token request
+	interval   time.Duration        // the device grant's poll interval
 	seenJTI    map[string]time.Time // private_key_jwt assertion jti -> its exp
 	accessTTL  time.Duration
 	refreshTTL time.Duration
@@ -60,7 +62,7 @@ func newStorage() (*storage, error) {
 		key: key, keyID: randomString(8),
 		clients: map[string]*opClient{}, authReqs: map[string]*authRequest{}, codes: map[string]string{},
 		tokens: map[string]*token{}, refresh: map[string]*token{},
-		devices: map[string]*op.DeviceAuthorizationState{}, userCodes: map[string]string{}, seenJTI: map[string]time.Time{},
+		devices: map[string]*op.DeviceAuthorizationState{}, userCodes: map[string]string{}, lastPoll: map[string]time.Time{}, seenJTI: map[string]time.Time{},
 		accessTTL: 5 * time.Minute, refreshTTL: time.Hour, user: "alice",
 	}, nil
 }
@@ -467,6 +469,18 @@ func (s *storage) GetDeviceAuthorizatonState(_ context.Context, clientID, device
 	if c.Done || c.Denied {
 		// RFC 8628 §3.5: a device code gives tokens once.
 		delete(s.devices, deviceCode)
+		delete(s.lastPoll, deviceCode)
+		return &c, nil
+	}
+	// RFC 8628 §3.5: a client polling faster than the interval is told to
+	// slow_down, which zitadel answers for a deadline exceeded (it does
+	// not watch the interval itself). Half the interval leaves room for
+	// a client's timer and the network.
+	now := time.Now()
+	last, polled := s.lastPoll[deviceCode]
+	s.lastPoll[deviceCode] = now
+	if polled && now.Sub(last) < s.interval/2 {
+		return nil, fmt.Errorf("polled too soon: %w", context.DeadlineExceeded)
 	}
 	return &c, nil
 }
