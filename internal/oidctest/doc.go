@@ -10,7 +10,9 @@
 // emulator. Nothing here is for production: it is imported by tests only.
 //
 // What is zitadel's and what is ours:
-//   - zitadel's: discovery, the authorization, token, device authorization,
+//   - zitadel's: the metadata document (served at the RFC 8414 and
+//     OpenID Connect Discovery well-known URLs, WithIssuerPath for an
+//     issuer with a path), the authorization, token, device authorization,
 //     revocation, introspection, userinfo and keys endpoints; parsing client
 //     credentials (the RFC 6749 §2.3.1 form-decoding of Basic credentials,
 //     one method per request); PKCE checks; verifying private_key_jwt
@@ -37,6 +39,8 @@
 // oauth2.S256ChallengeOption(verifier))) logs the user (SetUser, "alice"
 // by default) in and returns the redirect with the code. The device grant:
 // GET the verification_uri_complete, or p.ApproveDevice(userCode).
+// As in OpenID Connect Core §11, a refresh token is issued only when the
+// client asks for offline_access and is registered for refresh_token.
 // Controls: SetAccessTokenLifetime, RevokeAccessTokens,
 // RevokeRefreshTokens, DenyConsent, DenyDevice; APIRequests tells what the
 // API answered.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,15 @@ type Option func(*options)
 
 type options struct {
 	accessTTL, refreshTTL, pollInterval, deviceTTL time.Duration
+	issuerPath                                     string
 }
+
+// WithIssuerPath gives the issuer a path, as Keycloak's realms and
+// multi-tenant providers have ("/realms/test": the issuer is
+// http://127.0.0.1:port/realms/test, its endpoints under it, and its
+// metadata at the well-known URLs of RFC 8414 §3 and §5 and OpenID
+// Connect Discovery §4). It must start with a slash and not end with one.
+func WithIssuerPath(path string) Option { return func(o *options) { o.issuerPath = path } }
 
 // WithDeviceCodeLifetime sets how long a device code can be approved and
 // polled for (RFC 8628 §3.2 expires_in; 5 minutes by default).
@@ -78,7 +87,11 @@ func New(t testing.TB, opts ...Option) *Provider {
 	// The issuer must be fixed before zitadel is made, so the listener
 	// comes first and the handler after.
 	srv := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + srv.Listener.Addr().String()
+	if o.issuerPath != "" && !validIssuerPath(o.issuerPath) {
+		srv.Listener.Close()
+		t.Fatalf("oidctest: issuer path %q: want /a or /a/b, no trailing slash", o.issuerPath)
+	}
+	issuer := "http://" + srv.Listener.Addr().String() + o.issuerPath
 	p := &Provider{Issuer: issuer, storage: st}
 	p.api = newAPI(p)
 	apiSrv := httptest.NewServer(p.api)
@@ -128,7 +141,12 @@ func (p *Provider) handler(st *storage, o options) (http.Handler, error) {
 	mux.HandleFunc("GET "+loginPath, p.login)
 	mux.HandleFunc("GET "+devicePath, p.deviceVerify)
 	mux.Handle("/", op.RegisterLegacyServer(s, op.AuthorizeCallbackHandler(provider)))
-	return mux, nil
+	var h http.Handler = mux
+	if o.issuerPath != "" {
+		h = http.StripPrefix(o.issuerPath, mux) // anything not under the issuer: 404
+	}
+	meta := op.RegisterMetadataServer(&metadata{s: s, issuerPath: o.issuerPath})
+	return meta.Intercept(h), nil
 }
 
 // Endpoint is the provider's endpoints for golang.org/x/oauth2.
@@ -272,4 +290,9 @@ func (p *Provider) Authorize(ctx context.Context, authURL string) (*url.URL, err
 		next = loc.String()
 	}
 	return nil, errors.New("authorization: too many redirects")
+}
+
+// validIssuerPath: "/a" or "/a/b", with no empty, dot or trailing segment.
+func validIssuerPath(p string) bool {
+	return p != "/" && strings.HasPrefix(p, "/") && path.Clean(p) == p
 }
