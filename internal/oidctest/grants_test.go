@@ -309,3 +309,40 @@ func TestDeviceGrant(t *testing.T) {
 		}
 	})
 }
+
+// loginToken logs the current user in with conf and returns the tokens.
+func loginToken(t *testing.T, p *Provider, conf *oauth2.Config) *oauth2.Token {
+	t.Helper()
+	verifier := oauth2.GenerateVerifier()
+	back, err := p.Authorize(ctx(t), conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := conf.Exchange(ctx(t), back.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestRefreshTokenControls(t *testing.T) {
+	p := New(t, WithRefreshTokenLifetime(time.Second))
+	_, conf := loginClient(p)
+	refresh := func(tok *oauth2.Token) error {
+		_, err := conf.TokenSource(ctx(t), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		return err
+	}
+	expiring := loginToken(t, p, conf)
+	time.Sleep(1100 * time.Millisecond)
+	if err := refresh(expiring); oauthError(err) != "invalid_grant" {
+		t.Errorf("expired refresh token: %v, want invalid_grant", err)
+	}
+	revoked := loginToken(t, p, conf)
+	p.RevokeRefreshTokens()
+	if err := refresh(revoked); oauthError(err) != "invalid_grant" {
+		t.Errorf("revoked refresh token: %v, want invalid_grant", err)
+	}
+	if err := refresh(loginToken(t, p, conf)); err != nil {
+		t.Errorf("a refresh token issued after the revocation: %v", err)
+	}
+}

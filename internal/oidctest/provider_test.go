@@ -116,8 +116,8 @@ func TestDiscoveryDocument(t *testing.T) {
 func TestClientCredentialsWithEachSecretMethod(t *testing.T) {
 	p := New(t)
 	for _, m := range []struct {
-		method      string
-		style, othe oauth2.AuthStyle
+		method            string
+		style, otherStyle oauth2.AuthStyle
 	}{
 		{ClientSecretBasic, oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams},
 		{ClientSecretPost, oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader},
@@ -142,7 +142,7 @@ func TestClientCredentialsWithEachSecretMethod(t *testing.T) {
 
 			// The other method is refused: a client has one (RFC 7591 §2).
 			other := conf
-			other.AuthStyle = m.othe
+			other.AuthStyle = m.otherStyle
 			if _, err := other.Token(ctx(t)); oauthError(err) != "invalid_client" {
 				t.Errorf("with the other method: %v, want invalid_client", err)
 			}
