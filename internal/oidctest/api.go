@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,16 +37,17 @@ type APIRequest struct {
 // storage whether the token is still active, as an API that introspects
 // (RFC 7662) would, so that revocation is visible to tests.
 type api struct {
-	p    *Provider
-	http *http.Client
+	p     *Provider
+	http  *http.Client
+	scope string // required, when not empty
 
 	mu   sync.Mutex
 	keys *jose.JSONWebKeySet
 	log  []APIRequest
 }
 
-func newAPI(p *Provider) *api {
-	return &api{p: p, http: &http.Client{Timeout: 5 * time.Second}}
+func newAPI(p *Provider, scope string) *api {
+	return &api{p: p, http: &http.Client{Timeout: 5 * time.Second}, scope: scope}
 }
 
 // APIRequests is every request the API has answered so far, in order.
@@ -80,6 +82,10 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a new token may help. The reason is not for the client.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oidctest", error="invalid_token"`)
 		rec.Status = http.StatusUnauthorized
+	case a.scope != "" && !slices.Contains(c.Scopes, a.scope):
+		// RFC 6750 §3.1: the token is good, its scope is not enough.
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="oidctest", error="insufficient_scope", scope=%q`, a.scope))
+		rec.Status, rec.Subject = http.StatusForbidden, c.Subject
 	default:
 		rec.Status, rec.Subject = http.StatusOK, c.Subject
 	}

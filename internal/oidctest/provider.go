@@ -39,7 +39,12 @@ type Option func(*options)
 type options struct {
 	accessTTL, refreshTTL, pollInterval, deviceTTL time.Duration
 	issuerPath                                     string
+	apiScope                                       string
 }
+
+// WithAPIScope makes the API require this scope in the token: without
+// it, 403 with error="insufficient_scope" (RFC 6750 §3.1).
+func WithAPIScope(scope string) Option { return func(o *options) { o.apiScope = scope } }
 
 // WithIssuerPath gives the issuer a path, as Keycloak's realms and
 // multi-tenant providers have ("/realms/test": the issuer is
@@ -93,7 +98,7 @@ func New(t testing.TB, opts ...Option) *Provider {
 	}
 	issuer := "http://" + srv.Listener.Addr().String() + o.issuerPath
 	p := &Provider{Issuer: issuer, storage: st}
-	p.api = newAPI(p)
+	p.api = newAPI(p, o.apiScope)
 	apiSrv := httptest.NewServer(p.api)
 	t.Cleanup(apiSrv.Close)
 	p.APIURL = apiSrv.URL

@@ -222,3 +222,22 @@ func TestAPIRefusesBadTokens(t *testing.T) {
 		t.Errorf("API logged %d requests, want every one", n)
 	}
 }
+
+func TestAPIScope(t *testing.T) {
+	p := New(t, WithAPIScope("things:write"))
+	c := p.AddClient(Client{Scopes: []string{"things:read", "things:write"}})
+	token := func(scope string) string {
+		tok, err := (&clientcredentials.Config{ClientID: c.ID, ClientSecret: c.Secret, TokenURL: p.TokenURL,
+			Scopes: []string{scope}, AuthStyle: oauth2.AuthStyleInHeader}).Token(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok.AccessToken
+	}
+	if status, challenge, _ := callAPI(t, p, token("things:read")); status != http.StatusForbidden || !strings.Contains(challenge, `error="insufficient_scope"`) {
+		t.Errorf("without the scope: %d %q, want 403 with insufficient_scope (RFC 6750 §3.1)", status, challenge)
+	}
+	if status, _, _ := callAPI(t, p, token("things:write")); status != http.StatusOK {
+		t.Errorf("with the scope: %d, want 200", status)
+	}
+}
