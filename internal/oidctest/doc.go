@@ -32,7 +32,8 @@
 //		Scopes: []string{"things:read"}, AuthStyle: oauth2.AuthStyleInHeader}
 //	tok, _ := conf.Token(ctx)
 //	// GET p.APIURL+"/anything" with "Authorization: Bearer "+tok.AccessToken: 200 with the
-//	// claims as JSON; a bad, expired or revoked token: 401 with error="invalid_token".
+//	// claims as JSON; a bad, expired or revoked token: 401 with error="invalid_token";
+//	// under WithAPIScope(s), a token without s: 403 with error="insufficient_scope".
 //
 // A user's grant: register GrantTypes {authorization_code, refresh_token}
 // and RedirectURIs, then p.Authorize(ctx, conf.AuthCodeURL(state,
