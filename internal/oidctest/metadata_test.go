@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -59,6 +60,22 @@ func TestMetadataAtEveryWellKnownURL(t *testing.T) {
 			back, err := p.Authorize(ctx(t), conf.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 			if err != nil || back.Query().Get("code") == "" {
 				t.Errorf("login under the issuer's path: err %v, code given %v", err, err == nil && back.Query().Get("code") != "")
+			}
+			dc := p.AddClient(Client{AuthMethod: None, GrantTypes: []string{GrantDeviceCode}})
+			da, err := (&oauth2.Config{ClientID: dc.ID, Endpoint: withStyle(p.Endpoint(), oauth2.AuthStyleInParams)}).DeviceAuth(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(da.VerificationURIComplete, p.Issuer+"/") {
+				t.Errorf("verification_uri_complete %s is not under the issuer", da.VerificationURIComplete)
+			}
+			resp, err := http.Get(da.VerificationURIComplete)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("verification_uri_complete: %s", resp.Status)
 			}
 		})
 	}

@@ -123,7 +123,9 @@ func (p *Provider) handler(st *storage, o options) (http.Handler, error) {
 		GrantTypeRefreshToken:   true,
 		DeviceAuthorization: op.DeviceAuthorizationConfig{
 			Lifetime: o.deviceTTL, PollInterval: o.pollInterval,
-			UserFormPath: devicePath, UserCode: op.UserCodeBase20,
+			// zitadel puts this path on the issuer's host, in place of the
+			// issuer's own path.
+			UserFormPath: o.issuerPath + devicePath, UserCode: op.UserCodeBase20,
 		},
 	}
 	// Authorization codes are sealed with this key: fresh per provider.
