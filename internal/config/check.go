@@ -96,6 +96,9 @@ func (s *Settings) check(need Needs, p *Problems) {
 	if need.Client && r.ClientID == "" {
 		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
 	}
+	if need.Client {
+		p.add(r.checkClientAuth())
+	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration
@@ -126,6 +129,30 @@ func (s *Settings) check(need Needs, p *Problems) {
 			p.add(checkListen("AdminListen", s.AdminListen))
 		}
 	}
+}
+
+// checkClientAuth refuses settings the auth style does not use: a key
+// beside a secret is a sign the operator thinks one is in use when it is
+// the other.
+func (r *Route) checkClientAuth() error {
+	style := fieldEnv("AuthStyle") + "=" + string(r.AuthStyle)
+	if r.AuthStyle.UsesSecret() {
+		for _, f := range []struct{ field, value string }{
+			{"ClientKeyFile", r.ClientKeyFile}, {"ClientKeyID", r.ClientKeyID}, {"ClientAssertionAudience", r.ClientAssertionAudience},
+		} {
+			if f.value != "" {
+				return problem(f.field, "only used with %s=%s, not %s", fieldEnv("AuthStyle"), AuthPrivateKeyJWT, style)
+			}
+		}
+		return nil
+	}
+	if r.ClientSecretFile != "" {
+		return problem("ClientSecretFile", "not used with %s: the client authenticates with its key (%sCLIENT_KEY_FILE); remove the secret", style, EnvPrefix)
+	}
+	if r.ClientSecret != "" {
+		return problem("ClientSecret", "not used with %s: the client authenticates with its key (%sCLIENT_KEY_FILE); remove the secret", style, EnvPrefix)
+	}
+	return nil
 }
 
 // checkFrontDoor: anyone who can reach the proxy acts as the farmer, so it

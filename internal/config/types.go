@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -33,8 +34,9 @@ func (g *Grant) UnmarshalText(b []byte) error {
 	return &valueError{fmt.Sprintf("%q is not client_credentials or authorization_code", b)}
 }
 
-// AuthStyle is how the client credentials reach the token endpoint
-// (RFC 6749 §2.3.1).
+// AuthStyle is how the client authenticates to the token endpoint
+// (RFC 6749 §2.3): the names of OpenID Connect Core §9 and of RFC 8414's
+// token_endpoint_auth_methods_supported, and coop-proxy's first three.
 type AuthStyle string
 
 const (
@@ -45,17 +47,34 @@ const (
 	AuthBasic AuthStyle = "basic"
 	// AuthAuto tries Basic, then the body.
 	AuthAuto AuthStyle = "auto"
+	// AuthClientSecretBasic is AuthBasic by its standard name.
+	AuthClientSecretBasic AuthStyle = "client_secret_basic"
+	// AuthClientSecretPost is AuthBody by its standard name.
+	AuthClientSecretPost AuthStyle = "client_secret_post"
+	// AuthPrivateKeyJWT sends no secret: a JWT signed with the client's
+	// private key instead (RFC 7523 §2.2, OpenID Connect Core §9).
+	AuthPrivateKeyJWT AuthStyle = "private_key_jwt"
 )
+
+// authStyles are the values AUTH_STYLE takes, in the order its refusal lists them.
+var authStyles = []AuthStyle{AuthBody, AuthBasic, AuthAuto, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT}
 
 // UnmarshalText accepts only the known styles.
 func (a *AuthStyle) UnmarshalText(b []byte) error {
-	switch v := AuthStyle(b); v {
-	case AuthBody, AuthBasic, AuthAuto:
+	if v := AuthStyle(b); slices.Contains(authStyles, v) {
 		*a = v
 		return nil
 	}
-	return &valueError{fmt.Sprintf("%q is not body, basic or auto", b)}
+	names := make([]string, len(authStyles))
+	for i, v := range authStyles {
+		names[i] = string(v)
+	}
+	return &valueError{fmt.Sprintf("%q is not %s or %s", b, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])}
 }
+
+// UsesSecret reports whether the style sends a client secret; the others
+// authenticate with the client's key.
+func (a AuthStyle) UsesSecret() bool { return a != AuthPrivateKeyJWT }
 
 // LogFormat is how log lines are written.
 type LogFormat string
