@@ -22,7 +22,7 @@ import (
 // (even while running).
 func runLogin(ctx context.Context, inv *invocation) error {
 	s, r, out := inv.settings, &inv.settings.Route, inv.out
-	client := server.TokenHTTPClient()
+	client := server.TokenHTTPClient(r)
 	lc := login.Config{OAuth: *server.OAuthConfig(r), HTTPClient: client, Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
 	if !s.NoBrowser && !s.Paste {
 		lc.OpenBrowser = login.BrowserOpener()

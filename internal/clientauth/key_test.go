@@ -15,7 +15,7 @@ import (
 	"sync"
 	"testing"
 
-	jose "github.com/go-jose/go-jose/v4"
+	"github.com/coop-proxy/coop-proxy/internal/clientauth/clientauthtest"
 )
 
 // testKeys are one key of each kind, made once: RSA generation is slow
@@ -38,16 +38,6 @@ func pkcs8(t *testing.T, k crypto.Signer) []byte {
 		t.Fatal(err)
 	}
 	return pemOf("PRIVATE KEY", der)
-}
-
-// joseThumbprint is go-jose's RFC 7638 thumbprint of pub.
-func joseThumbprint(t *testing.T, pub crypto.PublicKey) string {
-	t.Helper()
-	b, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func TestParseKeyReadsEveryPEMFormOfTheThreeAlgorithms(t *testing.T) {
@@ -75,7 +65,7 @@ func TestParseKeyReadsEveryPEMFormOfTheThreeAlgorithms(t *testing.T) {
 		if k.Alg() != tt.alg {
 			t.Errorf("%s: alg %s, want %s", tt.name, k.Alg(), tt.alg)
 		}
-		if want := joseThumbprint(t, keys[tt.alg].Public()); k.Thumbprint() != want {
+		if want := clientauthtest.Thumbprint(t, keys[tt.alg].Public()); k.Thumbprint() != want {
 			t.Errorf("%s: thumbprint %s, go-jose says %s", tt.name, k.Thumbprint(), want)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 // secretWatchInterval is how often the secret files are looked at.
 const secretWatchInterval = 5 * time.Second
 
-// watchReloads reloads on SIGHUP and when a secret file changes (Kubernetes
+// watchReloads reloads on SIGHUP and when a secret or key file changes (Kubernetes
 // updates a mounted Secret in place, and nothing in a pod can send SIGHUP),
 // until ctx ends.
 func (srv *Server) watchReloads(ctx context.Context) {
@@ -68,7 +68,12 @@ func (srv *Server) reread() {
 func (srv *Server) Reload(next *config.Settings) {
 	cur := srv.settings.Load()
 	applied := *cur
-	applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
+	// The client's credential (secret or key) changes live; a change of
+	// auth style waits for a restart, and with it the credential it needs.
+	if next.Route.AuthStyle == cur.Route.AuthStyle {
+		applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
+		applied.Route.ClientKey, applied.Route.ClientKeyFile = next.Route.ClientKey, next.Route.ClientKeyFile
+	}
 	// An inbound secret in effect is never switched off by a reload: the
 	// listener it guards is the one in effect. Settings without one (the
 	// file setting gone) wait for a restart, and are reported so below.
@@ -78,9 +83,11 @@ func (srv *Server) Reload(next *config.Settings) {
 	applied.LogLevel = next.LogLevel
 
 	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret
-	if secretChanged {
+	// A key's String is its algorithm and public key thumbprint.
+	keyChanged := applied.Route.ClientKey.String() != cur.Route.ClientKey.String()
+	if secretChanged || keyChanged {
 		// The grant keeps its client id, token URL and scopes (its store
-		// key): only its secret changes.
+		// key): only its credential changes.
 		srv.tokens.Stored.SetGrant(newGrant(&applied.Route, srv.opts.Now))
 		srv.tokens.Cache.RetryNow()
 	}
@@ -93,7 +100,7 @@ func (srv *Server) Reload(next *config.Settings) {
 	}
 	srv.settings.Store(&applied)
 
-	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged),
+	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged), zap.Bool("client_key_changed", keyChanged),
 		zap.Bool("inbound_secret_changed", inboundChanged), zap.Stringer("log_level", applied.LogLevel.Level))
 	var restart []string
 	for _, f := range config.Changed(&applied, next) {
@@ -118,11 +125,12 @@ func (a fileState) same(b fileState) bool {
 	return a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime()) && os.SameFile(a.info, b.info)
 }
 
-// secretFiles returns the state of the client and inbound secret files.
-func (srv *Server) secretFiles() [2]fileState {
+// secretFiles returns the state of the client secret, client key and
+// inbound secret files.
+func (srv *Server) secretFiles() [3]fileState {
 	r := &srv.settings.Load().Route
-	var st [2]fileState
-	for i, path := range []string{r.ClientSecretFile, r.InboundSecretFile} {
+	var st [3]fileState
+	for i, path := range []string{r.ClientSecretFile, r.ClientKeyFile, r.InboundSecretFile} {
 		if info, err := os.Stat(path); path != "" && err == nil {
 			st[i] = fileState{info}
 		}
@@ -131,6 +139,11 @@ func (srv *Server) secretFiles() [2]fileState {
 }
 
 // unchanged reports whether the secret files are as they were seen.
-func unchanged(seen, now [2]fileState) bool {
-	return seen[0].same(now[0]) && seen[1].same(now[1])
+func unchanged(seen, now [3]fileState) bool {
+	for i := range seen {
+		if !seen[i].same(now[i]) {
+			return false
+		}
+	}
+	return true
 }

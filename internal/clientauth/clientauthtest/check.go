@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -81,4 +82,15 @@ func Check(r *http.Request, w Want) (jti string, err error) {
 		return "", fmt.Errorf("jti %q is not 128 random bits or more", c.ID)
 	}
 	return c.ID, nil
+}
+
+// Thumbprint is go-jose's RFC 7638 thumbprint of pub, base64url: the kid
+// an assertion names unless told otherwise.
+func Thumbprint(t testing.TB, pub crypto.PublicKey) string {
+	t.Helper()
+	b, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
 }

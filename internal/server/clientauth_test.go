@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/coop-proxy/coop-proxy/internal/clientauth/clientauthtest"
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+)
+
+// idp is an authorization server taking private_key_jwt: its token
+// endpoint (/token) checks each request's assertion with go-jose against
+// the registered public key and issues a token; its API (/api/...)
+// accepts only tokens it issued since the key was last registered.
+type idp struct {
+	*httptest.Server
+	mu       sync.Mutex
+	pub      crypto.PublicKey
+	alg      string
+	audience string // "": the token endpoint's URL
+	issued   int
+	valid    map[string]bool
+	grants   []string // grant_type of each token request
+	jtis     map[string]bool
+	failures []error
+}
+
+func newIDP(t *testing.T) *idp {
+	p := &idp{valid: map[string]bool{}, jtis: map[string]bool{}}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if r.URL.Path != "/token" {
+			if !p.valid[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			fmt.Fprint(w, `{"ok":true}`)
+			return
+		}
+		_ = r.ParseForm()
+		p.grants = append(p.grants, r.PostForm.Get("grant_type"))
+		aud := p.audience
+		if aud == "" {
+			aud = p.URL + "/token"
+		}
+		jti, err := clientauthtest.Check(r, clientauthtest.Want{Public: p.pub, Alg: p.alg, KeyID: clientauthtest.Thumbprint(t, p.pub),
+			ClientID: "farm-app", Audience: aud, Now: time.Now()})
+		if err == nil && p.jtis[jti] {
+			err = fmt.Errorf("jti %s replayed", jti)
+		}
+		if err != nil {
+			p.failures = append(p.failures, err)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"invalid_client"}`)
+			return
+		}
+		p.jtis[jti] = true
+		p.issued++
+		tok := fmt.Sprintf("at-%d", p.issued)
+		p.valid[tok] = true
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600,"refresh_token":"rt-%d"}`, tok, p.issued)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// register makes pub the client's only key, and forgets every token issued.
+func (p *idp) register(pub crypto.PublicKey, alg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pub, p.alg, p.valid = pub, alg, map[string]bool{}
+}
+
+func (p *idp) checkNoFailures(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, err := range p.failures {
+		t.Error(err)
+	}
+}
+
+// writeKeyFile writes k as PKCS#8 PEM to path, through a rename (as
+// Kubernetes and cert-manager put files in place).
+func writeKeyFile(t *testing.T, path string, k crypto.Signer) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".tmp"
+	writeFile(t, tmp, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jwtSettings(t *testing.T, p *idp, keyFile string, kv ...string) *config.Settings {
+	t.Helper()
+	dir := t.TempDir()
+	env := map[string]string{}
+	kv = append([]string{"UPSTREAM", p.URL, "CLIENT_ID", "farm-app", "AUTH_STYLE", "private_key_jwt", "CLIENT_KEY_FILE", keyFile,
+		"STORE", filepath.Join(dir, "tokens.json"), "LISTEN", "127.0.0.1:0", "ADMIN_LISTEN", "127.0.0.1:0"}, kv...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		env[config.EnvPrefix+kv[i]] = kv[i+1]
+	}
+	s, err := config.Load("test", nil, env, config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// With private_key_jwt, the client-credentials grant, the refresh of a
+// farmer's grant and login's code exchange each authenticate with a fresh
+// assertion go-jose verifies, and never with a secret.
+func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
+	p := newIDP(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p.register(key.Public(), "ES256")
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	writeKeyFile(t, keyFile, key)
+	ctx := context.Background()
+
+	s := jwtSettings(t, p, keyFile)
+	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Cache.Close()
+	if _, err := tk.Cache.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s = jwtSettings(t, p, keyFile, "GRANT", "authorization_code")
+	tk, err = NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Cache.Close()
+	// As login does: OAuthConfig's exchange through TokenHTTPClient.
+	tok, err := OAuthConfig(&s.Route).Exchange(context.WithValue(ctx, oauth2.HTTPClient, TokenHTTPClient(&s.Route)), "the-code")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tokensource.RecordFromToken(tok, nil, time.Now().Add(-2*time.Hour)) // expired: the next use refreshes
+	if _, err := tk.Store.Update(ctx, StoreKey(&s.Route), func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tk.Cache.Token(ctx); err != nil || got.Access() == tok.AccessToken {
+		t.Fatalf("refresh: %v, %v", got, err)
+	}
+
+	p.checkNoFailures(t)
+	if want := "client_credentials authorization_code refresh_token"; strings.Join(p.grants, " ") != want {
+		t.Fatalf("token requests %v, want %s", p.grants, want)
+	}
+}
+
+// CLIENT_ASSERTION_AUDIENCE replaces the token endpoint as aud, and
+// CLIENT_KEY_ID the thumbprint as kid.
+func TestTheAssertionAudienceAndKeyIDSettings(t *testing.T) {
+	p := newIDP(t)
+	p.audience = "https://idp.example.com/realms/farm"
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	p.register(key.Public(), "EdDSA")
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	writeKeyFile(t, keyFile, key)
+	s := jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience)
+	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Cache.Close()
+	if _, err := tk.Cache.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.checkNoFailures(t)
+
+	// A kid the provider does not know is what the provider sees.
+	s = jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience, "CLIENT_KEY_ID", "key-2026")
+	tk, err = NewTokens(&s.Route, s.Store+"2", zap.NewNop(), TokenOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Cache.Close()
+	if _, err := tk.Cache.Token(context.Background()); err == nil {
+		t.Fatal("a kid other than the thumbprint passed the check")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failures) != 1 || !strings.Contains(p.failures[0].Error(), `kid "key-2026"`) {
+		t.Fatalf("failures %v", p.failures)
+	}
+}
+
+// A key file rotated in place is read again (as a secret file is), and the
+// next token request is signed with the new key: the old key, no longer
+// registered, is never tried again once the reload is in.
+func TestARotatedKeyFileIsUsedWithoutARestart(t *testing.T) {
+	p := newIDP(t)
+	old, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p.register(old.Public(), "ES256")
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	writeKeyFile(t, keyFile, old)
+	s := jwtSettings(t, p, keyFile)
+	r := start(t, s, Options{WatchEvery: 10 * time.Millisecond, Reread: func() (*config.Settings, error) {
+		return config.Load("test", nil, envOf(s, keyFile, p), config.Everything)
+	}})
+	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+
+	_, next, _ := ed25519.GenerateKey(rand.Reader)
+	p.register(next.Public(), "EdDSA") // the old key and its tokens are revoked
+	writeKeyFile(t, keyFile, next)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(r.logs.String(), `"client_key_changed":true`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotated key file was not reloaded:\n%s", r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
+		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
+	}
+	p.checkNoFailures(t)
+}
+
+// envOf is the environment jwtSettings loaded s from.
+func envOf(s *config.Settings, keyFile string, p *idp) map[string]string {
+	return map[string]string{config.EnvPrefix + "UPSTREAM": p.URL, config.EnvPrefix + "CLIENT_ID": "farm-app",
+		config.EnvPrefix + "AUTH_STYLE": "private_key_jwt", config.EnvPrefix + "CLIENT_KEY_FILE": keyFile,
+		config.EnvPrefix + "STORE": s.Store, config.EnvPrefix + "LISTEN": "127.0.0.1:0", config.EnvPrefix + "ADMIN_LISTEN": "127.0.0.1:0"}
+}
+
+// client_secret_basic (and basic) form-encode the id and secret before
+// Basic, as RFC 6749 §2.3.1 requires (a ':' in the id would otherwise end
+// it); client_secret_post (and body) send them as they are in the form.
+func TestSecretStylesSendTheCredentialsAsRFC6749Says(t *testing.T) {
+	const id, secret = "Brent's: 100% + cron ü", "s:e%c+r e/ẞ=\"x"
+	var got *http.Request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		got = r
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"at","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer srv.Close()
+	for _, style := range []string{"client_secret_basic", "basic", "client_secret_post", "body"} {
+		env := map[string]string{config.EnvPrefix + "UPSTREAM": srv.URL, config.EnvPrefix + "CLIENT_ID": id,
+			config.EnvPrefix + "CLIENT_SECRET": secret, config.EnvPrefix + "AUTH_STYLE": style,
+			config.EnvPrefix + "STORE": filepath.Join(t.TempDir(), "tokens.json")}
+		s, err := config.Load("test", nil, env, config.Needs{Client: true, Store: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tk.Cache.Token(context.Background()); err != nil {
+			t.Fatalf("%s: %v", style, err)
+		}
+		tk.Cache.Close()
+		user, pass, basic := got.BasicAuth()
+		if strings.HasSuffix(style, "basic") {
+			u, err1 := url.QueryUnescape(user)
+			pw, err2 := url.QueryUnescape(pass)
+			if !basic || err1 != nil || err2 != nil || u != id || pw != secret || strings.ContainsAny(user, ": ") {
+				t.Errorf("%s: Basic user %q password %q", style, user, pass)
+			}
+			if got.PostForm.Has("client_secret") {
+				t.Errorf("%s: the secret was in the form too", style)
+			}
+			continue
+		}
+		if basic || got.PostForm.Get("client_id") != id || got.PostForm.Get("client_secret") != secret {
+			t.Errorf("%s: Basic %v, form %v", style, basic, got.PostForm)
+		}
+	}
+}
