@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,32 +50,36 @@ type Settings struct {
 // Route is one upstream API, the grant that gets its tokens, and the
 // listener its callers reach it on.
 type Route struct {
-	Upstream                string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
-	TokenURL                string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
-	AuthorizeURL            string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
-	Grant                   Grant         `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
-	ClientID                string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
-	ClientSecret            redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
-	ClientSecretFile        string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
-	Scopes                  Scopes        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
-	AuthStyle               AuthStyle     `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how the client authenticates to the token endpoint: body (works with every COOP client id), basic, auto, client_secret_basic (basic), client_secret_post (body) or private_key_jwt"`
-	ClientKeyFile           string        `env:"CLIENT_KEY_FILE" flag:"client-key-file" help:"private_key_jwt: file holding the client's private key, PEM (RSA of 2048 bits or more, EC P-256 or Ed25519)"`
-	ClientKeyID             string        `env:"CLIENT_KEY_ID" flag:"client-key-id" help:"private_key_jwt: the kid the assertion names (default: the key's RFC 7638 JWK thumbprint)"`
-	ClientAssertionAudience string        `env:"CLIENT_ASSERTION_AUDIENCE" flag:"client-assertion-audience" help:"private_key_jwt: the assertion's aud (default: the token endpoint's URL; some providers want their issuer)"`
-	// ClientKey is the key read from ClientKeyFile by Load, not a setting
-	// of its own: a key is never given in a flag or the environment.
-	ClientKey                   *clientauth.Key `env:"-"`
-	Listen                      string          `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
-	InboundSecret               redact.Secret   `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
-	InboundSecretFile           string          `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
-	AllowUnauthenticatedCallers bool            `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
-	RefreshMargin               time.Duration   `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
-	RetryBodyLimit              int64           `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token; 0: never resend a request with a body"`
-	UpstreamTimeout             time.Duration   `env:"UPSTREAM_TIMEOUT" envDefault:"30s" flag:"upstream-timeout" help:"longest wait for COOP's response headers; then 504"`
-	RequestTimeout              time.Duration   `env:"REQUEST_TIMEOUT" envDefault:"2m" flag:"request-timeout" help:"longest a whole request may take, body included; then 504 (or the connection is cut mid-answer)"`
-	MaxBodyBytes                int64           `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
-	MaxUpstreamConns            int             `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
-	RedirectURI                 string          `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
+	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
+	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
+	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
+	Grant                       Grant         `env:"GRANT" envDefault:"client_credentials" flag:"grant" help:"client_credentials (the application's own token) or authorization_code (a farmer's grant from 'coop-proxy login')"`
+	ClientID                    string        `env:"CLIENT_ID" flag:"client-id" help:"the application's client id, as registered on COOP (its name, e.g. \"Brent's Lazy CRON Job\")"`
+	ClientSecret                redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
+	ClientSecretFile            string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
+	Scopes                      Scopes        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
+	AuthStyle                   AuthStyle     `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how the client authenticates to the token endpoint: body (works with every COOP client id), basic, auto, client_secret_basic (basic), client_secret_post (body), private_key_jwt, tls_client_auth or self_signed_tls_client_auth"`
+	ClientKeyFile               string        `env:"CLIENT_KEY_FILE" flag:"client-key-file" help:"private_key_jwt and the TLS styles: file holding the client's private key, PEM (for private_key_jwt: RSA of 2048 bits or more, EC P-256 or Ed25519)"`
+	ClientKeyID                 string        `env:"CLIENT_KEY_ID" flag:"client-key-id" help:"private_key_jwt: the kid the assertion names (default: the key's RFC 7638 JWK thumbprint)"`
+	ClientAssertionAudience     string        `env:"CLIENT_ASSERTION_AUDIENCE" flag:"client-assertion-audience" help:"private_key_jwt: the assertion's aud (default: the token endpoint's URL; some providers want their issuer)"`
+	ClientCertFile              string        `env:"CLIENT_CERT_FILE" flag:"client-cert-file" help:"tls_client_auth, self_signed_tls_client_auth: file holding the client's certificate (chain), PEM; its key in CLIENT_KEY_FILE"`
+	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
+	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
+	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
+	AllowUnauthenticatedCallers bool          `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
+	RefreshMargin               time.Duration `env:"REFRESH_MARGIN" envDefault:"5m" flag:"refresh-margin" help:"renew a token this long before it expires (at most half its lifetime)"`
+	RetryBodyLimit              int64         `env:"RETRY_BODY_LIMIT" envDefault:"1048576" flag:"retry-body-limit" help:"largest request body (bytes) kept to resend after COOP rejects a token; 0: never resend a request with a body"`
+	UpstreamTimeout             time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s" flag:"upstream-timeout" help:"longest wait for COOP's response headers; then 504"`
+	RequestTimeout              time.Duration `env:"REQUEST_TIMEOUT" envDefault:"2m" flag:"request-timeout" help:"longest a whole request may take, body included; then 504 (or the connection is cut mid-answer)"`
+	MaxBodyBytes                int64         `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
+	MaxUpstreamConns            int           `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
+	RedirectURI                 string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
+
+	// ClientKey (private_key_jwt) and ClientCert (the TLS styles) are read
+	// from ClientKeyFile and ClientCertFile by Load, not settings of their
+	// own: a key is never given in a flag or the environment.
+	ClientKey  *clientauth.Key  `env:"-"`
+	ClientCert *tls.Certificate `env:"-"`
 }
 
 // Needs says which settings a command uses, and so which are required and
@@ -164,10 +169,15 @@ func (s *Settings) resolve(need Needs, p *Problems) {
 		p.add(err)
 		r.ClientSecret = secret
 	}
-	if need.Client && !r.AuthStyle.UsesSecret() {
+	if need.Client && r.AuthStyle == AuthPrivateKeyJWT {
 		key, err := readKey(r.ClientKeyFile)
 		p.add(err)
 		r.ClientKey = key
+	}
+	if need.Client && r.AuthStyle.UsesCertificate() {
+		cert, err := readCertificate(r.ClientCertFile, r.ClientKeyFile)
+		p.add(err)
+		r.ClientCert = cert
 	}
 	if need.Listen {
 		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
@@ -215,19 +225,53 @@ func readKey(file string) (*clientauth.Key, error) {
 	if file == "" {
 		return nil, problem("ClientKeyFile", "no client key: set it to the PEM file of the private key whose public key is registered with the provider")
 	}
-	b, err := readBounded(file)
+	b, err := readCredentialFile("ClientKeyFile", "key", file)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("%s: %v", pe.Path, pe.Err)
-		}
-		return nil, problem("ClientKeyFile", "cannot read the key file: %v", err)
+		return nil, err
 	}
 	key, err := clientauth.ParseKey(b)
 	if err != nil {
 		return nil, problem("ClientKeyFile", "%s %v", file, err)
 	}
 	return key, nil
+}
+
+// readCertificate reads the client's TLS certificate and its key, for
+// the mutual-TLS styles (RFC 8705 §2).
+func readCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	if certFile == "" {
+		return nil, problem("ClientCertFile", "no client certificate: set it to the PEM file of the certificate registered with the provider")
+	}
+	if keyFile == "" {
+		return nil, problem("ClientKeyFile", "no client key: set it to the PEM file of the certificate's private key")
+	}
+	certPEM, err := readCredentialFile("ClientCertFile", "certificate", certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readCredentialFile("ClientKeyFile", "key", keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := clientauth.LoadCertificate(certPEM, keyPEM, time.Now())
+	if err != nil {
+		return nil, problem("ClientCertFile", "%s with the key %s: %v", certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+// readCredentialFile reads a key or certificate file, bounded as a secret
+// file is; the problem names the field's setting and the file.
+func readCredentialFile(field, what, file string) ([]byte, error) {
+	b, err := readBounded(file)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %v", pe.Path, pe.Err)
+		}
+		return nil, problem(field, "cannot read the %s file: %v", what, err)
+	}
+	return b, nil
 }
 
 // maxSecretFile bounds what is read of a secret file: a secret is a line.

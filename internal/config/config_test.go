@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/coop-proxy/coop-proxy/internal/clientauth/clientauthtest"
 )
 
 func load(t *testing.T, args []string, env map[string]string, need Needs) (*Settings, error) {
@@ -50,7 +52,7 @@ func TestFlagsOverrideTheEnvironment(t *testing.T) {
 func TestTypedSettingsRejectUnknownValuesWhileParsing(t *testing.T) {
 	for _, tt := range []struct{ env, value, want string }{
 		{"GRANT", "password", `COOP_PROXY_GRANT (--grant): "password" is not client_credentials or authorization_code`},
-		{"AUTH_STYLE", "header", `COOP_PROXY_AUTH_STYLE (--auth-style): "header" is not body, basic, auto, client_secret_basic, client_secret_post or private_key_jwt`},
+		{"AUTH_STYLE", "header", `COOP_PROXY_AUTH_STYLE (--auth-style): "header" is not body, basic, auto, client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth or self_signed_tls_client_auth`},
 		{"LOG_FORMAT", "xml", `COOP_PROXY_LOG_FORMAT (--log-format): "xml" is not json or console`},
 		{"LOG_LEVEL", "panic", `COOP_PROXY_LOG_LEVEL (--log-level): "panic" is not debug, info, warn or error`},
 		{"UPSTREAM_TIMEOUT", "forever", `COOP_PROXY_UPSTREAM_TIMEOUT (--upstream-timeout): "forever" is not a duration`},
@@ -276,9 +278,10 @@ func TestPrivateKeyJWTReadsTheKeyFileAndWantsNoSecret(t *testing.T) {
 		{with("CLIENT_KEY_FILE", smallFile), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): " + smallFile + " is an RSA key of 1024 bits"},
 		{with("CLIENT_SECRET", "s"), "COOP_PROXY_CLIENT_SECRET: not used with AUTH_STYLE=private_key_jwt"},
 		{with("CLIENT_SECRET_FILE", keyFile), "COOP_PROXY_CLIENT_SECRET_FILE (--client-secret-file): not used with AUTH_STYLE=private_key_jwt"},
-		{with("AUTH_STYLE", "client_secret_post", "CLIENT_SECRET", "s"), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): only used with AUTH_STYLE=private_key_jwt, not AUTH_STYLE=client_secret_post"},
+		{with("AUTH_STYLE", "client_secret_post", "CLIENT_SECRET", "s"), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): only used with AUTH_STYLE=private_key_jwt, tls_client_auth or self_signed_tls_client_auth, not AUTH_STYLE=client_secret_post"},
 		{with("AUTH_STYLE", "body", "CLIENT_SECRET", "s", "CLIENT_KEY_FILE", "", "CLIENT_KEY_ID", "k"), "COOP_PROXY_CLIENT_KEY_ID (--client-key-id): only used with AUTH_STYLE=private_key_jwt"},
 		{with("AUTH_STYLE", "basic", "CLIENT_SECRET", "s", "CLIENT_KEY_FILE", "", "CLIENT_ASSERTION_AUDIENCE", "x"), "COOP_PROXY_CLIENT_ASSERTION_AUDIENCE (--client-assertion-audience): only used with"},
+		{with("CLIENT_CERT_FILE", keyFile), "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): only used with AUTH_STYLE=tls_client_auth or self_signed_tls_client_auth, not AUTH_STYLE=private_key_jwt"},
 	} {
 		s, err := load(t, nil, tt.env, Everything)
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
@@ -291,5 +294,55 @@ func TestPrivateKeyJWTReadsTheKeyFileAndWantsNoSecret(t *testing.T) {
 	// Commands that use no client read no key.
 	if _, err := load(t, nil, with("CLIENT_KEY_FILE", "/nonexistent"), Needs{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTLSClientAuthReadsTheCertificateAndItsKey(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name string, b []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	now := time.Now()
+	certPEM, keyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-time.Hour), now.Add(time.Hour))
+	cert, key := file("cert.pem", certPEM), file("key.pem", keyPEM)
+	_, otherKeyPEM := clientauthtest.SelfSigned(t, "other", now.Add(-time.Hour), now.Add(time.Hour))
+	otherKey := file("other.pem", otherKeyPEM)
+	oldPEM, oldKeyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	old, oldKey := file("old.pem", oldPEM), file("oldkey.pem", oldKeyPEM)
+
+	for _, style := range []string{"tls_client_auth", "self_signed_tls_client_auth"} {
+		s, err := load(t, nil, map[string]string{"CLIENT_ID": "app", "AUTH_STYLE": style, "CLIENT_CERT_FILE": cert, "CLIENT_KEY_FILE": key}, Everything)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.Route.ClientCert; c == nil || c.Leaf.Subject.CommonName != "farm-app" || s.Route.ClientKey != nil || s.Route.ClientSecret != "" {
+			t.Fatalf("%s: %+v", style, s.Route)
+		}
+	}
+	for _, tt := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"CLIENT_KEY_FILE", key}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): no client certificate"},
+		{[]string{"CLIENT_CERT_FILE", cert}, "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): no client key"},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", otherKey}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): " + cert + " with the key " + otherKey + ": tls: private key does not match public key"},
+		{[]string{"CLIENT_CERT_FILE", old, "CLIENT_KEY_FILE", oldKey}, "the certificate expired on"},
+		{[]string{"CLIENT_CERT_FILE", key, "CLIENT_KEY_FILE", key}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): " + key + " with the key"},
+		{[]string{"CLIENT_CERT_FILE", filepath.Join(dir, "none"), "CLIENT_KEY_FILE", key}, "cannot read the certificate file: " + filepath.Join(dir, "none")},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", key, "CLIENT_KEY_ID", "k"}, "COOP_PROXY_CLIENT_KEY_ID (--client-key-id): only used with AUTH_STYLE=private_key_jwt, not AUTH_STYLE=tls_client_auth"},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", key, "CLIENT_SECRET", "s"}, "COOP_PROXY_CLIENT_SECRET: not used with AUTH_STYLE=tls_client_auth"},
+	} {
+		env := map[string]string{"CLIENT_ID": "app", "AUTH_STYLE": "tls_client_auth"}
+		for i := 0; i < len(tt.env); i += 2 {
+			env[tt.env[i]] = tt.env[i+1]
+		}
+		_, err := load(t, nil, env, Everything)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), string(keyPEM[40:60])) {
+			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
+		}
 	}
 }

@@ -54,10 +54,19 @@ const (
 	// AuthPrivateKeyJWT sends no secret: a JWT signed with the client's
 	// private key instead (RFC 7523 §2.2, OpenID Connect Core §9).
 	AuthPrivateKeyJWT AuthStyle = "private_key_jwt"
+	// AuthTLSClientAuth sends no secret: the TLS connection to the token
+	// endpoint presents the client's certificate, issued by a CA the
+	// provider trusts (RFC 8705 §2.1).
+	AuthTLSClientAuth AuthStyle = "tls_client_auth"
+	// AuthSelfSignedTLSClientAuth is AuthTLSClientAuth with a self-signed
+	// certificate registered with the provider (RFC 8705 §2.2); the
+	// client does the same, the provider checks differently.
+	AuthSelfSignedTLSClientAuth AuthStyle = "self_signed_tls_client_auth"
 )
 
 // authStyles are the values AUTH_STYLE takes, in the order its refusal lists them.
-var authStyles = []AuthStyle{AuthBody, AuthBasic, AuthAuto, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT}
+var authStyles = []AuthStyle{AuthBody, AuthBasic, AuthAuto, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT,
+	AuthTLSClientAuth, AuthSelfSignedTLSClientAuth}
 
 // UnmarshalText accepts only the known styles.
 func (a *AuthStyle) UnmarshalText(b []byte) error {
@@ -65,16 +74,17 @@ func (a *AuthStyle) UnmarshalText(b []byte) error {
 		*a = v
 		return nil
 	}
-	names := make([]string, len(authStyles))
-	for i, v := range authStyles {
-		names[i] = string(v)
-	}
-	return &valueError{fmt.Sprintf("%q is not %s or %s", b, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])}
+	return &valueError{fmt.Sprintf("%q is not %s", b, orList(authStyles))}
 }
 
 // UsesSecret reports whether the style sends a client secret; the others
 // authenticate with the client's key.
-func (a AuthStyle) UsesSecret() bool { return a != AuthPrivateKeyJWT }
+func (a AuthStyle) UsesSecret() bool { return a != AuthPrivateKeyJWT && !a.UsesCertificate() }
+
+// UsesCertificate reports whether the style is mutual TLS (RFC 8705 §2).
+func (a AuthStyle) UsesCertificate() bool {
+	return a == AuthTLSClientAuth || a == AuthSelfSignedTLSClientAuth
+}
 
 // LogFormat is how log lines are written.
 type LogFormat string

@@ -1,12 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -303,5 +306,123 @@ func TestSecretStylesSendTheCredentialsAsRFC6749Says(t *testing.T) {
 		if basic || got.PostForm.Get("client_id") != id || got.PostForm.Get("client_secret") != secret {
 			t.Errorf("%s: Basic %v, form %v", style, basic, got.PostForm)
 		}
+	}
+}
+
+// mtlsChildEnv marks the process TestTLSClientAuthFollowsARotatedCertificate
+// runs itself in.
+const mtlsChildEnv = "COOP_PROXY_TEST_MTLS_CHILD"
+
+// With tls_client_auth, every token request goes out on a connection
+// presenting the client's certificate, and a certificate and key rotated
+// on disk (as cert-manager does) are presented from then on, without a
+// restart. The token client trusts the system's roots only, and Go reads
+// them once per process: the test runs itself again with SSL_CERT_FILE
+// naming the test server's certificate (httptest's, the same in every
+// process).
+func TestTLSClientAuthFollowsARotatedCertificate(t *testing.T) {
+	if os.Getenv(mtlsChildEnv) == "" {
+		probe := httptest.NewTLSServer(http.NotFoundHandler())
+		ca := filepath.Join(t.TempDir(), "ca.pem")
+		writeFile(t, ca, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: probe.Certificate().Raw})))
+		probe.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTLSClientAuthFollowsARotatedCertificate$", "-test.v")
+		cmd.Env = append(os.Environ(), mtlsChildEnv+"=1", "SSL_CERT_FILE="+ca, "SSL_CERT_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestTLSClientAuthFollowsARotatedCertificate") {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return
+	}
+
+	var mu sync.Mutex
+	var registered []byte // the client certificate the provider knows (RFC 8705 §2.2)
+	valid := map[string]bool{}
+	issued := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path != "/token" {
+			if !valid[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			fmt.Fprint(w, `{"ok":true}`)
+			return
+		}
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		_, _, basic := r.BasicAuth()
+		if len(r.TLS.PeerCertificates) == 0 || !bytes.Equal(r.TLS.PeerCertificates[0].Raw, registered) ||
+			r.PostForm.Get("client_id") != "farm-app" || r.PostForm.Has("client_secret") || basic {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"invalid_client"}`)
+			return
+		}
+		issued++
+		tok := fmt.Sprintf("at-%d", issued)
+		valid[tok] = true
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
+	defer srv.Close()
+
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	// Key, then certificate, each through a rename: a reload between the
+	// two sees a pair that does not match, fails, and the next one takes it.
+	put := func(certPEM, keyPEM []byte) {
+		for _, f := range []struct {
+			path string
+			b    []byte
+		}{{keyFile, keyPEM}, {certFile, certPEM}} {
+			writeFile(t, f.path+".tmp", string(f.b))
+			if err := os.Rename(f.path+".tmp", f.path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	register := func(certPEM []byte) {
+		b, _ := pem.Decode(certPEM)
+		mu.Lock()
+		defer mu.Unlock()
+		registered, valid = b.Bytes, map[string]bool{}
+	}
+	now := time.Now()
+	certPEM, keyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-time.Hour), now.Add(time.Hour))
+	register(certPEM)
+	put(certPEM, keyPEM)
+
+	env := map[string]string{}
+	for k, v := range map[string]string{"UPSTREAM": srv.URL, "CLIENT_ID": "farm-app", "AUTH_STYLE": "self_signed_tls_client_auth",
+		"CLIENT_CERT_FILE": certFile, "CLIENT_KEY_FILE": keyFile, "STORE": filepath.Join(dir, "tokens.json"),
+		"LISTEN": "127.0.0.1:0", "ADMIN_LISTEN": "127.0.0.1:0"} {
+		env[config.EnvPrefix+k] = v
+	}
+	s, err := config.Load("test", nil, env, config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, s, Options{WatchEvery: 10 * time.Millisecond, Reread: func() (*config.Settings, error) {
+		return config.Load("test", nil, env, config.Everything)
+	}})
+	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
+		t.Fatalf("%d %s\n%s", code, body, r.logs.String())
+	}
+
+	certPEM, keyPEM = clientauthtest.SelfSigned(t, "farm-app", now.Add(-time.Hour), now.Add(time.Hour))
+	register(certPEM) // the old certificate and its tokens are revoked
+	put(certPEM, keyPEM)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(r.logs.String(), `"client_key_changed":true`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotated certificate was not reloaded:\n%s", r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
+		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
 	}
 }

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -73,6 +76,7 @@ func (srv *Server) Reload(next *config.Settings) {
 	if next.Route.AuthStyle == cur.Route.AuthStyle {
 		applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
 		applied.Route.ClientKey, applied.Route.ClientKeyFile = next.Route.ClientKey, next.Route.ClientKeyFile
+		applied.Route.ClientCert, applied.Route.ClientCertFile = next.Route.ClientCert, next.Route.ClientCertFile
 	}
 	// An inbound secret in effect is never switched off by a reload: the
 	// listener it guards is the one in effect. Settings without one (the
@@ -84,7 +88,8 @@ func (srv *Server) Reload(next *config.Settings) {
 
 	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret
 	// A key's String is its algorithm and public key thumbprint.
-	keyChanged := applied.Route.ClientKey.String() != cur.Route.ClientKey.String()
+	keyChanged := applied.Route.ClientKey.String() != cur.Route.ClientKey.String() ||
+		!sameCertificate(applied.Route.ClientCert, cur.Route.ClientCert)
 	if secretChanged || keyChanged {
 		// The grant keeps its client id, token URL and scopes (its store
 		// key): only its credential changes.
@@ -111,6 +116,15 @@ func (srv *Server) Reload(next *config.Settings) {
 	}
 }
 
+// sameCertificate reports whether a and b are the same chain. Their keys
+// need no comparing: the load checks that a key is its certificate's.
+func sameCertificate(a, b *tls.Certificate) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.EqualFunc(a.Certificate, b.Certificate, bytes.Equal)
+}
+
 // fileState is what tells that a file changed: its size, time and identity
 // (a file put in its place, as Kubernetes swaps a Secret volume's link, or
 // `cp -p` keeping the time, is another file).
@@ -125,12 +139,12 @@ func (a fileState) same(b fileState) bool {
 	return a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime()) && os.SameFile(a.info, b.info)
 }
 
-// secretFiles returns the state of the client secret, client key and
-// inbound secret files.
-func (srv *Server) secretFiles() [3]fileState {
+// secretFiles returns the state of the client secret, client key, client
+// certificate and inbound secret files.
+func (srv *Server) secretFiles() [4]fileState {
 	r := &srv.settings.Load().Route
-	var st [3]fileState
-	for i, path := range []string{r.ClientSecretFile, r.ClientKeyFile, r.InboundSecretFile} {
+	var st [4]fileState
+	for i, path := range []string{r.ClientSecretFile, r.ClientKeyFile, r.ClientCertFile, r.InboundSecretFile} {
 		if info, err := os.Stat(path); path != "" && err == nil {
 			st[i] = fileState{info}
 		}
@@ -139,7 +153,7 @@ func (srv *Server) secretFiles() [3]fileState {
 }
 
 // unchanged reports whether the secret files are as they were seen.
-func unchanged(seen, now [3]fileState) bool {
+func unchanged(seen, now [4]fileState) bool {
 	for i := range seen {
 		if !seen[i].same(now[i]) {
 			return false

@@ -112,8 +112,9 @@ func OAuthConfig(r *config.Route) *oauth2.Config {
 
 // authStyle maps the auth-style setting to x/oauth2's. COOP does not
 // URL-decode Basic credentials (coop-api.md), so "body" is the default.
-// private_key_jwt sends the client id in the form too, with no secret (the
-// route has none) and the assertion TokenHTTPClient adds beside it.
+// private_key_jwt and the TLS styles send the client id in the form too,
+// with no secret (the route has none): TokenHTTPClient adds the assertion
+// or presents the certificate.
 func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 	switch s {
 	case config.AuthBasic, config.AuthClientSecretBasic:
@@ -135,14 +136,22 @@ func TokenHTTPClient(r *config.Route) *http.Client {
 
 // clientAuth is what the route's auth style adds to the transport to the
 // token endpoint: with private_key_jwt, a fresh client assertion on every
-// request (RFC 7523 §2.2); the secret styles are x/oauth2's (authStyle).
+// request (RFC 7523 §2.2); with the TLS styles, the client certificate on
+// every connection (RFC 8705 §2). The secret styles are x/oauth2's
+// (authStyle).
 func clientAuth(r *config.Route) func(*http.Transport) http.RoundTripper {
-	if r.AuthStyle != config.AuthPrivateKeyJWT {
-		return nil
+	switch {
+	case r.AuthStyle == config.AuthPrivateKeyJWT:
+		return func(tr *http.Transport) http.RoundTripper {
+			return &clientauth.AssertionTransport{Base: tr, Key: r.ClientKey, KeyID: r.ClientKeyID, ClientID: r.ClientID, Audience: r.ClientAssertionAudience}
+		}
+	case r.AuthStyle.UsesCertificate():
+		return func(tr *http.Transport) http.RoundTripper {
+			clientauth.PresentCertificate(tr, r.ClientCert)
+			return tr
+		}
 	}
-	return func(tr *http.Transport) http.RoundTripper {
-		return &clientauth.AssertionTransport{Base: tr, Key: r.ClientKey, KeyID: r.ClientKeyID, ClientID: r.ClientID, Audience: r.ClientAssertionAudience}
-	}
+	return nil
 }
 
 // newGrant builds the route's grant.
