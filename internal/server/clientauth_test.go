@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,10 +25,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/internal/clientauth/clientauthtest"
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/login"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -166,11 +167,21 @@ func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tk.Cache.Close()
-	// As login does: OAuthConfig's exchange through TokenHTTPClient.
-	tok, err := OAuthConfig(&s.Route).Exchange(context.WithValue(ctx, oauth2.HTTPClient, TokenHTTPClient(&s.Route)), "the-code")
+	// The login, as `coop-proxy login --paste` runs it.
+	in, paste := io.Pipe()
+	defer paste.Close()
+	out := writerFunc(func(b []byte) (int, error) {
+		if _, after, ok := strings.Cut(string(b), "state="); ok {
+			state, _, _ := strings.Cut(strings.TrimSpace(after), "&")
+			go fmt.Fprintf(paste, "%s?code=the-code&state=%s\n", s.Route.RedirectURI, state)
+		}
+		return len(b), nil
+	})
+	res, err := login.Run(ctx, login.Config{OAuth: *OAuthConfig(&s.Route), HTTPClient: TokenHTTPClient(&s.Route), Paste: true, In: in, Out: out, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok := res.Token
 	rec := tokensource.RecordFromToken(tok, nil, time.Now().Add(-2*time.Hour)) // expired: the next use refreshes
 	if _, err := tk.Store.Update(ctx, StoreKey(&s.Route), func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		t.Fatal(err)
@@ -426,3 +437,7 @@ func TestTLSClientAuthFollowsARotatedCertificate(t *testing.T) {
 		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
 	}
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
