@@ -86,7 +86,7 @@ func ParseKey(data []byte) (*Key, error) {
 	}
 	if err != nil {
 		// x509's messages describe the structure, never the key material.
-		return nil, fmt.Errorf("its %s block does not parse: %v", found.Type, err)
+		return nil, fmt.Errorf("has a %s block that does not parse: %v", found.Type, err)
 	}
 	return newKey(k)
 }

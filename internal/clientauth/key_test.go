@@ -88,7 +88,7 @@ func TestParseKeyRefusesOtherKeysInOneLineWithoutTheirBytes(t *testing.T) {
 		{"public key", pemOf("PUBLIC KEY", pubDER), "holds no PEM private key"},
 		{"not PEM", []byte("-----BEGIN nothing"), "holds no PEM private key"},
 		{"two keys", append(pkcs8(t, testKeys()[ES256]), pkcs8(t, testKeys()[EdDSA])...), "holds more than one private key"},
-		{"broken DER", pemOf("PRIVATE KEY", []byte("MIIEvgIBADANBgkqhkiG9w0BAQEFAASC")), "its PRIVATE KEY block does not parse"},
+		{"broken DER", pemOf("PRIVATE KEY", []byte("MIIEvgIBADANBgkqhkiG9w0BAQEFAASC")), "has a PRIVATE KEY block that does not parse"},
 	} {
 		_, err := ParseKey(tt.pem)
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
