@@ -124,12 +124,13 @@ func writeKeyFile(t *testing.T, path string, k crypto.Signer) {
 	}
 }
 
-func jwtSettings(t *testing.T, p *idp, keyFile string, kv ...string) *config.Settings {
+// jwtSettings loads the settings of a private_key_jwt client of p, and
+// returns the environment they were loaded from.
+func jwtSettings(t *testing.T, p *idp, keyFile string, kv ...string) (*config.Settings, map[string]string) {
 	t.Helper()
-	dir := t.TempDir()
 	env := map[string]string{}
 	kv = append([]string{"UPSTREAM", p.URL, "CLIENT_ID", "farm-app", "AUTH_STYLE", "private_key_jwt", "CLIENT_KEY_FILE", keyFile,
-		"STORE", filepath.Join(dir, "tokens.json"), "LISTEN", "127.0.0.1:0", "ADMIN_LISTEN", "127.0.0.1:0"}, kv...)
+		"STORE", filepath.Join(t.TempDir(), "tokens.json"), "LISTEN", "127.0.0.1:0", "ADMIN_LISTEN", "127.0.0.1:0"}, kv...)
 	for i := 0; i+1 < len(kv); i += 2 {
 		env[config.EnvPrefix+kv[i]] = kv[i+1]
 	}
@@ -137,7 +138,7 @@ func jwtSettings(t *testing.T, p *idp, keyFile string, kv ...string) *config.Set
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, env
 }
 
 // With private_key_jwt, the client-credentials grant, the refresh of a
@@ -151,7 +152,7 @@ func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
 	writeKeyFile(t, keyFile, key)
 	ctx := context.Background()
 
-	s := jwtSettings(t, p, keyFile)
+	s, _ := jwtSettings(t, p, keyFile)
 	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = jwtSettings(t, p, keyFile, "GRANT", "authorization_code")
+	s, _ = jwtSettings(t, p, keyFile, "GRANT", "authorization_code")
 	tk, err = NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +206,7 @@ func TestTheAssertionAudienceAndKeyIDSettings(t *testing.T) {
 	p.register(key.Public(), "EdDSA")
 	keyFile := filepath.Join(t.TempDir(), "key.pem")
 	writeKeyFile(t, keyFile, key)
-	s := jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience)
+	s, _ := jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience)
 	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -217,8 +218,8 @@ func TestTheAssertionAudienceAndKeyIDSettings(t *testing.T) {
 	p.checkNoFailures(t)
 
 	// A kid the provider does not know is what the provider sees.
-	s = jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience, "CLIENT_KEY_ID", "key-2026")
-	tk, err = NewTokens(&s.Route, s.Store+"2", zap.NewNop(), TokenOptions{}, nil)
+	s, _ = jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience, "CLIENT_KEY_ID", "key-2026")
+	tk, err = NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,9 +243,9 @@ func TestARotatedKeyFileIsUsedWithoutARestart(t *testing.T) {
 	p.register(old.Public(), "ES256")
 	keyFile := filepath.Join(t.TempDir(), "key.pem")
 	writeKeyFile(t, keyFile, old)
-	s := jwtSettings(t, p, keyFile)
+	s, env := jwtSettings(t, p, keyFile)
 	r := start(t, s, Options{WatchEvery: 10 * time.Millisecond, Reread: func() (*config.Settings, error) {
-		return config.Load("test", nil, envOf(s, keyFile, p), config.Everything)
+		return config.Load("test", nil, env, config.Everything)
 	}})
 	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
 		t.Fatalf("%d %s", code, body)
@@ -264,13 +265,6 @@ func TestARotatedKeyFileIsUsedWithoutARestart(t *testing.T) {
 		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
 	}
 	p.checkNoFailures(t)
-}
-
-// envOf is the environment jwtSettings loaded s from.
-func envOf(s *config.Settings, keyFile string, p *idp) map[string]string {
-	return map[string]string{config.EnvPrefix + "UPSTREAM": p.URL, config.EnvPrefix + "CLIENT_ID": "farm-app",
-		config.EnvPrefix + "AUTH_STYLE": "private_key_jwt", config.EnvPrefix + "CLIENT_KEY_FILE": keyFile,
-		config.EnvPrefix + "STORE": s.Store, config.EnvPrefix + "LISTEN": "127.0.0.1:0", config.EnvPrefix + "ADMIN_LISTEN": "127.0.0.1:0"}
 }
 
 // client_secret_basic (and basic) form-encode the id and secret before
