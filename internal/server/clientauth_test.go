@@ -435,3 +435,41 @@ func TestTLSClientAuthFollowsARotatedCertificate(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// A reload that switches AUTH_STYLE to private_key_jwt changes nothing
+// until a restart: the secret in effect goes on being sent, and the key
+// is not half-applied under the old style.
+func TestAReloadToAnotherKindOfCredentialWaitsForARestart(t *testing.T) {
+	f := newFarm(t)
+	s := f.settings(t)
+	r := start(t, s, Options{})
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFile := filepath.Join(f.dir, "key.pem")
+	writeKeyFile(t, keyFile, key)
+	env := f.environ("AUTH_STYLE", "private_key_jwt", "CLIENT_KEY_FILE", keyFile)
+	delete(env, config.EnvPrefix+"CLIENT_SECRET_FILE")
+	next, err := config.Load("test", nil, env, config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv.Reload(next)
+	if in := r.srv.settings.Load().Route; in.AuthStyle != config.AuthBody || in.ClientKey != nil || in.ClientSecret == "" {
+		t.Fatalf("in effect: style %s, key %v, secret set %v", in.AuthStyle, in.ClientKey, in.ClientSecret != "")
+	}
+	f.em.ExpireAllTokens()
+	before := len(f.em.TokenRequests())
+	// COOP rejects the token (invalid_token): a new one, with the secret in effect.
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(r.proxy+"/api/1/eggs-count", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	reqs := f.em.TokenRequests()
+	if len(reqs) == before || reqs[len(reqs)-1].Status != 200 {
+		t.Fatalf("no token was fetched with the secret in effect: %+v", reqs[before:])
+	}
+	if !strings.Contains(r.logs.String(), "COOP_PROXY_AUTH_STYLE") {
+		t.Fatalf("the style change is not reported as waiting for a restart:\n%s", r.logs.String())
+	}
+}

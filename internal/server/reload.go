@@ -71,9 +71,10 @@ func (srv *Server) reread() {
 func (srv *Server) Reload(next *config.Settings) {
 	cur := srv.settings.Load()
 	applied := *cur
-	// The client's credential (secret or key) changes live; a change of
-	// auth style waits for a restart, and with it the credential it needs.
-	if next.Route.AuthStyle == cur.Route.AuthStyle {
+	// The client's credential (secret, key or certificate) changes live;
+	// a change of auth style waits for a restart, and when the new style
+	// takes another kind of credential, that credential waits with it.
+	if na, ca := next.Route.AuthStyle, cur.Route.AuthStyle; na.UsesSecret() == ca.UsesSecret() && na.UsesCertificate() == ca.UsesCertificate() {
 		applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
 		applied.Route.ClientKey, applied.Route.ClientKeyFile = next.Route.ClientKey, next.Route.ClientKeyFile
 		applied.Route.ClientCert, applied.Route.ClientCertFile = next.Route.ClientCert, next.Route.ClientCertFile
