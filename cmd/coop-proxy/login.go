@@ -29,7 +29,7 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	client := tokensource.WithParams(server.TokenHTTPClient(), r.TokenRequestParams())
+	client := tokensource.WithParams(server.TokenHTTPClient(&r), r.TokenRequestParams())
 	lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
 		Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
 	if !s.NoBrowser && !s.Paste {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,9 @@ func (s *Settings) check(need Needs, p *Problems) {
 	if need.Client && r.ClientID == "" {
 		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
 	}
+	if need.Client {
+		p.add(r.checkClientAuth())
+	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration
@@ -127,6 +131,47 @@ func (s *Settings) check(need Needs, p *Problems) {
 			p.add(checkListen("AdminListen", s.AdminListen))
 		}
 	}
+}
+
+// checkClientAuth refuses settings the auth style does not use: a key
+// beside a secret is a sign the operator thinks one is in use when it is
+// the other.
+func (r *Route) checkClientAuth() error {
+	style := fieldEnv("AuthStyle") + "=" + string(r.AuthStyle)
+	for _, f := range []struct {
+		field, value string
+		usedWith     []AuthStyle
+	}{
+		{"ClientKeyFile", r.ClientKeyFile, []AuthStyle{AuthPrivateKeyJWT, AuthTLSClientAuth, AuthSelfSignedTLSClientAuth}},
+		{"ClientKeyID", r.ClientKeyID, []AuthStyle{AuthPrivateKeyJWT}},
+		{"ClientAssertionAudience", r.ClientAssertionAudience, []AuthStyle{AuthPrivateKeyJWT}},
+		{"ClientCertFile", r.ClientCertFile, []AuthStyle{AuthTLSClientAuth, AuthSelfSignedTLSClientAuth}},
+	} {
+		if f.value != "" && !slices.Contains(f.usedWith, r.AuthStyle) {
+			return problem(f.field, "only used with %s=%s, not %s", fieldEnv("AuthStyle"), orList(f.usedWith), style)
+		}
+	}
+	if r.AuthStyle.UsesSecret() {
+		return nil
+	}
+	for _, f := range []struct{ field, value string }{{"ClientSecretFile", r.ClientSecretFile}, {"ClientSecret", r.ClientSecret.Reveal()}} {
+		if f.value != "" {
+			return problem(f.field, "not used with %s: the client authenticates with its key (%sCLIENT_KEY_FILE); remove the secret", style, EnvPrefix)
+		}
+	}
+	return nil
+}
+
+// orList is "a, b or c".
+func orList(styles []AuthStyle) string {
+	names := make([]string, len(styles))
+	for i, v := range styles {
+		names[i] = string(v)
+	}
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // checkFrontDoor: anyone who can reach the proxy acts as the farmer, so it

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
 )
 
@@ -61,7 +63,11 @@ type Route struct {
 	ClientSecret                redact.Secret `env:"CLIENT_SECRET" help:"the application's client secret (environment only; prefer the file)"`
 	ClientSecretFile            string        `env:"CLIENT_SECRET_FILE" flag:"client-secret-file" help:"file holding the client secret (surrounding white space ignored)"`
 	Scopes                      Scopes        `env:"SCOPES" flag:"scopes" help:"scopes to ask for, space or comma separated (client_credentials default: all the application has; login default: all six)"`
-	AuthStyle                   AuthStyle     `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how client credentials reach the token endpoint: body (works with every COOP client id), basic, or auto"`
+	AuthStyle                   AuthStyle     `env:"AUTH_STYLE" envDefault:"body" flag:"auth-style" help:"how the client authenticates to the token endpoint: body (works with every COOP client id), basic, auto, client_secret_basic (basic), client_secret_post (body), private_key_jwt, tls_client_auth or self_signed_tls_client_auth"`
+	ClientKeyFile               string        `env:"CLIENT_KEY_FILE" flag:"client-key-file" help:"private_key_jwt and the TLS styles: file holding the client's private key, PEM (for private_key_jwt: RSA of 2048 bits or more, EC P-256 or Ed25519)"`
+	ClientKeyID                 string        `env:"CLIENT_KEY_ID" flag:"client-key-id" help:"private_key_jwt: the kid the assertion names (default: the key's RFC 7638 JWK thumbprint)"`
+	ClientAssertionAudience     string        `env:"CLIENT_ASSERTION_AUDIENCE" flag:"client-assertion-audience" help:"private_key_jwt: the assertion's aud (default: the token endpoint's URL; some providers want their issuer)"`
+	ClientCertFile              string        `env:"CLIENT_CERT_FILE" flag:"client-cert-file" help:"tls_client_auth, self_signed_tls_client_auth: file holding the client's certificate (chain), PEM; its key in CLIENT_KEY_FILE"`
 	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
 	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
 	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
@@ -73,6 +79,12 @@ type Route struct {
 	MaxBodyBytes                int64         `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
 	MaxUpstreamConns            int           `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
 	RedirectURI                 string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
+
+	// ClientKey (private_key_jwt) and ClientCert (the TLS styles) are read
+	// from ClientKeyFile and ClientCertFile by Load, not settings of their
+	// own: a key is never given in a flag or the environment.
+	ClientKey  *clientauth.Key  `env:"-"`
+	ClientCert *tls.Certificate `env:"-"`
 }
 
 // Needs says which settings a command uses, and so which are required and
@@ -155,13 +167,23 @@ func (f *rawFlag) IsBoolFlag() bool   { return f.bool }
 // (each read once, here) and the default store path.
 func (s *Settings) resolve(need Needs, p *Problems) {
 	r := &s.Route
-	if need.Client {
+	if need.Client && r.AuthStyle.UsesSecret() {
 		secret, err := readSecret("ClientSecret", "ClientSecretFile", r.ClientSecret, r.ClientSecretFile)
 		if err == nil && secret == "" {
 			err = problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", EnvPrefix, EnvPrefix)
 		}
 		p.add(err)
 		r.ClientSecret = secret
+	}
+	if need.Client && r.AuthStyle == AuthPrivateKeyJWT {
+		key, err := readKey(r.ClientKeyFile)
+		p.add(err)
+		r.ClientKey = key
+	}
+	if need.Client && r.AuthStyle.UsesCertificate() {
+		cert, err := readCertificate(r.ClientCertFile, r.ClientKeyFile)
+		p.add(err)
+		r.ClientCert = cert
 	}
 	if need.Listen {
 		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
@@ -201,6 +223,61 @@ func readSecret(field, fileField string, value redact.Secret, file string) (reda
 		return redact.Secret(s), nil
 	}
 	return value, nil
+}
+
+// readKey reads the client's private key from its file (PEM; see
+// clientauth.ParseKey for the keys taken).
+func readKey(file string) (*clientauth.Key, error) {
+	if file == "" {
+		return nil, problem("ClientKeyFile", "no client key: set it to the PEM file of the private key whose public key is registered with the provider")
+	}
+	b, err := readCredentialFile("ClientKeyFile", "key", file)
+	if err != nil {
+		return nil, err
+	}
+	key, err := clientauth.ParseKey(b)
+	if err != nil {
+		return nil, problem("ClientKeyFile", "%s %v", file, err)
+	}
+	return key, nil
+}
+
+// readCertificate reads the client's TLS certificate and its key, for
+// the mutual-TLS styles (RFC 8705 §2).
+func readCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	if certFile == "" {
+		return nil, problem("ClientCertFile", "no client certificate: set it to the PEM file of the certificate registered with the provider")
+	}
+	if keyFile == "" {
+		return nil, problem("ClientKeyFile", "no client key: set it to the PEM file of the certificate's private key")
+	}
+	certPEM, err := readCredentialFile("ClientCertFile", "certificate", certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readCredentialFile("ClientKeyFile", "key", keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := clientauth.LoadCertificate(certPEM, keyPEM, time.Now())
+	if err != nil {
+		return nil, problem("ClientCertFile", "%s with the key %s: %v", certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+// readCredentialFile reads a key or certificate file, bounded as a secret
+// file is; the problem names the field's setting and the file.
+func readCredentialFile(field, what, file string) ([]byte, error) {
+	b, err := readBounded(file)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %v", pe.Path, pe.Err)
+		}
+		return nil, problem(field, "cannot read the %s file: %v", what, err)
+	}
+	return b, nil
 }
 
 // maxSecretFile bounds what is read of a secret file: a secret is a line.

@@ -1,6 +1,12 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"os"
@@ -10,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/coop-proxy/coop-proxy/internal/clientauth/clientauthtest"
 )
 
 func load(t *testing.T, args []string, env map[string]string, need Needs) (*Settings, error) {
@@ -44,7 +52,7 @@ func TestFlagsOverrideTheEnvironment(t *testing.T) {
 func TestTypedSettingsRejectUnknownValuesWhileParsing(t *testing.T) {
 	for _, tt := range []struct{ env, value, want string }{
 		{"GRANT", "password", `COOP_PROXY_GRANT (--grant): "password" is not client_credentials or authorization_code`},
-		{"AUTH_STYLE", "header", `COOP_PROXY_AUTH_STYLE (--auth-style): "header" is not body, basic or auto`},
+		{"AUTH_STYLE", "header", `COOP_PROXY_AUTH_STYLE (--auth-style): "header" is not body, basic, auto, client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth or self_signed_tls_client_auth`},
 		{"LOG_FORMAT", "xml", `COOP_PROXY_LOG_FORMAT (--log-format): "xml" is not json or console`},
 		{"LOG_LEVEL", "panic", `COOP_PROXY_LOG_LEVEL (--log-level): "panic" is not debug, info, warn or error`},
 		{"UPSTREAM_TIMEOUT", "forever", `COOP_PROXY_UPSTREAM_TIMEOUT (--upstream-timeout): "forever" is not a duration`},
@@ -196,5 +204,145 @@ func TestAStoreThatIsADirectoryIsAProblem(t *testing.T) {
 	_, err := load(t, nil, map[string]string{"STORE": dir}, Needs{Store: true})
 	if err == nil || !strings.Contains(err.Error(), "COOP_PROXY_STORE (--store): "+dir+" is a directory") {
 		t.Fatalf("%v", err)
+	}
+}
+
+func TestAuthStyleTakesTheStandardNames(t *testing.T) {
+	for _, v := range []AuthStyle{AuthBody, AuthBasic, AuthAuto, AuthClientSecretBasic, AuthClientSecretPost} {
+		s, err := load(t, nil, map[string]string{"CLIENT_ID": "app", "CLIENT_SECRET": "s", "AUTH_STYLE": string(v)}, Needs{Client: true})
+		if err != nil || s.Route.AuthStyle != v || s.Route.ClientSecret.Reveal() != "s" {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+}
+
+// writeKey writes a PKCS#8 PEM key to a file in dir.
+func writeKey(t *testing.T, dir string, k any) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestPrivateKeyJWTReadsTheKeyFileAndWantsNoSecret(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFile := writeKey(t, dir, ec)
+	jwt := map[string]string{"CLIENT_ID": "app", "AUTH_STYLE": "private_key_jwt", "CLIENT_KEY_FILE": keyFile}
+	s, err := load(t, nil, jwt, Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := s.Route.ClientKey; k == nil || k.Alg() != "ES256" || s.Route.ClientSecret != "" {
+		t.Fatalf("key %v, secret %q", k, s.Route.ClientSecret.Reveal())
+	}
+	// The key read is the key used: the file is not read again.
+	thumb := s.Route.ClientKey.Thumbprint()
+	_ = os.WriteFile(keyFile, []byte("gone"), 0o600)
+	if s.Route.ClientKey.Thumbprint() != thumb {
+		t.Fatal("the key changed after the load")
+	}
+
+	ec2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFile = writeKey(t, dir, ec2)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	smallFile := writeKey(t, t.TempDir(), small)
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range jwt {
+			m[k] = v
+		}
+		m["CLIENT_KEY_FILE"] = keyFile
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i+1] == "" {
+				delete(m, kv[i])
+			} else {
+				m[kv[i]] = kv[i+1]
+			}
+		}
+		return m
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{with("CLIENT_KEY_ID", "k1", "CLIENT_ASSERTION_AUDIENCE", "https://idp.example.com"), ""},
+		{with("CLIENT_KEY_FILE", ""), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): no client key"},
+		{with("CLIENT_KEY_FILE", filepath.Join(dir, "missing")), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): cannot read the key file: " + filepath.Join(dir, "missing") + ": no such file"},
+		{with("CLIENT_KEY_FILE", smallFile), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): " + smallFile + " is an RSA key of 1024 bits"},
+		{with("CLIENT_SECRET", "s"), "COOP_PROXY_CLIENT_SECRET: not used with AUTH_STYLE=private_key_jwt"},
+		{with("CLIENT_SECRET_FILE", keyFile), "COOP_PROXY_CLIENT_SECRET_FILE (--client-secret-file): not used with AUTH_STYLE=private_key_jwt"},
+		{with("AUTH_STYLE", "client_secret_post", "CLIENT_SECRET", "s"), "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): only used with AUTH_STYLE=private_key_jwt, tls_client_auth or self_signed_tls_client_auth, not AUTH_STYLE=client_secret_post"},
+		{with("AUTH_STYLE", "body", "CLIENT_SECRET", "s", "CLIENT_KEY_FILE", "", "CLIENT_KEY_ID", "k"), "COOP_PROXY_CLIENT_KEY_ID (--client-key-id): only used with AUTH_STYLE=private_key_jwt"},
+		{with("AUTH_STYLE", "basic", "CLIENT_SECRET", "s", "CLIENT_KEY_FILE", "", "CLIENT_ASSERTION_AUDIENCE", "x"), "COOP_PROXY_CLIENT_ASSERTION_AUDIENCE (--client-assertion-audience): only used with"},
+		{with("CLIENT_CERT_FILE", keyFile), "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): only used with AUTH_STYLE=tls_client_auth or self_signed_tls_client_auth, not AUTH_STYLE=private_key_jwt"},
+	} {
+		s, err := load(t, nil, tt.env, Everything)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
+		}
+		if tt.want == "" && (s.Route.ClientKeyID != "k1" || s.Route.ClientAssertionAudience != "https://idp.example.com") {
+			t.Errorf("%+v", s.Route)
+		}
+	}
+	// Commands that use no client read no key.
+	if _, err := load(t, nil, with("CLIENT_KEY_FILE", "/nonexistent"), Needs{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTLSClientAuthReadsTheCertificateAndItsKey(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name string, b []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	now := time.Now()
+	certPEM, keyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-time.Hour), now.Add(time.Hour))
+	cert, key := file("cert.pem", certPEM), file("key.pem", keyPEM)
+	_, otherKeyPEM := clientauthtest.SelfSigned(t, "other", now.Add(-time.Hour), now.Add(time.Hour))
+	otherKey := file("other.pem", otherKeyPEM)
+	oldPEM, oldKeyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	old, oldKey := file("old.pem", oldPEM), file("oldkey.pem", oldKeyPEM)
+
+	for _, style := range []string{"tls_client_auth", "self_signed_tls_client_auth"} {
+		s, err := load(t, nil, map[string]string{"CLIENT_ID": "app", "AUTH_STYLE": style, "CLIENT_CERT_FILE": cert, "CLIENT_KEY_FILE": key}, Everything)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.Route.ClientCert; c == nil || c.Leaf.Subject.CommonName != "farm-app" || s.Route.ClientKey != nil || s.Route.ClientSecret != "" {
+			t.Fatalf("%s: %+v", style, s.Route)
+		}
+	}
+	for _, tt := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"CLIENT_KEY_FILE", key}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): no client certificate"},
+		{[]string{"CLIENT_CERT_FILE", cert}, "COOP_PROXY_CLIENT_KEY_FILE (--client-key-file): no client key"},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", otherKey}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): " + cert + " with the key " + otherKey + ": tls: private key does not match public key"},
+		{[]string{"CLIENT_CERT_FILE", old, "CLIENT_KEY_FILE", oldKey}, "the certificate expired on"},
+		{[]string{"CLIENT_CERT_FILE", key, "CLIENT_KEY_FILE", key}, "COOP_PROXY_CLIENT_CERT_FILE (--client-cert-file): " + key + " with the key"},
+		{[]string{"CLIENT_CERT_FILE", filepath.Join(dir, "none"), "CLIENT_KEY_FILE", key}, "cannot read the certificate file: " + filepath.Join(dir, "none")},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", key, "CLIENT_KEY_ID", "k"}, "COOP_PROXY_CLIENT_KEY_ID (--client-key-id): only used with AUTH_STYLE=private_key_jwt, not AUTH_STYLE=tls_client_auth"},
+		{[]string{"CLIENT_CERT_FILE", cert, "CLIENT_KEY_FILE", key, "CLIENT_SECRET", "s"}, "COOP_PROXY_CLIENT_SECRET: not used with AUTH_STYLE=tls_client_auth"},
+	} {
+		env := map[string]string{"CLIENT_ID": "app", "AUTH_STYLE": "tls_client_auth"}
+		for i := 0; i < len(tt.env); i += 2 {
+			env[tt.env[i]] = tt.env[i+1]
+		}
+		_, err := load(t, nil, env, Everything)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), string(keyPEM[40:60])) {
+			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
+		}
 	}
 }

@@ -25,6 +25,9 @@ func Fields() []Field {
 	walk = func(t reflect.Type, index []int) {
 		for i := range t.NumField() {
 			f := t.Field(i)
+			if f.Tag.Get("env") == "-" {
+				continue // read by Load from another setting's file, not a setting
+			}
 			idx := append(append([]int(nil), index...), i)
 			if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
 				walk(f.Type, idx)

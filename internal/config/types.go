@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -33,8 +34,9 @@ func (g *Grant) UnmarshalText(b []byte) error {
 	return &valueError{fmt.Sprintf("%q is not client_credentials or authorization_code", b)}
 }
 
-// AuthStyle is how the client credentials reach the token endpoint
-// (RFC 6749 §2.3.1).
+// AuthStyle is how the client authenticates to the token endpoint
+// (RFC 6749 §2.3): the names of OpenID Connect Core §9 and of RFC 8414's
+// token_endpoint_auth_methods_supported, and coop-proxy's first three.
 type AuthStyle string
 
 const (
@@ -45,16 +47,43 @@ const (
 	AuthBasic AuthStyle = "basic"
 	// AuthAuto tries Basic, then the body.
 	AuthAuto AuthStyle = "auto"
+	// AuthClientSecretBasic is AuthBasic by its standard name.
+	AuthClientSecretBasic AuthStyle = "client_secret_basic"
+	// AuthClientSecretPost is AuthBody by its standard name.
+	AuthClientSecretPost AuthStyle = "client_secret_post"
+	// AuthPrivateKeyJWT sends no secret: a JWT signed with the client's
+	// private key instead (RFC 7523 §2.2, OpenID Connect Core §9).
+	AuthPrivateKeyJWT AuthStyle = "private_key_jwt"
+	// AuthTLSClientAuth sends no secret: the TLS connection to the token
+	// endpoint presents the client's certificate, issued by a CA the
+	// provider trusts (RFC 8705 §2.1).
+	AuthTLSClientAuth AuthStyle = "tls_client_auth"
+	// AuthSelfSignedTLSClientAuth is AuthTLSClientAuth with a self-signed
+	// certificate registered with the provider (RFC 8705 §2.2); the
+	// client does the same, the provider checks differently.
+	AuthSelfSignedTLSClientAuth AuthStyle = "self_signed_tls_client_auth"
 )
+
+// authStyles are the values AUTH_STYLE takes, in the order its refusal lists them.
+var authStyles = []AuthStyle{AuthBody, AuthBasic, AuthAuto, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT,
+	AuthTLSClientAuth, AuthSelfSignedTLSClientAuth}
 
 // UnmarshalText accepts only the known styles.
 func (a *AuthStyle) UnmarshalText(b []byte) error {
-	switch v := AuthStyle(b); v {
-	case AuthBody, AuthBasic, AuthAuto:
+	if v := AuthStyle(b); slices.Contains(authStyles, v) {
 		*a = v
 		return nil
 	}
-	return &valueError{fmt.Sprintf("%q is not body, basic or auto", b)}
+	return &valueError{fmt.Sprintf("%q is not %s", b, orList(authStyles))}
+}
+
+// UsesSecret reports whether the style sends a client secret; the others
+// authenticate with the client's key.
+func (a AuthStyle) UsesSecret() bool { return a != AuthPrivateKeyJWT && !a.UsesCertificate() }
+
+// UsesCertificate reports whether the style is mutual TLS (RFC 8705 §2).
+func (a AuthStyle) UsesCertificate() bool {
+	return a == AuthTLSClientAuth || a == AuthSelfSignedTLSClientAuth
 }
 
 // LogFormat is how log lines are written.

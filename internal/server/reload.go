@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -15,7 +18,7 @@ import (
 // secretWatchInterval is how often the secret files are looked at.
 const secretWatchInterval = 5 * time.Second
 
-// watchReloads reloads on SIGHUP and when a secret file changes (Kubernetes
+// watchReloads reloads on SIGHUP and when a secret or key file changes (Kubernetes
 // updates a mounted Secret in place, and nothing in a pod can send SIGHUP),
 // until ctx ends.
 func (srv *Server) watchReloads(ctx context.Context) {
@@ -68,7 +71,14 @@ func (srv *Server) reread() {
 func (srv *Server) Reload(next *config.Settings) {
 	cur := srv.settings.Load()
 	applied := *cur
-	applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
+	// The client's credential (secret, key or certificate) changes live;
+	// a change of auth style waits for a restart, and when the new style
+	// takes another kind of credential, that credential waits with it.
+	if na, ca := next.Route.AuthStyle, cur.Route.AuthStyle; na.UsesSecret() == ca.UsesSecret() && na.UsesCertificate() == ca.UsesCertificate() {
+		applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
+		applied.Route.ClientKey, applied.Route.ClientKeyFile = next.Route.ClientKey, next.Route.ClientKeyFile
+		applied.Route.ClientCert, applied.Route.ClientCertFile = next.Route.ClientCert, next.Route.ClientCertFile
+	}
 	// An inbound secret in effect is never switched off by a reload: the
 	// listener it guards is the one in effect. Settings without one (the
 	// file setting gone) wait for a restart, and are reported so below.
@@ -78,9 +88,12 @@ func (srv *Server) Reload(next *config.Settings) {
 	applied.LogLevel = next.LogLevel
 
 	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret
-	if secretChanged {
+	// A key's String is its algorithm and public key thumbprint.
+	keyChanged := applied.Route.ClientKey.String() != cur.Route.ClientKey.String() ||
+		!sameCertificate(applied.Route.ClientCert, cur.Route.ClientCert)
+	if secretChanged || keyChanged {
 		// The grant keeps its client id, token URL and scopes (its store
-		// key): only its secret changes.
+		// key): only its credential changes.
 		srv.tokens.Stored.SetGrant(routeGrant(&applied.Route, srv.tokens.Discovery, srv.opts.Now))
 		srv.tokens.Cache.RetryNow()
 	}
@@ -93,7 +106,7 @@ func (srv *Server) Reload(next *config.Settings) {
 	}
 	srv.settings.Store(&applied)
 
-	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged),
+	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged), zap.Bool("client_key_changed", keyChanged),
 		zap.Bool("inbound_secret_changed", inboundChanged), zap.Stringer("log_level", applied.LogLevel.Level))
 	var restart []string
 	for _, f := range config.Changed(&applied, next) {
@@ -102,6 +115,15 @@ func (srv *Server) Reload(next *config.Settings) {
 	if len(restart) > 0 {
 		srv.log.Warn("these settings changed and take effect only on restart", zap.Strings("settings", restart))
 	}
+}
+
+// sameCertificate reports whether a and b are the same chain. Their keys
+// need no comparing: the load checks that a key is its certificate's.
+func sameCertificate(a, b *tls.Certificate) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.EqualFunc(a.Certificate, b.Certificate, bytes.Equal)
 }
 
 // fileState is what tells that a file changed: its size, time and identity
@@ -118,11 +140,12 @@ func (a fileState) same(b fileState) bool {
 	return a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime()) && os.SameFile(a.info, b.info)
 }
 
-// secretFiles returns the state of the client and inbound secret files.
-func (srv *Server) secretFiles() [2]fileState {
+// secretFiles returns the state of the client secret, client key, client
+// certificate and inbound secret files.
+func (srv *Server) secretFiles() [4]fileState {
 	r := &srv.settings.Load().Route
-	var st [2]fileState
-	for i, path := range []string{r.ClientSecretFile, r.InboundSecretFile} {
+	var st [4]fileState
+	for i, path := range []string{r.ClientSecretFile, r.ClientKeyFile, r.ClientCertFile, r.InboundSecretFile} {
 		if info, err := os.Stat(path); path != "" && err == nil {
 			st[i] = fileState{info}
 		}
@@ -131,6 +154,11 @@ func (srv *Server) secretFiles() [2]fileState {
 }
 
 // unchanged reports whether the secret files are as they were seen.
-func unchanged(seen, now [2]fileState) bool {
-	return seen[0].same(now[0]) && seen[1].same(now[1])
+func unchanged(seen, now [4]fileState) bool {
+	for i := range seen {
+		if !seen[i].same(now[i]) {
+			return false
+		}
+	}
+	return true
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/provider"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
@@ -118,9 +119,14 @@ func OAuthConfig(r *config.Route, ep config.Endpoints) *oauth2.Config {
 
 // authStyle maps the auth-style setting to x/oauth2's. COOP does not
 // URL-decode Basic credentials (coop-api.md), so "body" is the default.
+// private_key_jwt and the TLS styles send the client id in the form too,
+// with no secret (the route has none): TokenHTTPClient adds the assertion
+// or presents the certificate.
 func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 	switch s {
-	case config.AuthBasic:
+	case config.AuthBasic, config.AuthClientSecretBasic:
+		// x/oauth2 form-encodes id and secret before Basic, as RFC 6749
+		// §2.3.1 requires.
 		return oauth2.AuthStyleInHeader
 	case config.AuthAuto:
 		return oauth2.AuthStyleAutoDetect
@@ -128,16 +134,36 @@ func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 	return oauth2.AuthStyleInParams
 }
 
-// TokenHTTPClient talks to the token endpoint; it never follows a redirect,
-// which would re-send the client secret or the refresh token to wherever
-// the Location names.
-func TokenHTTPClient() *http.Client {
-	return tokensource.NewHTTPClient(30 * time.Second)
+// TokenHTTPClient talks to the token endpoint, authenticating the client as
+// the route says; it never follows a redirect, which would re-send the
+// client's credentials or the refresh token to wherever the Location names.
+func TokenHTTPClient(r *config.Route) *http.Client {
+	return tokensource.NewAuthHTTPClient(30*time.Second, clientAuth(r))
+}
+
+// clientAuth is what the route's auth style adds to the transport to the
+// token endpoint: with private_key_jwt, a fresh client assertion on every
+// request (RFC 7523 §2.2); with the TLS styles, the client certificate on
+// every connection (RFC 8705 §2). The secret styles are x/oauth2's
+// (authStyle).
+func clientAuth(r *config.Route) func(*http.Transport) http.RoundTripper {
+	switch {
+	case r.AuthStyle == config.AuthPrivateKeyJWT:
+		return func(tr *http.Transport) http.RoundTripper {
+			return &clientauth.AssertionTransport{Base: tr, Key: r.ClientKey, KeyID: r.ClientKeyID, ClientID: r.ClientID, Audience: r.ClientAssertionAudience}
+		}
+	case r.AuthStyle.UsesCertificate():
+		return func(tr *http.Transport) http.RoundTripper {
+			clientauth.PresentCertificate(tr, r.ClientCert)
+			return tr
+		}
+	}
+	return nil
 }
 
 // newGrant builds the route's grant at the endpoints ep.
 func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokensource.Grant {
-	client := TokenHTTPClient()
+	client := TokenHTTPClient(r)
 	params := r.TokenRequestParams()
 	if r.Grant == config.AuthorizationCode {
 		return &tokensource.Refresh{Config: OAuthConfig(r, ep), Client: client, Now: now, Params: params}

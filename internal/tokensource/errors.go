@@ -105,7 +105,7 @@ func answerError(re *oauth2.RetrieveError, clientID string, sent []string) *Erro
 	switch code := re.ErrorCode; code {
 	case "invalid_client", "unauthorized_client":
 		return &Error{Code: ClientRejected, Description: fmt.Sprintf(
-			"COOP rejected the client credentials of %q (%s)%s: check the client id, the secret and how they are sent (auth style)", clientID, code, said)}
+			"COOP rejected the client credentials of %q (%s)%s: check the client id, its secret (or key, or certificate) and the auth style", clientID, code, said)}
 	case "invalid_grant":
 		return &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked)" + said + ": run `coop-proxy login` to log in again"}
 	case "invalid_scope":

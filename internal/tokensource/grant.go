@@ -308,9 +308,21 @@ func printable(s string, lowest byte) bool {
 // a token endpoint (the grants here, and the code exchange of login) should
 // use it.
 func NewHTTPClient(timeout time.Duration) *http.Client {
+	return NewAuthHTTPClient(timeout, nil)
+}
+
+// NewAuthHTTPClient is NewHTTPClient with the client's authentication in
+// its transport: auth adapts the transport to the token endpoint (adds a
+// client assertion to each request, see clientauth) beneath the layer that
+// reads the answers; nil adds nothing.
+func NewAuthHTTPClient(timeout time.Duration, auth func(*http.Transport) http.RoundTripper) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
-	return &http.Client{Transport: answerTransport{base: tr}, Timeout: timeout, CheckRedirect: refuseRedirect}
+	var rt http.RoundTripper = tr
+	if auth != nil {
+		rt = auth(tr)
+	}
+	return &http.Client{Transport: answerTransport{base: rt}, Timeout: timeout, CheckRedirect: refuseRedirect}
 }
 
 // refuseRedirect is the CheckRedirect of every request to the token
