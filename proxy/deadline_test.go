@@ -92,3 +92,44 @@ func TestTheRequestAfterA504OnTheSameConnectionIsServed(t *testing.T) {
 		})
 	}
 }
+
+// A COOP that stalls in the middle of its answer is cut off at
+// REQUEST_TIMEOUT (the caller's connection ends), also when it answers
+// before reading a streamed body to its end: net/http then reads nothing
+// more of the caller's connection, whose read deadline goes unnoticed.
+func TestACOOPStallingMidAnswerIsCutOff(t *testing.T) {
+	tests := []struct {
+		name   string
+		req    string
+		stream bool // send 8 MiB of body after req
+	}{
+		{"no body", getMe, false},
+		{"a body COOP does not read", "POST /api/1/eggs-collect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8388608\r\n\r\n", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			f := newFixture(t, nil, func(o *Options) { o.RequestTimeout = 500 * time.Millisecond; o.RetryBodyLimit = 4 })
+			f.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "1000")
+				_, _ = io.WriteString(w, "the first bytes")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+			})
+			t.Cleanup(func() { close(release) })
+			rc := dialRaw(t, f.proxy.URL)
+			sent := time.Now()
+			rc.send(tt.req)
+			if tt.stream {
+				go func() { _, _ = rc.c.Write(make([]byte, 8<<20)) }()
+			}
+			_, _ = io.Copy(io.Discard, rc.r)
+			if d := time.Since(sent); d > 3*time.Second {
+				t.Fatalf("the caller's connection ended after %s; COOP's stalled answer was awaited past REQUEST_TIMEOUT", d)
+			}
+		})
+	}
+}

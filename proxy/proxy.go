@@ -62,7 +62,8 @@ type Options struct {
 	// RequestTimeout bounds a whole request, COOP's answer included (a COOP
 	// that stalls in the middle of its body too); 0: none. It is the
 	// caller connection's read deadline (see bound), so it applies to
-	// requests served by net/http's HTTP/1 server, as serve's are.
+	// requests served by net/http's HTTP/1 server, as serve's are; a
+	// request whose body is streamed to COOP has a timer.
 	RequestTimeout time.Duration
 	Log            *zap.Logger // nil: no log
 	// Requests takes one line per request; nil: ZapRequestLog(Log).
@@ -234,8 +235,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.bodyRefused(rec, r, err)
 		return
 	}
-	if rec.state.body, _ = r.Body.(*callerBody); rec.state.body != nil {
-		rec.state.body.atEOF = func() { bound(w, rec.state.deadline) }
+	if rec.state.body, _ = r.Body.(*callerBody); rec.state.body != nil && h.requestTimeout > 0 {
+		// COOP may answer before reading a streamed body to its end, and
+		// then nothing more is read of the caller's connection: its read
+		// deadline would never be noticed (see bound). A timer bounds such
+		// a request instead; bodies over RETRY_BODY_LIMIT are rare enough
+		// for its cost.
+		ctx, cancel := context.WithDeadline(r.Context(), rec.state.deadline)
+		defer cancel()
+		r = r.WithContext(ctx)
 	} else {
 		bound(w, rec.state.deadline)
 	}
@@ -409,7 +417,11 @@ func (h *Handler) readBody(r *http.Request) error {
 // failed read, the deadline's too, cancels the request's context, which
 // stops the round trip to COOP. net/http clears the deadline when that
 // background read starts: bound is called after the body has been read to
-// its end (for a body streamed to COOP, when it reaches its end).
+// its end (a body streamed to COOP has a timer instead, see ServeHTTP). A
+// caller that pipelines its next request while this one is forwarded ends
+// that background read with the next request's first byte: the deadline then
+// goes unnoticed, and only UPSTREAM_TIMEOUT bounds the wait for COOP's
+// headers.
 func bound(w http.ResponseWriter, deadline time.Time) {
 	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok && !deadline.IsZero() {
 		_ = d.SetReadDeadline(deadline)
@@ -426,18 +438,13 @@ type callerBody struct {
 	io.ReadCloser
 	reading sync.Mutex // held by Read: see failed
 	err     atomic.Pointer[error]
-	atEOF   func() // called once, when the body has been read to its end
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
 	b.reading.Lock()
 	defer b.reading.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF && b.atEOF != nil:
-		b.atEOF()
-		b.atEOF = nil
-	case err != nil && err != io.EOF:
+	if err != nil && err != io.EOF {
 		b.err.Store(&err)
 	}
 	return n, err
