@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -93,6 +94,38 @@ func TestTheRequestAfterA504OnTheSameConnectionIsServed(t *testing.T) {
 	}
 }
 
+// COOP's whole answer can arrive just as REQUEST_TIMEOUT passes (its body
+// in the transport's buffer, read even once the request's context is
+// cancelled): the caller gets it, and the connection, whose context the
+// deadline cancelled, is not kept for another request.
+func TestAnAnswerArrivingAtTheDeadlineEndsTheConnection(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	f := newFixture(t, nil, func(o *Options) {
+		o.RequestTimeout = timeout
+		o.Base = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path == "/slow" {
+				time.Sleep(timeout + 100*time.Millisecond)
+			} else if err := r.Context().Err(); err != nil {
+				return nil, err
+			}
+			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), ContentLength: 2, Request: r}, nil
+		})
+	})
+	rc := dialRaw(t, f.proxy.URL)
+	rc.send("GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	resp, body, err := rc.answer()
+	if err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first: %v %v %q", err, resp, body)
+	}
+	if resp.Close {
+		return
+	}
+	rc.send(getMe)
+	if resp, body, err := rc.answer(); err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("second request on a connection kept alive after the deadline: %v %v %q", err, resp, body)
+	}
+}
+
 // A COOP that stalls in the middle of its answer is cut off at
 // REQUEST_TIMEOUT (the caller's connection ends), also when it answers
 // before reading a streamed body to its end: net/http then reads nothing
@@ -131,5 +164,39 @@ func TestACOOPStallingMidAnswerIsCutOff(t *testing.T) {
 				t.Fatalf("the caller's connection ended after %s; COOP's stalled answer was awaited past REQUEST_TIMEOUT", d)
 			}
 		})
+	}
+}
+
+// The request sent again after COOP rejected the token is the one checked:
+// without the caller's access_token in the query or the form, with the new
+// token only; and the connection goes on serving requests after it.
+func TestARetryResendsTheCheckedRequest(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			w.Header().Set("WWW-Authenticate", invalidToken)
+			w.WriteHeader(401)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, func(o *Options) { o.RequestTimeout = 5 * time.Second })
+	rc := dialRaw(t, f.proxy.URL)
+	for _, req := range []string{
+		"POST /api/1/eggs-collect?access_token=q&b=1&access.token=r HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+			"Transfer-Encoding: chunked\r\n\r\n17\r\naccess_token=zz&c=3&d=4\r\n0\r\n\r\n",
+		getMe,
+	} {
+		rc.send(req)
+		if resp, body, err := rc.answer(); err != nil || resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%v %v %q", err, resp, body)
+		}
+	}
+	got := f.up.requests()
+	if len(got) != 3 {
+		t.Fatalf("upstream saw %d requests, want 3", len(got))
+	}
+	for i, s := range got[:2] {
+		if s.RawQuery != "b=1" || s.Body != "c=3&d=4" || s.Auth != fmt.Sprintf("Bearer tok-%d-0123456789abcdef", i+1) {
+			t.Errorf("attempt %d: %+v", i+1, s)
+		}
 	}
 }

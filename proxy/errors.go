@@ -60,18 +60,6 @@ func closeUnread(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// closeCancelled marks the answer "Connection: close" when the request's
-// context is cancelled. net/http's HTTP/1 server cancels it when a read on
-// the caller's connection fails (the deadline of bound, among others) by
-// cancelling the connection's context, of which every later request's on the
-// connection is a child: kept alive, the connection would start each of them
-// cancelled.
-func closeCancelled(w http.ResponseWriter, r *http.Request) {
-	if r.Context().Err() != nil && r.ProtoMajor == 1 {
-		w.Header().Set("Connection", "close")
-	}
-}
-
 // rejection is COOP's rejection of a token (RFC 6750 §3.1 invalid_token)
 // that is not answered by a retry. A token failure is never the caller's
 // 401: the token is dropped, and the caller sends the request again.
@@ -102,7 +90,6 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	if r.GetBody == nil {
 		closeUnread(w, r) // the body was streamed: the transport may have left some of it
 	}
-	closeCancelled(w, r)
 	if err == errTokenRejected {
 		err = h.rejected(w, r)
 		if err == nil {

@@ -524,8 +524,21 @@ type recorder struct {
 func (r *recorder) WriteHeader(code int) {
 	if code >= 200 { // 1xx answers come before the final one
 		r.status = code
+		r.closePastDeadline()
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// closePastDeadline marks the answer "Connection: close" once the request's
+// deadline has passed: net/http's HTTP/1 server notices it (see bound) by
+// cancelling the connection's context, not only the request's, and every
+// later request on a connection kept alive would start cancelled. The answer
+// is the 504 for COOP's silence, or COOP's own, arrived as the deadline
+// passed.
+func (r *recorder) closePastDeadline() {
+	if !r.state.deadline.IsZero() && !time.Now().Before(r.state.deadline) {
+		r.Header().Set("Connection", "close")
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
