@@ -34,6 +34,8 @@ type Tokens interface {
 	Token(ctx context.Context) (*tokensource.Token, error)
 	// Invalidate reports that COOP rejected the token.
 	Invalidate(*tokensource.Token)
+	// Current returns the token held now, or nil; it never fetches.
+	Current() *tokensource.Token
 }
 
 // Options configure a Handler.

@@ -61,12 +61,14 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, errTokenRejected
 }
 
-// sent returns the token req carries when it is the one header last gave
-// out, or nil: an older one, already replaced.
+// sent returns the token req carries when it is still the cache's current
+// one, or nil: an older one, already replaced. (The one header last gave out
+// will not do: a request that got the older token may go out after one with
+// the current token.)
 func (b *bearer) sent(req *http.Request) *tokensource.Token {
-	a := b.auth.Load()
-	if v := req.Header["Authorization"]; a != nil && len(v) == 1 && v[0] == a.value[0] {
-		return a.tok
+	tok := b.tokens.Current()
+	if v := req.Header["Authorization"]; tok != nil && len(v) == 1 && v[0] == tok.Header() {
+		return tok
 	}
 	return nil
 }

@@ -67,6 +67,27 @@ func TestBearerKeepsTheTokenThatReplacedARejectedOne(t *testing.T) {
 	}
 }
 
+// A request that got the old token before it was replaced, and goes out
+// after one with the new token, does not keep the new one from being
+// dropped when COOP rejects it: the retry would go out with it again.
+func TestBearerDropsTheCurrentTokenWhicheverWentOutLast(t *testing.T) {
+	b := newBearer(t, &source{}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
+	}))
+	first, _ := b.tokens.Token(t.Context())
+	b.tokens.Invalidate(first)
+	second, _ := b.tokens.Token(t.Context())
+	req := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
+	req.Header["Authorization"] = b.header(second)
+	b.header(first) // a request that had the old token goes out
+	if _, err := b.RoundTrip(req); err != errTokenRejected {
+		t.Fatalf("err = %v", err)
+	}
+	if now, _ := b.tokens.Token(t.Context()); now == second {
+		t.Fatal("the rejected token is still handed out")
+	}
+}
+
 // With no new token to be had after a rejection, the request is not sent
 // again, and the caller gets the token failure (503).
 func TestARejectionWithoutANewTokenSendsNothingMore(t *testing.T) {
