@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -50,18 +51,24 @@ func (rc *rawConn) answer() (*http.Response, string, error) {
 
 const getMe = "GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
-// A request that ran out of REQUEST_TIMEOUT (504), waiting for COOP or for
-// a token, must not spoil the next request on the same keep-alive
+// A request that ran out of REQUEST_TIMEOUT waiting for COOP is a 504; one
+// that ran out of it waiting for a token is the token's failure, a 503 with
+// Retry-After. Neither spoils the next request on the same keep-alive
 // connection: the deadline is the connection's, and its failed read cancels
 // the connection's context, not only the request's.
-func TestTheRequestAfterA504OnTheSameConnectionIsServed(t *testing.T) {
+func TestARequestOutOfTimeAnswersAndSpoilsNoOther(t *testing.T) {
+	const streamed = "POST /api/1/eggs-collect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n0123456789"
 	tests := []struct {
 		name   string
+		req    string
 		silent bool           // COOP does not answer the first request
 		slow   func(*fixture) // the first request's
+		status int
+		code   string
 	}{
-		{"COOP silent", true, func(*fixture) {}},
-		{"no token yet", false, func(f *fixture) { f.src.mu.Lock(); time.AfterFunc(time.Second, f.src.mu.Unlock) }},
+		{"COOP silent", getMe, true, func(*fixture) {}, http.StatusGatewayTimeout, "upstream_timeout"},
+		{"no token yet", getMe, false, lockSource, http.StatusServiceUnavailable, "token_endpoint_unavailable"},
+		{"no token yet, a body streamed", streamed, false, lockSource, http.StatusServiceUnavailable, "token_endpoint_unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,13 +81,15 @@ func TestTheRequestAfterA504OnTheSameConnectionIsServed(t *testing.T) {
 					return
 				}
 				_, _ = io.WriteString(w, "ok")
-			}, func(o *Options) { o.RequestTimeout = 300 * time.Millisecond })
+			}, func(o *Options) { o.RequestTimeout = 300 * time.Millisecond; o.RetryBodyLimit = 4 })
 			tt.slow(f)
 			rc := dialRaw(t, f.proxy.URL)
-			rc.send(getMe)
+			rc.send(tt.req)
 			resp, body, err := rc.answer()
-			if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
-				t.Fatalf("first: %v %v %q, want 504", err, resp, body)
+			var p problem
+			if err != nil || resp.StatusCode != tt.status || json.Unmarshal([]byte(body), &p) != nil || p.Error != tt.code ||
+				tt.status == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("first: %v %v %q, want %d %s", err, resp, body, tt.status, tt.code)
 			}
 			if resp.Close {
 				return // the caller knows not to send another on this connection
@@ -88,11 +97,14 @@ func TestTheRequestAfterA504OnTheSameConnectionIsServed(t *testing.T) {
 			rc.send(getMe)
 			resp, body, err = rc.answer()
 			if err != nil || resp.StatusCode != 200 || body != "ok" {
-				t.Fatalf("second request on a connection kept alive after a 504: %v %v %q", err, resp, body)
+				t.Fatalf("second request on a connection kept alive after the first ran out of time: %v %v %q", err, resp, body)
 			}
 		})
 	}
 }
+
+// lockSource holds up token fetches for a second.
+func lockSource(f *fixture) { f.src.mu.Lock(); time.AfterFunc(time.Second, f.src.mu.Unlock) }
 
 // COOP's whole answer can arrive just as REQUEST_TIMEOUT passes (its body
 // in the transport's buffer, read even once the request's context is

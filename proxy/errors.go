@@ -73,6 +73,10 @@ var (
 	errBodyNotKept   = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
 	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
+	// errNoTokenInTime: the request's deadline passed while it waited for a
+	// token, a token failure (503), not an upstream timeout.
+	errNoTokenInTime = &tokensource.Error{Code: tokensource.Unavailable, RetryAfter: time.Second,
+		Description: "no token could be had within the request timeout"}
 )
 
 // statusClientClosed is logged (never sent) when the caller went away

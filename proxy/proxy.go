@@ -261,8 +261,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 6750 §2.1); ServeHTTP has removed the caller's token from the query and
 // the form. (Header names are canonical here, so the map is used directly.)
 func (h *Handler) forward(rec *recorder, r *http.Request) {
-	tok, err := h.bearer.token(r.Context())
+	tok, err := h.bearer.tokens.Token(r.Context())
 	if err != nil {
+		if pastDeadline(rec, r) {
+			err = errNoTokenInTime // not COOP's timeout: COOP was not asked
+		}
 		h.errorHandler(rec, r, err)
 		return
 	}

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -71,17 +69,6 @@ func (b *bearer) sent(req *http.Request) *tokensource.Token {
 		return tok
 	}
 	return nil
-}
-
-// token waits for a token; running out of time while waiting is a token
-// failure (503), not an upstream timeout.
-func (b *bearer) token(ctx context.Context) (*tokensource.Token, error) {
-	tok, err := b.tokens.Token(ctx)
-	if err != nil && errors.Is(err, context.DeadlineExceeded) {
-		return nil, &tokensource.Error{Code: tokensource.Unavailable, Err: err, RetryAfter: time.Second,
-			Description: "no token could be had within the request timeout"}
-	}
-	return tok, err
 }
 
 func (b *bearer) send(req *http.Request) (*http.Response, error) {
