@@ -210,7 +210,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // a small body for a possible retry, forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
 	defer h.account(rec, r, start)
 	if !h.admit(rec, r) {
 		return
@@ -522,14 +522,21 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	http10 bool // the caller's request is HTTP/1.0
 	state  requestState
 	line   RequestLine // here, not on the heap of its own
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if code >= 200 { // 1xx answers come before the final one
+	switch {
+	case code >= 200:
 		r.status = code
 		r.closePastDeadline()
+	case r.http10:
+		// COOP's 1xx (ReverseProxy passes them on) comes before the final
+		// answer, but "a server MUST NOT send a 1xx response to an
+		// HTTP/1.0 client" (RFC 9110 §15.2): it would read it as the answer.
+		return
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
