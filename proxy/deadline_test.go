@@ -212,3 +212,29 @@ func TestARetryResendsTheCheckedRequest(t *testing.T) {
 		}
 	}
 }
+
+// Pipelined requests (RFC 9112 §9.3.2), sent at once or while one is being
+// forwarded, are answered in order, each within REQUEST_TIMEOUT; the
+// deadline of one does not carry over to the next, read after a pause longer
+// than REQUEST_TIMEOUT.
+func TestPipelinedRequestsAreAnsweredInOrder(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = io.WriteString(w, r.URL.Path)
+	}, func(o *Options) { o.RequestTimeout = 500 * time.Millisecond; o.RetryBodyLimit = 4 })
+	rc := dialRaw(t, f.proxy.URL)
+	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }
+	rc.send(get("/1") + "POST /2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nab" + get("/3"))
+	time.Sleep(50 * time.Millisecond)
+	rc.send("POST /4 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 6\r\n\r\nabcdef")
+	for i := 1; i <= 5; i++ {
+		if i == 5 {
+			time.Sleep(700 * time.Millisecond)
+			rc.send(get("/5"))
+		}
+		resp, body, err := rc.answer()
+		if err != nil || resp.StatusCode != 200 || body != fmt.Sprintf("/%d", i) {
+			t.Fatalf("answer %d: %v %v %q", i, err, resp, body)
+		}
+	}
+}
