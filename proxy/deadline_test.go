@@ -106,35 +106,53 @@ func TestARequestOutOfTimeAnswersAndSpoilsNoOther(t *testing.T) {
 // lockSource holds up token fetches for a second.
 func lockSource(f *fixture) { f.src.mu.Lock(); time.AfterFunc(time.Second, f.src.mu.Unlock) }
 
-// COOP's whole answer can arrive just as REQUEST_TIMEOUT passes (its body
-// in the transport's buffer, read even once the request's context is
-// cancelled): the caller gets it, and the connection, whose context the
-// deadline cancelled, is not kept for another request.
-func TestAnAnswerArrivingAtTheDeadlineEndsTheConnection(t *testing.T) {
+// COOP's answer can arrive just as REQUEST_TIMEOUT passes (its body in the
+// transport's buffer, read even once the request's context is cancelled),
+// or a slow caller take the last of it after: the caller gets it all, and the
+// next request on the connection, whose context the deadline cancelled, is
+// answered too, with 503 to send it again when it could not be forwarded (or
+// the connection is closed after the first).
+func TestAnAnswerAroundTheDeadlineSpoilsNoOtherRequest(t *testing.T) {
 	const timeout = 300 * time.Millisecond
+	big := strings.Repeat("x", 32<<20)
 	f := newFixture(t, nil, func(o *Options) {
 		o.RequestTimeout = timeout
 		o.Base = roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.URL.Path == "/slow" {
+			body := "ok"
+			switch r.URL.Path {
+			case "/late":
 				time.Sleep(timeout + 100*time.Millisecond)
-			} else if err := r.Context().Err(); err != nil {
-				return nil, err
+			case "/big":
+				body = big
+			default:
+				if err := r.Context().Err(); err != nil {
+					return nil, err
+				}
 			}
-			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), ContentLength: 2, Request: r}, nil
+			h := http.Header{"Content-Length": {fmt.Sprint(len(body))}}
+			return &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}, nil
 		})
 	})
-	rc := dialRaw(t, f.proxy.URL)
-	rc.send("GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	resp, body, err := rc.answer()
-	if err != nil || resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("first: %v %v %q", err, resp, body)
-	}
-	if resp.Close {
-		return
-	}
-	rc.send(getMe)
-	if resp, body, err := rc.answer(); err != nil || resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("second request on a connection kept alive after the deadline: %v %v %q", err, resp, body)
+	for _, path := range []string{"/late", "/big"} {
+		t.Run(path, func(t *testing.T) {
+			rc := dialRaw(t, f.proxy.URL)
+			rc.send("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+			time.Sleep(2 * timeout) // a slow caller
+			resp, body, err := rc.answer()
+			if err != nil || resp.StatusCode != 200 || len(body) != int(resp.ContentLength) {
+				t.Fatalf("first: %v %v %d bytes", err, resp, len(body))
+			}
+			if resp.Close {
+				return
+			}
+			rc.send(getMe)
+			resp, body, err = rc.answer()
+			var p problem
+			if err != nil || !(resp.StatusCode == 200 && body == "ok" ||
+				resp.StatusCode == 503 && resp.Close && resp.Header.Get("Retry-After") != "" && json.Unmarshal([]byte(body), &p) == nil && p.Error == "connection_spent") {
+				t.Fatalf("second request on a connection kept alive after the deadline: %v %v %q", err, resp, body)
+			}
+		})
 	}
 }
 

@@ -51,6 +51,19 @@ func refuse(w http.ResponseWriter, r *http.Request, status int, code, descriptio
 	writeProblem(w, status, code, description)
 }
 
+// connectionSpent answers a request that arrived with its context cancelled:
+// net/http cancelled its connection's context during an earlier request on
+// it, when the caller went away, or when that request's deadline passed after
+// its answer had begun (a slow caller taking the last of it; see bound).
+// Nothing can be forwarded on that context; a caller still there is told to
+// send the request again, on a new connection.
+func connectionSpent(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Retry-After", "1")
+	writeProblem(w, http.StatusServiceUnavailable, "connection_spent",
+		"the connection ended for coop-proxy before this request was forwarded (the caller closed its side, or an earlier request on it ran out of time): send it again on a new connection")
+}
+
 // closeUnread marks the answer "Connection: close" when the request has a
 // body that may not have been read to its end. Only HTTP/1: an HTTP/2
 // stream does not hold its connection.

@@ -212,6 +212,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
 	defer h.account(rec, r, start)
+	if r.Context().Err() != nil {
+		connectionSpent(rec)
+		return
+	}
 	if !h.admit(rec, r) {
 		return
 	}
