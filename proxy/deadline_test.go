@@ -256,3 +256,30 @@ func TestPipelinedRequestsAreAnsweredInOrder(t *testing.T) {
 		}
 	}
 }
+
+// COOP's 401 invalid_token whose body is still coming in when REQUEST_TIMEOUT
+// passes: the request is not sent again (it has no time left), and the
+// caller reads that COOP rejected the token, not that no token could be had.
+func TestATokenRejectedAtTheDeadlineIsNotRetried(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("WWW-Authenticate", invalidToken)
+		w.WriteHeader(401)
+		for range 20 {
+			if _, err := io.WriteString(w, "x"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}, func(o *Options) { o.RequestTimeout = 300 * time.Millisecond })
+	rc := dialRaw(t, f.proxy.URL)
+	rc.send(getMe)
+	resp, body, err := rc.answer()
+	var p problem
+	if err != nil || resp.StatusCode != 503 || json.Unmarshal([]byte(body), &p) != nil || p.Error != "token_rejected" {
+		t.Fatalf("%v %v %q, want 503 token_rejected", err, resp, body)
+	}
+	if n := len(f.up.requests()); n != 1 {
+		t.Fatalf("COOP got %d requests, want 1", n)
+	}
+}

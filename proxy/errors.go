@@ -156,6 +156,9 @@ func (h *Handler) rejected(w http.ResponseWriter, r *http.Request) error {
 		return errRejectedTwice
 	case r.Body != nil && r.Body != http.NoBody && r.GetBody == nil:
 		return errBodyNotKept
+	case r.Context().Err() != nil:
+		// out of time (COOP's 401 came slowly) or the caller gone
+		return errTokenRejected
 	}
 	rec.state.retry = true
 	return nil
