@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,5 +109,41 @@ func TestARejectionWithoutANewTokenSendsNothingMore(t *testing.T) {
 	}
 	if n := len(f.up.requests()); n != 1 {
 		t.Fatalf("COOP got %d requests, want 1", n)
+	}
+}
+
+// Requests racing one another over a rejected token: each is sent at most
+// twice, all get through with the one new token, and the rejection of the
+// old one by all of them costs one token request, not one per request.
+func TestConcurrentRejectionsOfOneTokenFetchOneNewToken(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if r.Header.Get("Authorization") == "Bearer tok-1-0123456789abcdef" {
+			w.Header().Set("WWW-Authenticate", invalidToken)
+			w.WriteHeader(401)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			resp, err := http.Post(f.proxy.URL+"/api/1/eggs-collect", "text/plain", strings.NewReader("x"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(f.up.requests()); n > 40 {
+		t.Errorf("COOP got %d requests for 20", n)
+	}
+	if n := f.src.fetches(); n != 2 {
+		t.Errorf("%d token requests, want 2 (the rejected token, then one new)", n)
 	}
 }
