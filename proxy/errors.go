@@ -51,6 +51,19 @@ func refuse(w http.ResponseWriter, r *http.Request, status int, code, descriptio
 	writeProblem(w, status, code, description)
 }
 
+// connectionSpent answers a request that arrived with its context cancelled:
+// net/http cancelled its connection's context during an earlier request on
+// it, when the caller went away, or when that request's deadline passed after
+// its answer had begun (a slow caller taking the last of it; see bound).
+// Nothing can be forwarded on that context; a caller still there is told to
+// send the request again, on a new connection.
+func connectionSpent(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Retry-After", "1")
+	writeProblem(w, http.StatusServiceUnavailable, "connection_spent",
+		"the connection ended for coop-proxy before this request was forwarded (the caller closed its side, or an earlier request on it ran out of time): send it again on a new connection")
+}
+
 // closeUnread marks the answer "Connection: close" when the request has a
 // body that may not have been read to its end. Only HTTP/1: an HTTP/2
 // stream does not hold its connection.
@@ -73,6 +86,10 @@ var (
 	errBodyNotKept   = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
 	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
+	// errNoTokenInTime: the request's deadline passed while it waited for a
+	// token, a token failure (503), not an upstream timeout.
+	errNoTokenInTime = &tokensource.Error{Code: tokensource.Unavailable, RetryAfter: time.Second,
+		Description: "no token could be had within the request timeout"}
 )
 
 // statusClientClosed is logged (never sent) when the caller went away
@@ -139,6 +156,9 @@ func (h *Handler) rejected(w http.ResponseWriter, r *http.Request) error {
 		return errRejectedTwice
 	case r.Body != nil && r.Body != http.NoBody && r.GetBody == nil:
 		return errBodyNotKept
+	case r.Context().Err() != nil:
+		// out of time (COOP's 401 came slowly) or the caller gone
+		return errTokenRejected
 	}
 	rec.state.retry = true
 	return nil

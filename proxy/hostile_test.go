@@ -132,3 +132,31 @@ func TestIsLoopbackHost(t *testing.T) {
 		}
 	}
 }
+
+// COOP's interim answers (1xx: 103 Early Hints, a 100 Continue of its own)
+// reach an HTTP/1.0 caller, which knows none, not once, not after a retry
+// (RFC 9110 §15.2: "a server MUST NOT send a 1xx response to an HTTP/1.0
+// client"): it would take the first for the answer. An HTTP/1.1 caller gets
+// them.
+func TestNoInterimAnswerReachesAnHTTP10Caller(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Link", "</a>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		if n == 1 {
+			w.Header().Set("WWW-Authenticate", invalidToken)
+			w.WriteHeader(401)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
+		rc := dialRaw(t, f.proxy.URL)
+		rc.send("GET /api/me " + proto + "\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(rc.r)
+		first, _, _ := strings.Cut(string(b), "\r\n")
+		if want := proto + " 200 OK"; proto == "HTTP/1.0" && first != want || proto == "HTTP/1.1" && first != "HTTP/1.1 103 Early Hints" {
+			t.Errorf("%s caller: first line %q", proto, first)
+		}
+	}
+}

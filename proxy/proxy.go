@@ -34,6 +34,8 @@ type Tokens interface {
 	Token(ctx context.Context) (*tokensource.Token, error)
 	// Invalidate reports that COOP rejected the token.
 	Invalidate(*tokensource.Token)
+	// Current returns the token held now, or nil; it never fetches.
+	Current() *tokensource.Token
 }
 
 // Options configure a Handler.
@@ -62,7 +64,8 @@ type Options struct {
 	// RequestTimeout bounds a whole request, COOP's answer included (a COOP
 	// that stalls in the middle of its body too); 0: none. It is the
 	// caller connection's read deadline (see bound), so it applies to
-	// requests served by net/http's HTTP/1 server, as serve's are.
+	// requests served by net/http's HTTP/1 server, as serve's are; a
+	// request whose body is streamed to COOP has a timer.
 	RequestTimeout time.Duration
 	Log            *zap.Logger // nil: no log
 	// Requests takes one line per request; nil: ZapRequestLog(Log).
@@ -207,8 +210,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // a small body for a possible retry, forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
 	defer h.account(rec, r, start)
+	if r.Context().Err() != nil {
+		connectionSpent(rec)
+		return
+	}
 	if !h.admit(rec, r) {
 		return
 	}
@@ -234,8 +241,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.bodyRefused(rec, r, err)
 		return
 	}
-	if rec.state.body, _ = r.Body.(*callerBody); rec.state.body != nil {
-		rec.state.body.atEOF = func() { bound(w, rec.state.deadline) }
+	if rec.state.body, _ = r.Body.(*callerBody); rec.state.body != nil && h.requestTimeout > 0 {
+		// COOP may answer before reading a streamed body to its end, and
+		// then nothing more is read of the caller's connection: its read
+		// deadline would never be noticed (see bound). A timer bounds such
+		// a request instead; bodies over RETRY_BODY_LIMIT are rare enough
+		// for its cost.
+		ctx, cancel := context.WithDeadline(r.Context(), rec.state.deadline)
+		defer cancel()
+		r = r.WithContext(ctx)
 	} else {
 		bound(w, rec.state.deadline)
 	}
@@ -251,8 +265,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 6750 §2.1); ServeHTTP has removed the caller's token from the query and
 // the form. (Header names are canonical here, so the map is used directly.)
 func (h *Handler) forward(rec *recorder, r *http.Request) {
-	tok, err := h.bearer.token(r.Context())
+	tok, err := h.bearer.tokens.Token(r.Context())
 	if err != nil {
+		if pastDeadline(rec, r) {
+			err = errNoTokenInTime // not COOP's timeout: COOP was not asked
+		}
 		h.errorHandler(rec, r, err)
 		return
 	}
@@ -409,7 +426,11 @@ func (h *Handler) readBody(r *http.Request) error {
 // failed read, the deadline's too, cancels the request's context, which
 // stops the round trip to COOP. net/http clears the deadline when that
 // background read starts: bound is called after the body has been read to
-// its end (for a body streamed to COOP, when it reaches its end).
+// its end (a body streamed to COOP has a timer instead, see ServeHTTP). A
+// caller that pipelines its next request while this one is forwarded ends
+// that background read with the next request's first byte: the deadline then
+// goes unnoticed, and only UPSTREAM_TIMEOUT bounds the wait for COOP's
+// headers.
 func bound(w http.ResponseWriter, deadline time.Time) {
 	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok && !deadline.IsZero() {
 		_ = d.SetReadDeadline(deadline)
@@ -426,18 +447,13 @@ type callerBody struct {
 	io.ReadCloser
 	reading sync.Mutex // held by Read: see failed
 	err     atomic.Pointer[error]
-	atEOF   func() // called once, when the body has been read to its end
 }
 
 func (b *callerBody) Read(p []byte) (int, error) {
 	b.reading.Lock()
 	defer b.reading.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF && b.atEOF != nil:
-		b.atEOF()
-		b.atEOF = nil
-	case err != nil && err != io.EOF:
+	if err != nil && err != io.EOF {
 		b.err.Store(&err)
 	}
 	return n, err
@@ -510,15 +526,35 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	http10 bool // the caller's request is HTTP/1.0
 	state  requestState
 	line   RequestLine // here, not on the heap of its own
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if code >= 200 { // 1xx answers come before the final one
+	switch {
+	case code >= 200:
 		r.status = code
+		r.closePastDeadline()
+	case r.http10:
+		// COOP's 1xx (ReverseProxy passes them on) comes before the final
+		// answer, but "a server MUST NOT send a 1xx response to an
+		// HTTP/1.0 client" (RFC 9110 §15.2): it would read it as the answer.
+		return
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// closePastDeadline marks the answer "Connection: close" once the request's
+// deadline has passed: net/http's HTTP/1 server notices it (see bound) by
+// cancelling the connection's context, not only the request's, and every
+// later request on a connection kept alive would start cancelled. The answer
+// is the 504 for COOP's silence, or COOP's own, arrived as the deadline
+// passed.
+func (r *recorder) closePastDeadline() {
+	if !r.state.deadline.IsZero() && !time.Now().Before(r.state.deadline) {
+		r.Header().Set("Connection", "close")
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -61,25 +59,16 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, errTokenRejected
 }
 
-// sent returns the token req carries when it is the one header last gave
-// out, or nil: an older one, already replaced.
+// sent returns the token req carries when it is still the cache's current
+// one, or nil: an older one, already replaced. (The one header last gave out
+// will not do: a request that got the older token may go out after one with
+// the current token.)
 func (b *bearer) sent(req *http.Request) *tokensource.Token {
-	a := b.auth.Load()
-	if v := req.Header["Authorization"]; a != nil && len(v) == 1 && v[0] == a.value[0] {
-		return a.tok
+	tok := b.tokens.Current()
+	if v := req.Header["Authorization"]; tok != nil && len(v) == 1 && v[0] == tok.Header() {
+		return tok
 	}
 	return nil
-}
-
-// token waits for a token; running out of time while waiting is a token
-// failure (503), not an upstream timeout.
-func (b *bearer) token(ctx context.Context) (*tokensource.Token, error) {
-	tok, err := b.tokens.Token(ctx)
-	if err != nil && errors.Is(err, context.DeadlineExceeded) {
-		return nil, &tokensource.Error{Code: tokensource.Unavailable, Err: err, RetryAfter: time.Second,
-			Description: "no token could be had within the request timeout"}
-	}
-	return tok, err
 }
 
 func (b *bearer) send(req *http.Request) (*http.Response, error) {

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +70,27 @@ func TestBearerKeepsTheTokenThatReplacedARejectedOne(t *testing.T) {
 	}
 }
 
+// A request that got the old token before it was replaced, and goes out
+// after one with the new token, does not keep the new one from being
+// dropped when COOP rejects it: the retry would go out with it again.
+func TestBearerDropsTheCurrentTokenWhicheverWentOutLast(t *testing.T) {
+	b := newBearer(t, &source{}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {invalidToken}}, Body: http.NoBody, Request: r}, nil
+	}))
+	first, _ := b.tokens.Token(t.Context())
+	b.tokens.Invalidate(first)
+	second, _ := b.tokens.Token(t.Context())
+	req := httptest.NewRequest("GET", "http://coop.invalid/api/me", nil)
+	req.Header["Authorization"] = b.header(second)
+	b.header(first) // a request that had the old token goes out
+	if _, err := b.RoundTrip(req); err != errTokenRejected {
+		t.Fatalf("err = %v", err)
+	}
+	if now, _ := b.tokens.Token(t.Context()); now == second {
+		t.Fatal("the rejected token is still handed out")
+	}
+}
+
 // With no new token to be had after a rejection, the request is not sent
 // again, and the caller gets the token failure (503).
 func TestARejectionWithoutANewTokenSendsNothingMore(t *testing.T) {
@@ -85,5 +109,41 @@ func TestARejectionWithoutANewTokenSendsNothingMore(t *testing.T) {
 	}
 	if n := len(f.up.requests()); n != 1 {
 		t.Fatalf("COOP got %d requests, want 1", n)
+	}
+}
+
+// Requests racing one another over a rejected token: each is sent at most
+// twice, all get through with the one new token, and the rejection of the
+// old one by all of them costs one token request, not one per request.
+func TestConcurrentRejectionsOfOneTokenFetchOneNewToken(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if r.Header.Get("Authorization") == "Bearer tok-1-0123456789abcdef" {
+			w.Header().Set("WWW-Authenticate", invalidToken)
+			w.WriteHeader(401)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			resp, err := http.Post(f.proxy.URL+"/api/1/eggs-collect", "text/plain", strings.NewReader("x"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(f.up.requests()); n > 40 {
+		t.Errorf("COOP got %d requests for 20", n)
+	}
+	if n := f.src.fetches(); n != 2 {
+		t.Errorf("%d token requests, want 2 (the rejected token, then one new)", n)
 	}
 }

@@ -2,10 +2,14 @@ package server
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
@@ -82,5 +86,44 @@ func TestRandomRequestLinesAreZaps(t *testing.T) {
 				t.Fatalf("%s:\n by hand %q\n zap     %q", format, fast, viaZap)
 			}
 		}
+	}
+}
+
+// Request lines and zap's lines, written at once from many goroutines (error
+// lines flushing the buffer, some lines larger than it), come out whole:
+// never one inside another.
+func TestLinesWrittenTogetherStayWhole(t *testing.T) {
+	var out syncBuffer
+	lg := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
+	long := strings.Repeat("p", 300<<10) // over the buffer's 256 KiB
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				path := "/api/1/eggs-count"
+				if i%50 == 0 {
+					path = long
+				}
+				lg.Requests.Request(&proxy.RequestLine{End: time.Now(), Method: "GET", Path: path, Status: 200})
+				if i%20 == g {
+					lg.Log.Error("boom", zap.String("path", path))
+				} else {
+					lg.Log.Info("tick", zap.Int("i", i))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	lg.Flush()
+	counts := map[string]int{}
+	for line := range strings.SplitSeq(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		var l struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("not a whole line (%v): %.200q", err, line)
+		}
+		counts[l.Msg]++
+	}
+	if counts["request"] != 8*200 || counts["boom"]+counts["tick"] != 8*200 {
+		t.Fatalf("lines: %v", counts)
 	}
 }
