@@ -149,6 +149,11 @@ func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
 	if md == nil {
 		return ep, nil
 	}
+	if ep.TokenURL == "" && r.AuthStyle.UsesCertificate() {
+		// RFC 8705 §5: a client authenticating with its certificate uses
+		// the endpoints the provider names for mutual TLS, when it does.
+		ep.TokenURL = md.MTLSEndpointAliases["token_endpoint"]
+	}
 	if ep.TokenURL == "" {
 		if ep.TokenURL = md.TokenEndpoint; ep.TokenURL == "" {
 			return ep, problem("Issuer", "the metadata of %s names no token endpoint: set %sTOKEN_URL", md.Issuer, EnvPrefix)

@@ -120,6 +120,15 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 			md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"client_secret_post"} }), token: "https://idp.example/token", auth: "https://idp.example/authorize"},
 		{name: "no list: not checked", md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = nil }),
 			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "mutual TLS uses the provider's mTLS alias (RFC 8705 §5)", env: map[string]string{"AUTH_STYLE": "tls_client_auth"}, md: doc(withMTLS),
+			token: "https://mtls.idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "mutual TLS without an alias", env: map[string]string{"AUTH_STYLE": "self_signed_tls_client_auth"},
+			md:    doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"self_signed_tls_client_auth"} }),
+			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "a secret does not go to the mTLS alias", env: map[string]string{"AUTH_STYLE": "basic"}, md: doc(withMTLS),
+			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "TOKEN_URL wins over the mTLS alias", env: map[string]string{"AUTH_STYLE": "tls_client_auth", "TOKEN_URL": "https://gw.example/t"}, md: doc(withMTLS),
+			token: "https://gw.example/t", auth: "https://idp.example/authorize"},
 		{name: "a grant the provider does not list", md: doc(func(m *provider.Metadata) { m.GrantTypesSupported = []string{"authorization_code", "refresh_token"} }),
 			problem: "COOP_PROXY_GRANT (--grant): https://idp.example supports the grants authorization_code, refresh_token, not client_credentials"},
 	} {
@@ -142,6 +151,13 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 			t.Errorf("%s: %+v, %v; want %s, %s", tt.name, ep, err, tt.token, tt.auth)
 		}
 	}
+}
+
+// withMTLS gives a document mutual-TLS client authentication and an alias
+// of the token endpoint for it.
+func withMTLS(m *provider.Metadata) {
+	m.TokenEndpointAuthMethodsSupported = append(m.TokenEndpointAuthMethodsSupported, "tls_client_auth")
+	m.MTLSEndpointAliases = map[string]string{"token_endpoint": "https://mtls.idp.example/token"}
 }
 
 // Without an issuer the endpoints and the store's URL are exactly what they
