@@ -27,7 +27,8 @@ type fakeDeviceAS struct {
 	// device answers the device authorization request: status and body.
 	device func(r *http.Request, form url.Values) (int, string)
 	// polls are the token endpoint's answers in turn, the last repeated:
-	// an RFC 8628 §3.5 error code, "token", or "500".
+	// an RFC 8628 §3.5 error code, "token", "500", or "200:" and an error
+	// code, for an error answered with 200.
 	polls []string
 
 	mu          sync.Mutex
@@ -66,6 +67,9 @@ func (f *fakeDeviceAS) RoundTrip(r *http.Request) (*http.Response, error) {
 		next := f.polls[0]
 		if len(f.polls) > 1 {
 			f.polls = f.polls[1:]
+		}
+		if code, ok := strings.CutPrefix(next, "200:"); ok { // GitHub's manner
+			return answer(200, "application/json", `{"error":"`+code+`"}`)
 		}
 		switch next {
 		case "token":
@@ -134,6 +138,24 @@ func TestDevicePollsAtTheIntervalAndSlowsDown(t *testing.T) {
 			if f.Get("grant_type") != "urn:ietf:params:oauth:grant-type:device_code" || f.Get("device_code") != "the-device-code" || f.Get("client_id") != "my-device" {
 				t.Fatalf("poll form %v (RFC 8628 §3.4)", f)
 			}
+		}
+	})
+}
+
+// GitHub answers the polls' errors with 200 (and the error in the JSON):
+// they are the same errors.
+func TestDeviceErrorsAnsweredWith200(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		as := &fakeDeviceAS{device: deviceAnswer(1, 600), polls: []string{"200:authorization_pending", "200:slow_down", "token"}}
+		if _, err := runDevice(t.Context(), as, DeviceConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := seconds(as.pollAt); !slices.Equal(got, []int{1, 2, 8}) {
+			t.Errorf("polls at %v s, want [1 2 8]", got)
+		}
+		as = &fakeDeviceAS{device: deviceAnswer(1, 600), polls: []string{"200:access_denied"}}
+		if _, err := runDevice(t.Context(), as, DeviceConfig{}); !errors.Is(err, ErrDenied) {
+			t.Errorf("access_denied with 200: %v", err)
 		}
 	})
 }
