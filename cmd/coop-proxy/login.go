@@ -18,10 +18,10 @@ import (
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
-// runLogin runs the authorization-code grant with the farmer (RFC 8252), or
-// with --device the device grant (RFC 8628), learns who they are from /api/me when the profile scope was granted, and
-// stores the grant where `serve --grant authorization_code` picks it up
-// (even while running).
+// runLogin runs the authorization-code grant with the farmer (RFC 8252),
+// or with --device the device grant (RFC 8628), learns who they are from
+// /api/me when the profile scope was granted, and stores the grant where
+// `serve --grant authorization_code` picks it up (even while running).
 func runLogin(ctx context.Context, inv *invocation) error {
 	s, out := inv.settings, inv.out
 	r := s.Route // login is the authorization-code grant, whatever --grant says
