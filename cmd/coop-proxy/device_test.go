@@ -114,9 +114,10 @@ func deviceClient(c oidctest.Client) oidctest.Client {
 }
 
 // The user approves: the grant is stored under the farmer's key, status
-// shows it, and the token stack refreshes it when it expires; the API
-// takes the tokens as the user's. Nothing printed holds a token.
-func TestDeviceLoginIsStoredLikeALoginAndRefreshed(t *testing.T) {
+// shows it, `token` refreshes it once expired, and `serve --grant
+// authorization_code` acts for the user, refreshing it when the API
+// refuses the access token. Nothing printed holds a token.
+func TestDeviceLoginThenTokenAndServeActForTheUser(t *testing.T) {
 	p := oidctest.New(t)
 	c := p.AddClient(deviceClient(oidctest.Client{AuthMethod: oidctest.ClientSecretBasic}))
 	s := deviceSetup(t, p, c, "AUTH_STYLE", "basic")
@@ -168,20 +169,72 @@ func TestDeviceLoginIsStoredLikeALoginAndRefreshed(t *testing.T) {
 	if code := run([]string{"token", "--grant", "authorization_code"}, &tok, &stderr); code != 0 {
 		t.Fatalf("token: exit %d, %s", code, stderr.String())
 	}
-	fresh := strings.TrimSpace(tok.String())
-	if fresh == rec.AccessToken {
-		t.Fatal("token printed the expired access token")
+	if fresh := strings.TrimSpace(tok.String()); fresh == rec.AccessToken || !strings.Contains(apiGet(t, p.APIURL+"/things/1", fresh), `"sub":"alice"`) {
+		t.Fatal("token printed the expired access token, or one the API refuses")
 	}
-	req, _ := http.NewRequest(http.MethodGet, p.APIURL+"/things/1", nil)
-	req.Header.Set("Authorization", "Bearer "+fresh)
+
+	// serve acts for the user; when the API refuses a revoked token, it
+	// refreshes the grant and sends the request again.
+	proxyURL := serveInProcess(t)
+	if body := apiGet(t, proxyURL+"/things/2", ""); !strings.Contains(body, `"sub":"alice"`) {
+		t.Fatalf("through serve: %s", body)
+	}
+	p.RevokeAccessTokens()
+	if body := apiGet(t, proxyURL+"/things/3", ""); !strings.Contains(body, `"sub":"alice"`) {
+		t.Fatalf("through serve, once the access token was revoked: %s", body)
+	}
+}
+
+// apiGet GETs u, with the bearer token when one is given, and returns the
+// body of a 200 (else fails).
+func apiGet(t *testing.T, u, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"sub":"alice"`) {
-		t.Fatalf("the API answered the refreshed token with %d %s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+// serveInProcess runs `serve --grant authorization_code` with the
+// environment's settings until the test ends, and returns its URL.
+func serveInProcess(t *testing.T) string {
+	t.Helper()
+	t.Setenv(config.EnvPrefix+"LISTEN", "127.0.0.1:0")
+	t.Setenv(config.EnvPrefix+"ADMIN_LISTEN", "off")
+	s, err := config.Load("test", []string{"--grant", "authorization_code"}, nil, config.Everything)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan server.Addrs, 1)
+	srv, err := server.New(s, server.Options{Ready: ready})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case a := <-ready:
+		return "http://" + a.Proxy
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+		return ""
 	}
 }
 
