@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -18,9 +19,9 @@ import (
 )
 
 // runLogin runs the authorization-code grant with the farmer (RFC 8252),
-// learns who they are from /api/me when the profile scope was granted, and
-// stores the grant where `serve --grant authorization_code` picks it up
-// (even while running).
+// or with --device the device grant (RFC 8628), learns who they are from
+// /api/me when the profile scope was granted, and stores the grant where
+// `serve --grant authorization_code` picks it up (even while running).
 func runLogin(ctx context.Context, inv *invocation) error {
 	s, out := inv.settings, inv.out
 	r := s.Route // login is the authorization-code grant, whatever --grant says
@@ -30,12 +31,17 @@ func runLogin(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	client := tokensource.WithParams(server.TokenHTTPClient(&r), r.TokenRequestParams())
-	lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
-		Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
-	if !s.NoBrowser && !s.Paste {
-		lc.OpenBrowser = login.BrowserOpener()
+	var res *login.Result
+	if s.Device {
+		res, err = deviceLogin(ctx, s, r, ep, out)
+	} else {
+		lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
+			Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
+		if !s.NoBrowser && !s.Paste {
+			lc.OpenBrowser = login.BrowserOpener()
+		}
+		res, err = login.Run(ctx, lc)
 	}
-	res, err := login.Run(ctx, lc)
 	if err != nil {
 		return err
 	}
@@ -77,4 +83,25 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	fmt.Fprintf(out, "Logged in as %s for %q, scopes %s; %s.\nGrant stored in %s. Run: coop-proxy serve --grant authorization_code\n",
 		who, r.ClientID, strings.Join(rec.Scopes, " "), until, st.Path())
 	return nil
+}
+
+// deviceLogin runs the device grant (RFC 8628) at the route's endpoints ep.
+// Its grant is stored as a login's: the refresh of `serve --grant
+// authorization_code` needs only the refresh token and the token endpoint.
+func deviceLogin(ctx context.Context, s *config.Settings, r config.Route, ep config.Endpoints, out io.Writer) (*login.Result, error) {
+	if ep.DeviceAuthorizationURL == "" {
+		return nil, fmt.Errorf("no device authorization endpoint: set %s, or %s of a provider whose metadata names one, or %s of one that has one (github, gitlab, google)",
+			config.SettingName("DeviceAuthorizationURL"), config.SettingName("Issuer"), config.SettingName("Provider"))
+	}
+	// A client assertion names the authorization server by its token
+	// endpoint (OpenID Connect Core §9, RFC 7523 §3), also when posted to
+	// the device authorization endpoint; it is the default aud at the
+	// token endpoint anyway.
+	if r.ClientAssertionAudience == "" {
+		r.ClientAssertionAudience = ep.TokenURL
+	}
+	oc := server.OAuthConfig(&r, ep)
+	oc.Endpoint.DeviceAuthURL = ep.DeviceAuthorizationURL
+	return login.Device(ctx, login.DeviceConfig{OAuth: *oc, AuthParams: r.AuthorizationParams(),
+		HTTPClient: tokensource.WithParams(server.TokenHTTPClient(&r), r.TokenRequestParams()), Timeout: s.LoginTimeout, Out: out})
 }

@@ -42,7 +42,7 @@ func commands() []command {
 		{"serve", "run the proxy (the default command)", config.Everything, runServe},
 		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true}, runToken},
 		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", config.Needs{Store: true}, runStatus},
-		{"login", "log a farmer in with the authorization-code grant and store the grant", config.Needs{Client: true, Store: true}, runLogin},
+		{"login", "log a farmer in with the authorization-code grant (or --device, the device grant) and store the grant", config.Needs{Client: true, Store: true}, runLogin},
 		{"logout", "remove the stored farmer's grant", config.Needs{Store: true}, runLogout},
 		{"check-config", "check every setting, print each problem on its own line", config.Everything, nil},
 		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", config.Needs{}, runDemo},

@@ -94,6 +94,12 @@ func (s *Settings) check(need Needs, p *Problems) {
 	if r.AuthorizeURL != "" {
 		p.add(checkURL("AuthorizeURL", r.AuthorizeURL))
 	}
+	if r.DeviceAuthorizationURL != "" {
+		p.add(checkURL("DeviceAuthorizationURL", r.DeviceAuthorizationURL))
+	}
+	if s.Device && s.Paste {
+		p.add(problem("Device", "set either %sDEVICE or %sPASTE, not both: the device grant needs no paste", EnvPrefix, EnvPrefix))
+	}
 	r.checkProvider(p)
 	if need.Client && r.ClientID == "" {
 		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))

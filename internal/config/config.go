@@ -45,6 +45,7 @@ type Settings struct {
 	LoginTimeout    time.Duration `env:"LOGIN_TIMEOUT" envDefault:"5m" flag:"login-timeout" help:"login: how long to wait for the farmer's answer"`
 	NoBrowser       bool          `env:"NO_BROWSER" flag:"no-browser" help:"login: only print the address to open, do not start a browser"`
 	Paste           bool          `env:"PASTE" flag:"paste" help:"login: no listener; paste the address the browser was sent to (for machines without a browser)"`
+	Device          bool          `env:"DEVICE" flag:"device" help:"login: the device grant (RFC 8628): print a code to enter in a browser on any other device (for machines without a browser)"`
 }
 
 // Route is one upstream API, the grant that gets its tokens, and the
@@ -53,6 +54,7 @@ type Route struct {
 	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
 	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
 	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
+	DeviceAuthorizationURL      string        `env:"DEVICE_AUTHORIZATION_URL" flag:"device-authorization-url" help:"device authorization endpoint for login --device (RFC 8628 §3.1; default: the issuer's metadata's, or the provider preset's)"`
 	Issuer                      string        `env:"ISSUER" flag:"issuer" help:"issuer URL of an OAuth 2.0 or OpenID provider: the endpoints come from its metadata (RFC 8414, OpenID Connect Discovery); TOKEN_URL and AUTHORIZE_URL win"`
 	Provider                    Provider      `env:"PROVIDER" flag:"provider" help:"a provider without metadata, by name (github, google, ...): its endpoints and auth style; TOKEN_URL, AUTHORIZE_URL and AUTH_STYLE win"`
 	Resource                    Resources     `env:"RESOURCE" flag:"resource" help:"RFC 8707 resource indicators for the tokens: absolute URIs, space or comma separated; sent on every token request"`

@@ -126,7 +126,10 @@ func (r *Route) presetAuthStyle(merged map[string]string) {
 type Endpoints struct {
 	TokenURL     string
 	AuthorizeURL string
-	Metadata     *provider.Metadata // nil without an issuer
+	// DeviceAuthorizationURL is for login --device (RFC 8628 §3.1); ""
+	// when neither the settings, the preset nor the metadata name one.
+	DeviceAuthorizationURL string
+	Metadata               *provider.Metadata // nil without an issuer
 }
 
 // KeyURL is what the store key records as the token endpoint: the one
@@ -145,9 +148,12 @@ func (r *Route) KeyURL() string {
 // checks that the provider offers what the settings ask for. Each problem
 // is a *Problem naming the setting.
 func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
-	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), Metadata: md}
+	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), DeviceAuthorizationURL: r.deviceEndpoint(), Metadata: md}
 	if md == nil {
 		return ep, nil
+	}
+	if ep.DeviceAuthorizationURL == "" {
+		ep.DeviceAuthorizationURL = md.DeviceAuthorizationEndpoint // RFC 8628 §4
 	}
 	if ep.TokenURL == "" && r.AuthStyle.UsesCertificate() {
 		// RFC 8705 §5: a client authenticating with its certificate uses
@@ -173,6 +179,16 @@ func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
 			md.Issuer, strings.Join(ms, ", "), r.AuthStyle, styleFor(ms))
 	}
 	return ep, nil
+}
+
+// deviceEndpoint is the device authorization endpoint known without the
+// network: the setting, else the preset's (x/oauth2/endpoints knows
+// GitHub's, GitLab's and Google's); COOP has none.
+func (r *Route) deviceEndpoint() string {
+	if p, ok := r.Provider.Preset(); ok && r.DeviceAuthorizationURL == "" {
+		return p.Endpoint.DeviceAuthURL
+	}
+	return r.DeviceAuthorizationURL
 }
 
 // authMethods are the token endpoint authentication methods (RFC 8414 §2

@@ -114,7 +114,9 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 		{name: "authorization code needs one", env: map[string]string{"GRANT": "authorization_code"},
 			md:      doc(func(m *provider.Metadata) { m.AuthorizationEndpoint = "" }),
 			problem: "COOP_PROXY_GRANT (--grant): authorization_code needs an authorization endpoint, and the metadata of https://idp.example names none"},
-		{name: "an auth style the provider does not list", md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"client_secret_basic", "private_key_jwt"} }),
+		{name: "an auth style the provider does not list", md: doc(func(m *provider.Metadata) {
+			m.TokenEndpointAuthMethodsSupported = []string{"client_secret_basic", "private_key_jwt"}
+		}),
 			problem: "COOP_PROXY_AUTH_STYLE (--auth-style): https://idp.example's token endpoint takes client credentials as client_secret_basic, private_key_jwt, not as body: set COOP_PROXY_AUTH_STYLE to basic"},
 		{name: "auto needs one of the two", env: map[string]string{"AUTH_STYLE": "auto"},
 			md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"client_secret_post"} }), token: "https://idp.example/token", auth: "https://idp.example/authorize"},
@@ -123,7 +125,9 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 		{name: "mutual TLS uses the provider's mTLS alias (RFC 8705 §5)", env: map[string]string{"AUTH_STYLE": "tls_client_auth"}, md: doc(withMTLS),
 			token: "https://mtls.idp.example/token", auth: "https://idp.example/authorize"},
 		{name: "mutual TLS without an alias", env: map[string]string{"AUTH_STYLE": "self_signed_tls_client_auth"},
-			md:    doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"self_signed_tls_client_auth"} }),
+			md: doc(func(m *provider.Metadata) {
+				m.TokenEndpointAuthMethodsSupported = []string{"self_signed_tls_client_auth"}
+			}),
 			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
 		{name: "a secret does not go to the mTLS alias", env: map[string]string{"AUTH_STYLE": "basic"}, md: doc(withMTLS),
 			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
