@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/login"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
@@ -35,15 +36,24 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	if !s.NoBrowser && !s.Paste {
 		lc.OpenBrowser = login.BrowserOpener()
 	}
-	res, err := login.Run(ctx, lc)
+	// A new grant gets a new DPoP key (or the key file's): the code
+	// exchange carries its proof, and the grant is stored with it.
+	keys := server.DPoPKeys(&r)
+	key := keys.For(tokenstore.Record{}, false)
+	res, err := login.Run(dpop.WithKey(ctx, key), lc)
 	if err != nil {
 		return err
 	}
+	if err := tokensource.CheckIssued(res.Token, key != nil, r.ClientSecret.Reveal()); err != nil {
+		return fmt.Errorf("logged in, but the token cannot be used: %w", err)
+	}
 
 	rec := tokensource.RecordFromToken(res.Token, res.Scopes, time.Now())
+	keys.Bind(&rec, key)
 	rec.GrantedAt = time.Now()
-	// COOP's /api/me, with its profile scope; OpenID's profile scope is another
-	if slices.Contains(rec.Scopes, "profile") && r.Issuer == "" && r.Provider == "" {
+	// COOP's /api/me, with its profile scope; OpenID's profile scope is
+	// another. COOP takes no DPoP token.
+	if slices.Contains(rec.Scopes, "profile") && r.Issuer == "" && r.Provider == "" && key == nil {
 		id, email, err := login.WhoAmI(ctx, client, r.Upstream, rec.AccessToken)
 		if err != nil {
 			fmt.Fprintf(out, "Note: logged in, but /api/me did not say who: %v\n", err)
@@ -58,8 +68,7 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	key := server.StoreKey(&r)
-	if _, err := st.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
+	if _, err := st.Update(ctx, server.StoreKey(&r), func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}
 	log.Debug("grant stored", zap.String("path", st.Path()))
