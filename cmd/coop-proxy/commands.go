@@ -102,6 +102,13 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	} else if r.Grant == config.AuthorizationCode {
 		p("refresh token", "none: log in again when the access token expires")
 	}
+	if rec.DPoPJKT != "" {
+		where := "kept with the grant in the store"
+		if len(rec.DPoPKey) == 0 {
+			where = "from the key file"
+		}
+		p("DPoP key", fmt.Sprintf("%s (RFC 7638 thumbprint), %s", rec.DPoPJKT, where))
+	}
 	if !rec.GrantedAt.IsZero() {
 		p("granted", fmt.Sprintf("%s ago (%s)", now.Sub(rec.GrantedAt).Round(time.Second), rec.GrantedAt.Local().Format(time.RFC3339)))
 	}
