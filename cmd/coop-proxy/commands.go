@@ -30,6 +30,10 @@ func runToken(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
+	if tok.DPoP() != nil {
+		// RFC 9449 §7: the API takes it only with a proof of coop-proxy's key
+		fmt.Fprintln(os.Stderr, "note: this token is DPoP-bound: it works only with a DPoP proof of coop-proxy's key; send requests through coop-proxy serve")
+	}
 	_, err = fmt.Fprintln(inv.out, tok.Access())
 	return err
 }
