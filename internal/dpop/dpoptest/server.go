@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync"
 	"time"
 )
 
-// Server is a DPoP authorization server (POST /token: client credentials
-// and refresh) and resource server (every other path) in one. Each token
+// Server is a DPoP authorization server (POST /token: client credentials,
+// authorization code and refresh; GET /authorize approves every request at
+// once) and resource server (every other path) in one. Each token
 // it issues is bound to the key of the proof that asked for it (RFC 9449
 // §6: the token's cnf.jkt, kept here beside the opaque token), and the
 // API takes a token only with a proof of that key. Every proof is checked
@@ -26,6 +28,7 @@ type Server struct {
 
 	mu          sync.Mutex
 	bound       map[string]string // access or refresh token → jkt
+	codes       map[string]bool   // authorization codes not yet exchanged
 	jtis        map[string]bool
 	tokenNonce  string
 	apiNonce    string
@@ -45,7 +48,7 @@ type APICall struct {
 
 // NewServer starts a Server; it is closed when the test ends.
 func NewServer(t interface{ Cleanup(func()) }) *Server {
-	s := &Server{bound: map[string]string{}, jtis: map[string]bool{}}
+	s := &Server{bound: map[string]string{}, jtis: map[string]bool{}, codes: map[string]bool{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -92,11 +95,14 @@ func (s *Server) Failures() []string {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.URL.Path == "/token" {
+	switch r.URL.Path {
+	case "/token":
 		s.token(w, r)
-		return
+	case "/authorize":
+		s.authorize(w, r)
+	default:
+		s.api(w, r)
 	}
-	s.api(w, r)
 }
 
 // proof verifies the request's one DPoP header for method and htu.
@@ -143,6 +149,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	answer := map[string]any{"access_token": random(), "token_type": "DPoP", "expires_in": 3600}
 	switch r.PostFormValue("grant_type") {
 	case "client_credentials":
+	case "authorization_code":
+		// §10: the code is not bound to a key here (no dpop_jkt was sent
+		// with the authorization request); the tokens are, to this proof's.
+		if !s.codes[r.PostFormValue("code")] {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "unknown code")
+			return
+		}
+		delete(s.codes, r.PostFormValue("code"))
+		answer["refresh_token"] = random()
 	case "refresh_token":
 		// §5: a refresh token is bound to the key it was issued to
 		old := r.PostFormValue("refresh_token")
@@ -167,6 +182,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// authorize approves at once: a redirect to the client's redirect_uri with
+// a code and its state (RFC 6749 §4.1.2).
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	code := random()
+	s.codes[code] = true
+	http.Redirect(w, r, q.Get("redirect_uri")+"?"+url.Values{"code": {code}, "state": {q.Get("state")}}.Encode(), http.StatusFound)
 }
 
 // Grant issues a refresh token bound to jkt, as a login would have.
