@@ -238,3 +238,25 @@ func mustEC(t *testing.T) *ecdsa.PrivateKey {
 	}
 	return k
 }
+
+// A DPoP-Nonce header is outside input sent back in every proof: only an
+// RFC 9449 §8.1 nonce (NQCHAR, bounded) is kept, anything else is dropped.
+func FuzzNonceObserve(f *testing.F) {
+	for _, seed := range []string{"eyJ7S_zG.eyJH0-Z.HX4w-7v", "", "a b", `"q"`, "\x00", "ünï", strings.Repeat("n", 1024)} {
+		f.Add(seed)
+	}
+	u, _ := url.Parse("https://as.example.com/token")
+	f.Fuzz(func(t *testing.T, v string) {
+		var n dpop.Nonces
+		kept := n.Observe(u, http.Header{"Dpop-Nonce": {v}})
+		if got := n.Get(u); kept != (got != "") || kept && got != v {
+			t.Fatalf("Observe(%q) = %v, Get = %q", v, kept, got)
+		}
+		if !kept {
+			return
+		}
+		if len(v) > 1024 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7e || r == '"' || r == '\\' }) {
+			t.Fatalf("kept %q", v)
+		}
+	})
+}

@@ -39,9 +39,9 @@ const MaxSkew = 60 * time.Second
 // signature verifies with that jwk, and whose claims have jti, htm, htu and
 // an iat within MaxSkew of now.
 func Verify(value string, now time.Time) (Proof, error) {
-	jws, err := jose.ParseSigned(value, algs)
+	jws, err := jose.ParseSignedCompact(value, algs)
 	if err != nil {
-		return Proof{}, fmt.Errorf("go-jose does not parse the proof as a JWS: %v", err)
+		return Proof{}, fmt.Errorf("go-jose does not parse the proof as a compact JWS: %v", err)
 	}
 	if len(jws.Signatures) != 1 {
 		return Proof{}, fmt.Errorf("%d signatures", len(jws.Signatures))
