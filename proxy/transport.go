@@ -156,8 +156,8 @@ func (b *bearer) withProof(req *http.Request, tok *tokensource.Token) (*http.Req
 // answer is §9's demand for one: 401 with a DPoP challenge whose error is
 // use_dpop_nonce, and a nonce to send.
 func (b *bearer) nonceRequired(req *http.Request, resp *http.Response) bool {
-	fresh := b.nonces.Observe(req.URL, resp.Header)
-	return fresh && resp.StatusCode == http.StatusUnauthorized &&
+	given := b.nonces.Observe(req.URL, resp.Header)
+	return given && resp.StatusCode == http.StatusUnauthorized &&
 		wwwauth.SchemeError(resp.Header.Values("WWW-Authenticate"), "dpop") == "use_dpop_nonce"
 }
 

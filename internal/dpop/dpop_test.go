@@ -8,7 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -192,8 +195,12 @@ func TestKeysBindAGrantToItsKeyForItsLife(t *testing.T) {
 	if other := keys.For(tokenstore.Record{}, false); other.JKT() == first.JKT() {
 		t.Fatal("a new grant reused the key")
 	}
-	if strings.Contains(rec.String(), string(rec.DPoPKey)) || !strings.Contains(rec.String(), "DPoPKey:held") {
-		t.Fatalf("String %s", rec.String())
+	shown, _ := json.Marshal(rec)
+	b64 := base64.StdEncoding.EncodeToString(rec.DPoPKey)
+	for _, s := range []string{rec.String(), fmt.Sprintf("%#v", rec), string(shown)} {
+		if strings.Contains(s, b64) || strings.Contains(s, string(rec.DPoPKey)) || !strings.Contains(s, "held") {
+			t.Fatalf("the record shows its key: %s", s)
+		}
 	}
 }
 

@@ -59,8 +59,8 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		fresh := t.Nonces.Observe(req.URL, resp.Header)
-		if try > 0 || !fresh || resp.StatusCode != http.StatusBadRequest {
+		given := t.Nonces.Observe(req.URL, resp.Header)
+		if try > 0 || !given || resp.StatusCode != http.StatusBadRequest {
 			return resp, nil
 		}
 		if resp, asked := useNonce(resp); !asked {

@@ -43,7 +43,7 @@ type APICall struct {
 	Proof  Proof
 	Token  string
 	Header http.Header // as received
-	Status int        // what the API answered
+	Status int         // what the API answered
 }
 
 // NewServer starts a Server; it is closed when the test ends.
