@@ -80,7 +80,7 @@ var (
 	errNonceRequired    = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce"}
 	errNonceBodyNotKept = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request was not sent again with it: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again: it will carry the nonce"}
-	errNonceRequiredAgain = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce again after it was sent one. Send the request again"}
+	errNonceRequiredAgain = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request had already been sent again once. Send the request again: it will carry the nonce"}
 )
 
 // statusClientClosed is logged (never sent) when the caller went away
