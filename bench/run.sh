@@ -9,15 +9,18 @@
 #       with the same transport as coop-proxy and a pool of copy buffers
 #   (c) nginx, 1 worker, adding the same fixed token
 #   (d) `coop-proxy serve`, client credentials grant, JSON log at info level
+#   (e) (d) with COOP_PROXY_DPOP=true (an ES256 proof signed per request),
+#       in front of bench/dpopupstream, a DPoP token endpoint and API that
+#       checks every proof with go-jose (the emulator takes only Bearer)
 # Each gets a 2 s warm-up, then `wrk -t1 -c32 --latency`, POST
-# /api/1/eggs-count: (a) and (c) for 10 s; (b) and (d), the pair the target
+# /api/1/eggs-count: (a), (c) and (e) for 10 s; (b) and (d), the pair the target
 # compares, in BENCH_ROUNDS (6) alternating rounds of 5 s each, medians
 # reported. The CPU time the process under test spends per request is read
 # from /proc/PID/stat around each run. The results, and the Go benchmarks of
 # the proxy package, go to bench/results/YYYY-MM-DD.md (a new section per
 # run) and to stdout.
 #
-# Ports: BENCH_PORT_BASE (default 18080) and the four after it, on 127.0.0.1.
+# Ports: BENCH_PORT_BASE (default 18080) and the seven after it, on 127.0.0.1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +32,9 @@ bare_addr=127.0.0.1:$((port_base + 1))
 nginx_addr=127.0.0.1:$((port_base + 2))
 proxy_addr=127.0.0.1:$((port_base + 3))
 admin_addr=127.0.0.1:$((port_base + 4))
+dpop_upstream_addr=127.0.0.1:$((port_base + 5))
+dpop_proxy_addr=127.0.0.1:$((port_base + 6))
+dpop_admin_addr=127.0.0.1:$((port_base + 7))
 api_path=/api/1/eggs-count
 wrk_args=(-t1 -c32 --latency -s "$root/bench/post.lua")
 bd_rounds=${BENCH_ROUNDS:-6}
@@ -106,7 +112,7 @@ for var in $(compgen -v COOP_PROXY_ || true); do
 	unset "$var"
 done
 
-for addr in "$upstream_addr" "$bare_addr" "$nginx_addr" "$proxy_addr" "$admin_addr"; do
+for addr in "$upstream_addr" "$bare_addr" "$nginx_addr" "$proxy_addr" "$admin_addr" "$dpop_upstream_addr" "$dpop_proxy_addr" "$dpop_admin_addr"; do
 	if (: <"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
 		echo "$addr is in use: set BENCH_PORT_BASE to a free range" >&2
 		exit 1
@@ -120,6 +126,7 @@ mkdir "$tmp/bin"
 go build -o "$tmp/bin/coop-proxy" ./cmd/coop-proxy
 go build -o "$tmp/bin/upstream" ./bench/upstream
 go build -o "$tmp/bin/bareproxy" ./bench/bareproxy
+go build -o "$tmp/bin/dpopupstream" ./bench/dpopupstream
 
 start upstream taskset -c 0 "$tmp/bin/upstream" -listen "$upstream_addr" -credentials "$tmp/credentials.json"
 for _ in $(seq 100); do
@@ -269,13 +276,32 @@ log_lines=$(grep -c '"msg":"request"' "$tmp/coop-proxy.log" || true)
 
 stop upstream
 
+# (e): (d) with DPoP, before its own DPoP upstream (which takes any client
+# secret, and verifies every proof: its CPU is not counted).
+start dpopupstream taskset -c 0 "$tmp/bin/dpopupstream" -listen "$dpop_upstream_addr"
+start coop-proxy-dpop env \
+	COOP_PROXY_UPSTREAM="http://$dpop_upstream_addr" \
+	COOP_PROXY_CLIENT_ID="$client_id" \
+	COOP_PROXY_CLIENT_SECRET_FILE="$tmp/client_secret" \
+	COOP_PROXY_DPOP=true \
+	COOP_PROXY_STORE="$tmp/tokens-dpop.json" \
+	COOP_PROXY_LISTEN="$dpop_proxy_addr" \
+	COOP_PROXY_ADMIN_LISTEN="$dpop_admin_addr" \
+	COOP_PROXY_LOG_FORMAT=json \
+	taskset -c 0 "$tmp/bin/coop-proxy" serve
+await_ok coop-proxy-dpop "http://$dpop_admin_addr/readyz"
+await_ok coop-proxy-dpop "http://$dpop_proxy_addr$api_path" -X POST
+load e "$dpop_proxy_addr" coop-proxy-dpop 10
+stop coop-proxy-dpop
+stop dpopupstream
+
 # --- Go benchmarks -------------------------------------------------------------
 echo "go test -bench" >&2
 gobench=$(go test -run '^$' -bench . -benchmem ./proxy/)
 
 # --- report --------------------------------------------------------------------
 declare -A cpu_rounds=([b]="${cpu[b]# }" [d]="${cpu[d]# }")
-for label in a b c d; do
+for label in a b c d e; do
 	# shellcheck disable=SC2086 # the lists are space-separated numbers
 	{
 		cpu[$label]=$(median ${cpu[$label]})
@@ -311,6 +337,7 @@ section=$tmp/section.md
 	echo "| (b) | bare httputil.ReverseProxy, pooled buffers | ${rps[b]} | ${p50[b]} | ${p99[b]} | ${cpu[b]} | ${errors[b]} |"
 	echo "| (c) | nginx, 1 worker | ${rps[c]} | ${p50[c]} | ${p99[c]} | — | ${errors[c]} |"
 	echo "| (d) | coop-proxy serve | ${rps[d]} | ${p50[d]} | ${p99[d]} | ${cpu[d]} | ${errors[d]} |"
+	echo "| (e) | coop-proxy serve, DPoP (ES256 proof per request), DPoP upstream | ${rps[e]} | ${p50[e]} | ${p99[e]} | ${cpu[e]} | ${errors[e]} |"
 	echo
 	echo "CPU µs/request: utime + stime of the process under test (/proc/PID/stat) over a run, divided"
 	echo "by the requests served (the emulator's own CPU is not counted for (b)-(d)); per round:"
@@ -323,7 +350,9 @@ section=$tmp/section.md
 	echo
 	echo "target: (d) CPU per request ≤ 1.05 × (b), (d) p99 ≤ 1.10 × (b) p99 — **$verdict**"
 	echo
-	echo "(d) wrote $log_lines request log lines (JSON, info level)."
+	echo "(d) wrote $log_lines request log lines (JSON, info level). (e) ran alone for 10 s, after (d), before"
+	echo "bench/dpopupstream, which verifies each proof on core 0 (slower than the emulator): compare"
+	echo "its CPU µs/request with (d)'s, not its throughput."
 	echo
 	echo "### Go benchmarks (\`go test -run '^\$' -bench . -benchmem ./proxy/\`)"
 	echo
@@ -343,7 +372,7 @@ cat "$section" >>"$results"
 cat "$section"
 echo "results appended to $results" >&2
 
-for label in a b c d; do
+for label in a b c d e; do
 	if ((errors[$label] > 0)); then
 		echo "target ($label) had ${errors[$label]} errors: its numbers are not valid" >&2
 		exit 1

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
@@ -53,8 +54,26 @@ func (oneToken) Token(context.Context, string) (tokenstore.Record, error) {
 // metrics on a registry, and serve's JSON logging at info level (to
 // io.Discard, so that writing the request line is counted but no I/O is).
 func newHandler(b *testing.B, upstream *url.URL, base http.RoundTripper) http.Handler {
+	return newHandlerWith(b, upstream, base, oneToken{}, nil)
+}
+
+// oneDPoPToken is oneToken bound to a generated ES256 key, as DPoP=true
+// has it.
+type oneDPoPToken struct{ rec tokenstore.Record }
+
+func newOneDPoPToken() oneDPoPToken {
+	t := oneDPoPToken{tokenstore.Record{AccessToken: benchToken, TokenType: "DPoP", Expiry: time.Now().Add(24 * time.Hour)}}
+	(&dpop.Keys{}).Bind(&t.rec, dpop.Generate())
+	return t
+}
+
+func (t oneDPoPToken) Token(context.Context, string) (tokenstore.Record, error) { return t.rec, nil }
+
+// newHandlerWith is newHandler with tokens from src, bound to keys' keys
+// (nil: bearer tokens).
+func newHandlerWith(b *testing.B, upstream *url.URL, base http.RoundTripper, src tokensource.Source, keys *dpop.Keys) http.Handler {
 	b.Helper()
-	cache := &tokensource.Cache{Source: oneToken{}, Margin: 5 * time.Minute}
+	cache := &tokensource.Cache{Source: src, Margin: 5 * time.Minute, DPoP: keys}
 	b.Cleanup(cache.Close)
 	if _, err := cache.Token(context.Background()); err != nil {
 		b.Fatal(err)
@@ -190,6 +209,17 @@ func benchServeHTTP(b *testing.B, h http.Handler) {
 // transport to COOP stubbed out.
 func BenchmarkHandlerServeHTTP(b *testing.B) {
 	benchServeHTTP(b, newHandler(b, &url.URL{Scheme: "http", Host: "coop.invalid"}, canned{}))
+}
+
+// BenchmarkHandlerServeHTTPDPoP is BenchmarkHandlerServeHTTP with a
+// DPoP-bound token (ES256): a proof signed per request (RFC 9449 §7).
+func BenchmarkHandlerServeHTTPDPoP(b *testing.B) {
+	benchServeHTTP(b, newHandlerWith(b, &url.URL{Scheme: "http", Host: "coop.invalid"}, canned{}, newOneDPoPToken(), &dpop.Keys{}))
+}
+
+// BenchmarkHandlerDPoP is BenchmarkHandler with a DPoP-bound token.
+func BenchmarkHandlerDPoP(b *testing.B) {
+	benchOverHTTP(b, newHandlerWith(b, startUpstream(b), proxy.NewTransport(30*time.Second), newOneDPoPToken(), &dpop.Keys{}))
 }
 
 // BenchmarkBareReverseProxyServeHTTP is BenchmarkHandlerServeHTTP's baseline.

@@ -76,16 +76,24 @@ func closeUnread(w http.ResponseWriter, r *http.Request) {
 // rejection is COOP's rejection of a token (RFC 6750 §3.1 invalid_token)
 // that is not answered by a retry. A token failure is never the caller's
 // 401: the token is dropped, and the caller sends the request again.
-type rejection struct{ description string }
+// A demand for a DPoP nonce (RFC 9449 §9) is answered the same way, with
+// its own code.
+type rejection struct{ code, description string }
 
-func (e *rejection) Error() string { return "token_rejected: " + e.description }
+func (e *rejection) Error() string { return e.code + ": " + e.description }
 
 var (
 	// errTokenRejected is bearer's: COOP rejected the token sent.
-	errTokenRejected = &rejection{"COOP rejected the access token"}
-	errBodyNotKept   = &rejection{"COOP rejected the access token, and the request was not sent again with a new one: " +
+	errTokenRejected = &rejection{"token_rejected", "COOP rejected the access token"}
+	errBodyNotKept   = &rejection{"token_rejected", "COOP rejected the access token, and the request was not sent again with a new one: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
-	errRejectedTwice = &rejection{"COOP rejected a newly fetched access token too. Send the request again later"}
+	errRejectedTwice = &rejection{"token_rejected", "COOP rejected a newly fetched access token too. Send the request again later"}
+
+	// errNonceRequired is bearer's: COOP asked for a DPoP nonce, and gave one.
+	errNonceRequired    = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce"}
+	errNonceBodyNotKept = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request was not sent again with it: " +
+		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again: it will carry the nonce"}
+	errNonceRequiredAgain = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request had already been sent again once. Send the request again: it will carry the nonce"}
 	// errNoTokenInTime: the request's deadline passed while it waited for a
 	// token, a token failure (503), not an upstream timeout.
 	errNoTokenInTime = &tokensource.Error{Code: tokensource.Unavailable, RetryAfter: time.Second,
@@ -107,8 +115,8 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	if r.GetBody == nil {
 		closeUnread(w, r) // the body was streamed: the transport may have left some of it
 	}
-	if err == errTokenRejected {
-		err = h.rejected(w, r)
+	if err == errTokenRejected || err == errNonceRequired {
+		err = h.rejected(w, r, err == errNonceRequired)
 		if err == nil {
 			return // sent again: ServeHTTP calls retry
 		}
@@ -118,7 +126,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		h.tooLarge(w, r)
 	case errors.As(err, &rj):
 		w.Header().Set("Retry-After", "1")
-		writeProblem(w, http.StatusServiceUnavailable, "token_rejected", rj.description)
+		writeProblem(w, http.StatusServiceUnavailable, rj.code, rj.description)
 	case errors.As(err, &te):
 		secs := int((te.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
@@ -147,17 +155,24 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 }
 
 // rejected asks ServeHTTP to send a request whose token COOP rejected
-// again with a new one, when it can be sent again and was not already:
-// nothing has been answered. Otherwise it returns why not.
-func (h *Handler) rejected(w http.ResponseWriter, r *http.Request) error {
+// again with a new one (or, nonce, with the DPoP nonce COOP asked for),
+// when it can be sent again and was not already: nothing has been
+// answered. Otherwise it returns why not.
+func (h *Handler) rejected(w http.ResponseWriter, r *http.Request, nonce bool) error {
 	rec, ok := w.(*recorder)
 	switch {
+	case (!ok || rec.state.retried) && nonce:
+		return errNonceRequiredAgain
 	case !ok || rec.state.retried:
 		return errRejectedTwice
+	case r.Body != nil && r.Body != http.NoBody && r.GetBody == nil && nonce:
+		return errNonceBodyNotKept
 	case r.Body != nil && r.Body != http.NoBody && r.GetBody == nil:
 		return errBodyNotKept
-	case r.Context().Err() != nil:
+	case r.Context().Err() != nil && nonce:
 		// out of time (COOP's 401 came slowly) or the caller gone
+		return errNonceRequired
+	case r.Context().Err() != nil:
 		return errTokenRejected
 	}
 	rec.state.retry = true

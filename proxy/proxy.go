@@ -264,6 +264,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // method"), and the caller's own credentials are not ours to forward (RFC
 // 6750 §2.1); ServeHTTP has removed the caller's token from the query and
 // the form. (Header names are canonical here, so the map is used directly.)
+//
+// A caller's DPoP proof is removed too: it is not for coop-proxy's token
+// (RFC 9449 §7.1), and COOP would read it with ours. With a DPoP-bound
+// token, bearer adds a proof of its own (see withProofFor).
 func (h *Handler) forward(rec *recorder, r *http.Request) {
 	tok, err := h.bearer.tokens.Token(r.Context())
 	if err != nil {
@@ -274,14 +278,19 @@ func (h *Handler) forward(rec *recorder, r *http.Request) {
 		return
 	}
 	r.Header["Authorization"] = h.bearer.header(tok)
+	delete(r.Header, "Dpop")
+	if tok.DPoP() != nil {
+		r = withProofFor(r, tok)
+	}
 	h.rp.ServeHTTP(rec, r)
 }
 
 // retry sends a request again, once, after COOP rejected its token (RFC 6750
 // §3.1 invalid_token: "expired, revoked, malformed, or invalid for other
 // reasons"): the token, not the request, was at fault, and bearer has
-// dropped it, so forward gets a new one. errorHandler asks for it, having
-// answered nothing.
+// dropped it, so forward gets a new one. Or after COOP asked for a DPoP
+// nonce (RFC 9449 §9): bearer keeps it, and the new proof carries it.
+// errorHandler asks for it, having answered nothing.
 func (h *Handler) retry(rec *recorder, r *http.Request) {
 	rec.state.retry, rec.state.retried = false, true
 	if r.GetBody != nil {

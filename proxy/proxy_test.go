@@ -142,6 +142,7 @@ func TestForwardReplacesTheCallersCredentials(t *testing.T) {
 	req := newReq(t, "POST", f.proxy.URL+"/api/1/eggs-collect?access_token=callers&x=1", "access_token=callers-form&a=b")
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer callers-own")
+	req.Header.Set("DPoP", "callers-proof")
 	req.Header.Set("Connection", "X-Hop")
 	req.Header.Set("X-Hop", "must not pass")
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
@@ -158,6 +159,7 @@ func TestForwardReplacesTheCallersCredentials(t *testing.T) {
 		"path":             {got.Path, "/api/1/eggs-collect"},
 		"Host":             {got.Host, upHost},
 		"X-Hop":            {got.Header.Get("X-Hop"), ""},
+		"DPoP":             {got.Header.Get("DPoP"), ""},
 		"X-Forwarded-For":  {got.Header.Get("X-Forwarded-For"), "127.0.0.1"},
 		"X-Forwarded-Host": {got.Header.Get("X-Forwarded-Host"), strings.TrimPrefix(f.proxy.URL, "http://")},
 	}

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/internal/wwwauth"
 )
@@ -20,6 +23,7 @@ type bearer struct {
 	tokens  Tokens
 	metrics *Metrics
 	auth    atomic.Pointer[authValue] // the last token's header value
+	nonces  dpop.Nonces               // COOP's DPoP nonces (RFC 9449 §9)
 }
 
 // authValue is the Authorization header value of a token, built once per
@@ -40,12 +44,29 @@ func (b *bearer) header(tok *tokensource.Token) []string {
 	return a.value
 }
 
-// RoundTrip sends the request. On 401 invalid_token it drops the token and
-// fails with errTokenRejected.
+// RoundTrip sends the request, with a DPoP proof when its token is bound to
+// a key (see withProof). On 401 invalid_token it drops the token and fails
+// with errTokenRejected; on a 401 asking for a DPoP nonce, it keeps the
+// nonce and fails with errNonceRequired.
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok := proofFor(req.Context())
+	if tok != nil {
+		var err error
+		if req, err = b.withProof(req, tok); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := b.send(req)
-	if err != nil || !tokenRejected(resp) {
+	if err != nil {
 		return resp, err
+	}
+	if tok != nil && b.nonceRequired(req, resp) {
+		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		resp.Body.Close()
+		return nil, errNonceRequired
+	}
+	if !tokenRejected(resp) {
+		return resp, nil
 	}
 	// RFC 6750 §3.1: invalid_token means "expired, revoked, malformed, or
 	// invalid for other reasons": the token, not the request, is at fault.
@@ -78,9 +99,56 @@ func (b *bearer) send(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// tokenRejected: 401 with invalid_token in a Bearer challenge (RFC 6750
+// §3.1) or a DPoP one (RFC 9449 §7.1).
 func tokenRejected(resp *http.Response) bool {
-	return resp.StatusCode == http.StatusUnauthorized &&
-		wwwauth.BearerError(resp.Header.Values("WWW-Authenticate")) == "invalid_token"
+	if resp.StatusCode != http.StatusUnauthorized {
+		return false
+	}
+	challenges := resp.Header.Values("WWW-Authenticate")
+	return wwwauth.BearerError(challenges) == "invalid_token" || wwwauth.SchemeError(challenges, "dpop") == "invalid_token"
+}
+
+// proofToken is the context key of the DPoP-bound token a forwarded
+// request carries (see Handler.forward).
+type proofToken struct{}
+
+// withProofFor returns r with a context telling bearer to add a proof of
+// tok's key: the proof names the URL the request is sent to, known only
+// once ReverseProxy has rewritten it.
+func withProofFor(r *http.Request, tok *tokensource.Token) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), proofToken{}, tok))
+}
+
+func proofFor(ctx context.Context) *tokensource.Token {
+	tok, _ := ctx.Value(proofToken{}).(*tokensource.Token)
+	return tok
+}
+
+// withProof returns a copy of req with a DPoP header (RFC 9449 §7.1): a
+// fresh proof of the token's key for this method and URL (§4.2: htm, htu
+// without query and fragment), the token's hash (ath), and COOP's nonce
+// when it gave one. The copy's header is req's, cloned: a RoundTripper must
+// not change the request it is given.
+func (b *bearer) withProof(req *http.Request, tok *tokensource.Token) (*http.Request, error) {
+	proof, err := tok.DPoP().Proof(req.Method, dpop.HTU(req.URL), tok.Access(), b.nonces.Get(req.URL), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("DPoP: signing the proof: %w", err)
+	}
+	out := *req
+	out.Header = req.Header.Clone()
+	out.Header["Dpop"] = []string{proof}
+	return &out, nil
+}
+
+// nonceRequired keeps a DPoP-Nonce COOP's answer carries (RFC 9449 §8.2: a
+// server may give a fresh one with any answer), and reports whether the
+// answer is §9's demand for one: 401 with a DPoP challenge whose error is
+// use_dpop_nonce, and a nonce to send.
+func (b *bearer) nonceRequired(req *http.Request, resp *http.Response) bool {
+	given := b.nonces.Observe(req.URL, resp.Header)
+	return given && resp.StatusCode == http.StatusUnauthorized &&
+		wwwauth.SchemeError(resp.Header.Values("WWW-Authenticate"), "dpop") == "use_dpop_nonce"
 }
 
 var _ Tokens = (*tokensource.Cache)(nil)

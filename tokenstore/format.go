@@ -17,10 +17,12 @@ import (
 // Encode refuses to produce one.
 const maxFileSize = 1 << 20
 
-// formatVersion is the only "version" Decode accepts. The journal's fields
-// were added without changing it: readers that predate them ignore them, so
-// a binary of either age can still read the file of the other (and would
-// otherwise move it aside as corrupt).
+// formatVersion is the only "version" Decode accepts. The journal's fields,
+// and a grant's DPoP key (dpop_jkt, dpop_key), were added without changing
+// it: readers that predate them ignore them, so a binary of either age can
+// still read the file of the other (and would otherwise move it aside as
+// corrupt). An older binary that rewrites the file drops the DPoP key: the
+// tokens bound to it are then unusable, and fetched again (see dpop.Keys).
 const formatVersion = 1
 
 // errTooLarge reports data over maxFileSize.
@@ -66,6 +68,8 @@ type fileRecord struct {
 	Email        string   `json:"email,omitempty"`
 	GrantedAt    string   `json:"granted_at,omitempty"`
 	UpdatedAt    string   `json:"updated_at,omitempty"`
+	DPoPJKT      string   `json:"dpop_jkt,omitempty"`
+	DPoPKey      []byte   `json:"dpop_key,omitempty"` // PKCS#8 DER, base64 (encoding/json's []byte)
 }
 
 // Decode parses the token file format. Empty (or all-whitespace) data is an
@@ -139,6 +143,8 @@ func encode(m map[string]Record, h header) ([]byte, error) {
 			Email:        r.Email,
 			GrantedAt:    formatTime(r.GrantedAt),
 			UpdatedAt:    formatTime(r.UpdatedAt),
+			DPoPJKT:      r.DPoPJKT,
+			DPoPKey:      r.DPoPKey,
 		}
 	}
 	var buf bytes.Buffer
@@ -187,9 +193,14 @@ func (f fileRecord) record() (Record, error) {
 		Scopes:       f.Scopes,
 		UserID:       f.UserID,
 		Email:        f.Email,
+		DPoPJKT:      f.DPoPJKT,
+		DPoPKey:      f.DPoPKey,
 	}
 	if len(r.Scopes) == 0 {
 		r.Scopes = nil
+	}
+	if len(r.DPoPKey) == 0 {
+		r.DPoPKey = nil
 	}
 	for _, t := range []struct {
 		name string
@@ -228,6 +239,7 @@ func checkGrant(key string, r Record) error {
 		{"token_type", r.TokenType},
 		{"refresh_token", r.RefreshToken},
 		{"email", r.Email},
+		{"dpop_jkt", r.DPoPJKT},
 	}
 	for _, s := range r.Scopes {
 		texts = append(texts, struct{ name, value string }{"scope", s})

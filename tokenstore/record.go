@@ -69,20 +69,37 @@ type Record struct {
 	Email        string
 	GrantedAt    time.Time // when the grant was first obtained (login / first fetch)
 	UpdatedAt    time.Time // last write; set by Update
+	// DPoPJKT is the RFC 7638 thumbprint of the key the tokens are bound
+	// to (RFC 9449 §6: the token's cnf.jkt); "" for bearer tokens.
+	DPoPJKT string
+	// DPoPKey is that key's private key (PKCS#8 DER) when it was generated
+	// for the grant and lives only here; nil when it is read from a key
+	// file, or for bearer tokens.
+	DPoPKey []byte
 }
 
-// String implements fmt.Stringer with the tokens replaced by fingerprints.
+// String implements fmt.Stringer with the tokens replaced by fingerprints
+// (and a DPoP private key by whether there is one).
 func (r Record) String() string {
-	return fmt.Sprintf("{AccessToken:%s TokenType:%s RefreshToken:%s Expiry:%v Scopes:%v UserID:%d Email:%s GrantedAt:%v UpdatedAt:%v}",
+	return fmt.Sprintf("{AccessToken:%s TokenType:%s RefreshToken:%s Expiry:%v Scopes:%v UserID:%d Email:%s GrantedAt:%v UpdatedAt:%v DPoPJKT:%s DPoPKey:%s}",
 		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt)
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey))
 }
 
 // GoString implements fmt.GoStringer (%#v) with the tokens replaced by fingerprints.
 func (r Record) GoString() string {
-	return fmt.Sprintf("tokenstore.Record{AccessToken:%q, TokenType:%q, RefreshToken:%q, Expiry:%#v, Scopes:%#v, UserID:%d, Email:%q, GrantedAt:%#v, UpdatedAt:%#v}",
+	return fmt.Sprintf("tokenstore.Record{AccessToken:%q, TokenType:%q, RefreshToken:%q, Expiry:%#v, Scopes:%#v, UserID:%d, Email:%q, GrantedAt:%#v, UpdatedAt:%#v, DPoPJKT:%q, DPoPKey:%q}",
 		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt)
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey))
+}
+
+// held shows a private key as whether there is one: a key has no
+// fingerprint worth showing beside its public thumbprint (DPoPJKT).
+func held(key []byte) string {
+	if len(key) == 0 {
+		return ""
+	}
+	return "held"
 }
 
 // Format implements fmt.Formatter so that every verb (%d and %x included,
@@ -109,6 +126,8 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Email        string    `json:"email"`
 		GrantedAt    time.Time `json:"granted_at"`
 		UpdatedAt    time.Time `json:"updated_at"`
+		DPoPJKT      string    `json:"dpop_jkt,omitempty"`
+		DPoPKey      string    `json:"dpop_key,omitempty"`
 	}{redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt})
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey)})
 }

@@ -30,6 +30,10 @@ func runToken(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
+	if tok.DPoP() != nil {
+		// RFC 9449 §7: the API takes it only with a proof of coop-proxy's key
+		fmt.Fprintln(os.Stderr, "note: this token is DPoP-bound: it works only with a DPoP proof of coop-proxy's key; send requests through coop-proxy serve")
+	}
 	_, err = fmt.Fprintln(inv.out, tok.Access())
 	return err
 }
@@ -101,6 +105,13 @@ func runStatus(ctx context.Context, inv *invocation) error {
 		p("refresh token", "held ("+redact.Fingerprint(rec.RefreshToken)+")")
 	} else if r.Grant == config.AuthorizationCode {
 		p("refresh token", "none: log in again when the access token expires")
+	}
+	if rec.DPoPJKT != "" {
+		where := "kept with the grant in the store"
+		if len(rec.DPoPKey) == 0 {
+			where = "from the key file"
+		}
+		p("DPoP key", fmt.Sprintf("%s (RFC 7638 thumbprint), %s", rec.DPoPJKT, where))
 	}
 	if !rec.GrantedAt.IsZero() {
 		p("granted", fmt.Sprintf("%s ago (%s)", now.Sub(rec.GrantedAt).Round(time.Second), rec.GrantedAt.Local().Format(time.RFC3339)))

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/login"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
@@ -31,25 +32,34 @@ func runLogin(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	client := tokensource.WithParams(server.TokenHTTPClient(&r), r.TokenRequestParams())
+	// A new grant gets a new DPoP key (or the key file's): the token
+	// requests carry its proofs, and the grant is stored with it.
+	keys := server.DPoPKeys(&r)
+	key := keys.For(tokenstore.Record{}, false)
 	var res *login.Result
 	if s.Device {
-		res, err = deviceLogin(ctx, s, r, ep, out)
+		res, err = deviceLogin(dpop.WithKey(ctx, key), s, r, ep, out)
 	} else {
 		lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
 			Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
 		if !s.NoBrowser && !s.Paste {
 			lc.OpenBrowser = login.BrowserOpener()
 		}
-		res, err = login.Run(ctx, lc)
+		res, err = login.Run(dpop.WithKey(ctx, key), lc)
 	}
 	if err != nil {
 		return err
 	}
+	if err := tokensource.CheckIssued(res.Token, key != nil, r.ClientSecret.Reveal()); err != nil {
+		return fmt.Errorf("logged in, but the token cannot be used: %w", err)
+	}
 
 	rec := tokensource.RecordFromToken(res.Token, res.Scopes, time.Now())
+	keys.Bind(&rec, key)
 	rec.GrantedAt = time.Now()
-	// COOP's /api/me, with its profile scope; OpenID's profile scope is another
-	if slices.Contains(rec.Scopes, "profile") && r.Issuer == "" && r.Provider == "" {
+	// COOP's /api/me, with its profile scope; OpenID's profile scope is
+	// another. COOP takes no DPoP token.
+	if slices.Contains(rec.Scopes, "profile") && r.Issuer == "" && r.Provider == "" && key == nil {
 		id, email, err := login.WhoAmI(ctx, client, r.Upstream, rec.AccessToken)
 		if err != nil {
 			fmt.Fprintf(out, "Note: logged in, but /api/me did not say who: %v\n", err)
@@ -64,8 +74,7 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	key := server.StoreKey(&r)
-	if _, err := st.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
+	if _, err := st.Update(ctx, server.StoreKey(&r), func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}
 	log.Debug("grant stored", zap.String("path", st.Path()))

@@ -55,7 +55,14 @@ func (k *Key) Assertion(clientID, aud, kid string, now time.Time) (string, error
 	if err != nil {
 		return "", err
 	}
-	input := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
+	return k.Sign(base64.RawURLEncoding.EncodeToString(h), c)
+}
+
+// Sign returns the compact JWS (RFC 7515 §7.1) of claims under a protected
+// header already encoded (base64url): a key signs many JWS with one header
+// (DPoP proofs: RFC 9449 §4.2), which is then encoded once.
+func (k *Key) Sign(header string, claims []byte) (string, error) {
+	input := header + "." + base64.RawURLEncoding.EncodeToString(claims)
 	sig, err := k.sign([]byte(input))
 	if err != nil {
 		return "", err

@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -29,6 +30,7 @@ import (
 type Key struct {
 	signer     crypto.Signer
 	alg        string // RFC 7518 §3.1 / RFC 8037 §3.1 "alg"
+	jwk        string // the public key's required members (RFC 7638 §3.2)
 	thumbprint string
 }
 
@@ -95,7 +97,7 @@ var errEncrypted = errors.New("holds an encrypted private key: coop-proxy reads 
 
 // newKey accepts the keys of the three algorithms and nothing else.
 func newKey(k any) (*Key, error) {
-	const want = "private_key_jwt needs RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)"
+	const want = "a signing key (private_key_jwt, DPoP) must be RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)"
 	var key *Key
 	switch k := k.(type) {
 	case *rsa.PrivateKey:
@@ -113,13 +115,45 @@ func newKey(k any) (*Key, error) {
 	default:
 		return nil, fmt.Errorf("is a %T key: %s", k, want)
 	}
-	tp, err := thumbprint(key.signer.Public())
+	jwk, err := publicJWK(key.signer.Public())
 	if err != nil {
 		return nil, err
 	}
-	key.thumbprint = tp
+	sum := sha256.Sum256([]byte(jwk))
+	key.jwk, key.thumbprint = jwk, base64.RawURLEncoding.EncodeToString(sum[:])
 	return key, nil
 }
+
+// GenerateES256 makes a new EC P-256 key (a DPoP key pair, RFC 9449 §4.2).
+func GenerateES256() *Key {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand never fails since Go 1.24
+	}
+	key, err := newKey(k)
+	if err != nil {
+		panic(err) // a P-256 key is always accepted
+	}
+	return key
+}
+
+// ParsePKCS8 reads a key as MarshalPKCS8 wrote it (DER, no PEM).
+func ParsePKCS8(der []byte) (*Key, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("is not a PKCS#8 private key: %v", err)
+	}
+	return newKey(k)
+}
+
+// MarshalPKCS8 returns the private key as PKCS#8 DER: what a token store
+// keeps of a generated key.
+func (k *Key) MarshalPKCS8() ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k.signer) }
+
+// PublicJWK is the public key as a JWK (RFC 7517) holding only its required
+// members, in the order of RFC 7638 §3.2: what a DPoP proof's header
+// carries (RFC 9449 §4.2 "jwk").
+func (k *Key) PublicJWK() string { return k.jwk }
 
 // Alg is the JWS algorithm the key signs with.
 func (k *Key) Alg() string { return k.alg }
@@ -140,9 +174,10 @@ func (k *Key) String() string {
 // would print the private key's numbers.
 func (k *Key) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, k.String()) }
 
-// thumbprint computes RFC 7638 §3: SHA-256 over the JSON of the public
-// key's required members, in lexicographic order, without white space.
-func thumbprint(pub crypto.PublicKey) (string, error) {
+// publicJWK is the JSON of the public key's required members, in
+// lexicographic order, without white space: RFC 7638 §3's input to the
+// thumbprint (SHA-256 of it), and a valid JWK of the public key.
+func publicJWK(pub crypto.PublicKey) (string, error) {
 	b64 := base64.RawURLEncoding.EncodeToString
 	var jwk string
 	switch pub := pub.(type) {
@@ -162,6 +197,5 @@ func thumbprint(pub crypto.PublicKey) (string, error) {
 		// RFC 8037 §2 and §A.3.
 		jwk = `{"crv":"Ed25519","kty":"OKP","x":"` + b64(pub) + `"}`
 	}
-	sum := sha256.Sum256([]byte(jwk))
-	return b64(sum[:]), nil
+	return jwk, nil
 }

@@ -81,8 +81,8 @@ func TestParseKeyRefusesOtherKeysInOneLineWithoutTheirBytes(t *testing.T) {
 		pem  []byte
 		want string
 	}{
-		{"RSA 1024", pkcs8(t, small), "is an RSA key of 1024 bits: private_key_jwt needs RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)"},
-		{"EC P-384", pkcs8(t, p384), "is an EC key on P-384: private_key_jwt needs"},
+		{"RSA 1024", pkcs8(t, small), "is an RSA key of 1024 bits: a signing key (private_key_jwt, DPoP) must be RSA of at least 2048 bits (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)"},
+		{"EC P-384", pkcs8(t, p384), "is an EC key on P-384: a signing key"},
 		{"encrypted PKCS#8", pemOf("ENCRYPTED PRIVATE KEY", []byte("x")), "holds an encrypted private key"},
 		{"encrypted PKCS#1", legacy, "holds an encrypted private key"},
 		{"public key", pemOf("PUBLIC KEY", pubDER), "holds no PEM private key"},

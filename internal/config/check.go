@@ -106,6 +106,7 @@ func (s *Settings) check(need Needs, p *Problems) {
 	}
 	if need.Client {
 		p.add(r.checkClientAuth())
+		p.add(r.checkDPoP())
 	}
 	for _, d := range []struct {
 		field string
@@ -164,6 +165,15 @@ func (r *Route) checkClientAuth() error {
 		if f.value != "" {
 			return problem(f.field, "not used with %s: the client authenticates with its key (%sCLIENT_KEY_FILE); remove the secret", style, EnvPrefix)
 		}
+	}
+	return nil
+}
+
+// checkDPoP refuses a DPoP key file without DPoP: the operator would
+// believe the tokens sender-constrained.
+func (r *Route) checkDPoP() error {
+	if r.DPoPKeyFile != "" && !r.DPoP {
+		return problem("DPoPKeyFile", "only used with %sDPOP=true", EnvPrefix)
 	}
 	return nil
 }

@@ -70,6 +70,8 @@ type Route struct {
 	ClientKeyID                 string        `env:"CLIENT_KEY_ID" flag:"client-key-id" help:"private_key_jwt: the kid the assertion names (default: the key's RFC 7638 JWK thumbprint)"`
 	ClientAssertionAudience     string        `env:"CLIENT_ASSERTION_AUDIENCE" flag:"client-assertion-audience" help:"private_key_jwt: the assertion's aud (default: the token endpoint's URL; some providers want their issuer)"`
 	ClientCertFile              string        `env:"CLIENT_CERT_FILE" flag:"client-cert-file" help:"tls_client_auth, self_signed_tls_client_auth: file holding the client's certificate (chain), PEM; its key in CLIENT_KEY_FILE"`
+	DPoP                        bool          `env:"DPOP" flag:"dpop" help:"sender-constrained tokens (RFC 9449 DPoP): bind the tokens to a key pair and send a proof with every token request and every forwarded request"`
+	DPoPKeyFile                 string        `env:"DPOP_KEY_FILE" flag:"dpop-key-file" help:"DPoP: file holding the key pair's private key, PEM (EC P-256, RSA of 2048 bits or more, or Ed25519); default: an ES256 key generated for each grant and kept with it in the token store"`
 	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
 	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
 	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
@@ -87,6 +89,8 @@ type Route struct {
 	// own: a key is never given in a flag or the environment.
 	ClientKey  *clientauth.Key  `env:"-"`
 	ClientCert *tls.Certificate `env:"-"`
+	// DPoPKey is read from DPoPKeyFile by Load; nil without one.
+	DPoPKey *clientauth.Key `env:"-"`
 }
 
 // Needs says which settings a command uses, and so which are required and
@@ -187,6 +191,11 @@ func (s *Settings) resolve(need Needs, p *Problems) {
 		p.add(err)
 		r.ClientCert = cert
 	}
+	if need.Client && r.DPoP && r.DPoPKeyFile != "" {
+		key, err := readDPoPKey(r.DPoPKeyFile)
+		p.add(err)
+		r.DPoPKey = key
+	}
 	if need.Listen {
 		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
 		p.add(err)
@@ -240,6 +249,20 @@ func readKey(file string) (*clientauth.Key, error) {
 	key, err := clientauth.ParseKey(b)
 	if err != nil {
 		return nil, problem("ClientKeyFile", "%s %v", file, err)
+	}
+	return key, nil
+}
+
+// readDPoPKey reads the DPoP key pair's private key from its file (PEM;
+// see clientauth.ParseKey for the keys taken).
+func readDPoPKey(file string) (*clientauth.Key, error) {
+	b, err := readCredentialFile("DPoPKeyFile", "key", file)
+	if err != nil {
+		return nil, err
+	}
+	key, err := clientauth.ParseKey(b)
+	if err != nil {
+		return nil, problem("DPoPKeyFile", "%s %v", file, err)
 	}
 	return key, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -345,4 +346,48 @@ func TestTLSClientAuthReadsTheCertificateAndItsKey(t *testing.T) {
 			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
 		}
 	}
+}
+
+func TestDPoPReadsItsKeyFileOnlyWhenOn(t *testing.T) {
+	dir := t.TempDir()
+	ed := writeKey(t, dir, ed25519.NewKeyFromSeed(make([]byte, 32)))
+	base := map[string]string{"CLIENT_ID": "app", "CLIENT_SECRET": "s"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	s, err := load(t, []string{"--dpop"}, with("DPOP_KEY_FILE", ed), Everything)
+	if err != nil || !s.Route.DPoP || s.Route.DPoPKey == nil || s.Route.DPoPKey.Alg() != "EdDSA" {
+		t.Fatalf("%v: %+v", err, s.Route)
+	}
+	if s, err := load(t, nil, with("DPOP", "true"), Everything); err != nil || s.Route.DPoPKey != nil {
+		t.Fatalf("without a key file: %v, %v", err, s.Route.DPoPKey)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{with("DPOP_KEY_FILE", ed), "COOP_PROXY_DPOP_KEY_FILE (--dpop-key-file): only used with COOP_PROXY_DPOP=true"},
+		{with("DPOP", "true", "DPOP_KEY_FILE", filepath.Join(dir, "missing")), "COOP_PROXY_DPOP_KEY_FILE (--dpop-key-file): cannot read the key file"},
+		{with("DPOP", "true", "DPOP_KEY_FILE", writeKey(t, t.TempDir(), mustP384(t))), "is an EC key on P-384"},
+		{with("DPOP", "maybe"), "COOP_PROXY_DPOP (--dpop)"},
+	} {
+		if _, err := load(t, nil, tt.env, Everything); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v; want %q", tt.env, err, tt.want)
+		}
+	}
+}
+
+func mustP384(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

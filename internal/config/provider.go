@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/provider"
 )
 
@@ -178,6 +179,13 @@ func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
 		return ep, problem("AuthStyle", "%s's token endpoint takes client credentials as %s, not as %s: %s",
 			md.Issuer, strings.Join(ms, ", "), r.AuthStyle, styleFor(ms))
 	}
+	// RFC 9449 §5.1: a provider that lists DPoP algorithms refuses proofs
+	// in others. One that lists none may still do DPoP: a Bearer answer to
+	// a proof says it does not (tokensource's checkToken).
+	if algs := md.DPoPSigningAlgValuesSupported; r.DPoP && len(algs) > 0 && !slices.Contains(algs, r.dpopAlg()) {
+		return ep, problem("DPoP", "%s takes DPoP proofs signed with %s, not %s: set %sDPOP_KEY_FILE to a key of one of those",
+			md.Issuer, strings.Join(algs, ", "), r.dpopAlg(), EnvPrefix)
+	}
 	return ep, nil
 }
 
@@ -189,6 +197,15 @@ func (r *Route) deviceEndpoint() string {
 		return p.Endpoint.DeviceAuthURL
 	}
 	return r.DeviceAuthorizationURL
+}
+
+// dpopAlg is the algorithm of the route's DPoP proofs: the key file's, or
+// ES256 for the keys generated.
+func (r *Route) dpopAlg() string {
+	if r.DPoPKey != nil {
+		return r.DPoPKey.Alg()
+	}
+	return clientauth.ES256
 }
 
 // authMethods are the token endpoint authentication methods (RFC 8414 §2

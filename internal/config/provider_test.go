@@ -133,6 +133,12 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 			token: "https://idp.example/token", auth: "https://idp.example/authorize"},
 		{name: "TOKEN_URL wins over the mTLS alias", env: map[string]string{"AUTH_STYLE": "tls_client_auth", "TOKEN_URL": "https://gw.example/t"}, md: doc(withMTLS),
 			token: "https://gw.example/t", auth: "https://idp.example/authorize"},
+		{name: "DPoP in an algorithm the provider lists", env: map[string]string{"DPOP": "true"},
+			md: doc(func(m *provider.Metadata) { m.DPoPSigningAlgValuesSupported = []string{"RS256", "ES256"} }), token: "https://idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "DPoP, no list: not checked", env: map[string]string{"DPOP": "true"}, md: doc(nil), token: "https://idp.example/token", auth: "https://idp.example/authorize"},
+		{name: "DPoP in an algorithm the provider does not list", env: map[string]string{"DPOP": "true"},
+			md:      doc(func(m *provider.Metadata) { m.DPoPSigningAlgValuesSupported = []string{"PS256", "EdDSA"} }),
+			problem: "COOP_PROXY_DPOP (--dpop): https://idp.example takes DPoP proofs signed with PS256, EdDSA, not ES256: set COOP_PROXY_DPOP_KEY_FILE to a key of one of those"},
 		{name: "a grant the provider does not list", md: doc(func(m *provider.Metadata) { m.GrantTypesSupported = []string{"authorization_code", "refresh_token"} }),
 			problem: "COOP_PROXY_GRANT (--grant): https://idp.example supports the grants authorization_code, refresh_token, not client_credentials"},
 	} {

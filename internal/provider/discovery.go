@@ -32,6 +32,9 @@ type Metadata struct {
 	// MTLSEndpointAliases are the endpoints to use with a client
 	// certificate (RFC 8705 §5), for mutual-TLS client authentication.
 	MTLSEndpointAliases map[string]string `json:"mtls_endpoint_aliases"`
+	// DPoPSigningAlgValuesSupported are the algorithms the provider takes
+	// DPoP proofs in (RFC 9449 §5.1); present only when it supports DPoP.
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
 }
 
 // maxDocument bounds what is read of a metadata document; real ones are a

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/provider"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
@@ -53,8 +54,10 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 	if o.WrapStore != nil {
 		store = o.WrapStore(st)
 	}
-	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: r.RefreshMargin, Now: o.Now, Log: log.Named("tokens")}
+	keys := DPoPKeys(r)
+	stored := &tokensource.Stored{Grant: grant, Store: store, Margin: r.RefreshMargin, Now: o.Now, Log: log.Named("tokens"), DPoP: keys}
 	cache := &tokensource.Cache{
+		DPoP:    keys,
 		Source:  stored,
 		Margin:  r.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
@@ -135,10 +138,36 @@ func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 }
 
 // TokenHTTPClient talks to the token endpoint, authenticating the client as
-// the route says; it never follows a redirect, which would re-send the
-// client's credentials or the refresh token to wherever the Location names.
+// the route says, and adding a DPoP proof to the token requests made with a
+// key in their context (dpop.WithKey); it never follows a redirect, which
+// would re-send the client's credentials or the refresh token to wherever
+// the Location names.
 func TokenHTTPClient(r *config.Route) *http.Client {
-	return tokensource.NewAuthHTTPClient(30*time.Second, clientAuth(r))
+	return tokensource.NewAuthHTTPClient(30*time.Second, withDPoP(clientAuth(r)))
+}
+
+// DPoPKeys is the route's DPoP key policy: nil with DPoP off.
+func DPoPKeys(r *config.Route) *dpop.Keys {
+	if !r.DPoP {
+		return nil
+	}
+	if r.DPoPKey != nil {
+		return &dpop.Keys{File: dpop.NewKey(r.DPoPKey)}
+	}
+	return &dpop.Keys{}
+}
+
+// withDPoP puts dpop.TokenTransport above the client authentication, so
+// that a request it sends again (with the nonce the server asked for)
+// carries a fresh client assertion too.
+func withDPoP(auth func(*http.Transport) http.RoundTripper) func(*http.Transport) http.RoundTripper {
+	return func(tr *http.Transport) http.RoundTripper {
+		var base http.RoundTripper = tr
+		if auth != nil {
+			base = auth(tr)
+		}
+		return &dpop.TokenTransport{Base: base}
+	}
 }
 
 // clientAuth is what the route's auth style adds to the transport to the

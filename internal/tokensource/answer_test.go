@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
@@ -96,6 +97,33 @@ func TestTokensThatCannotBeSentAsBearerAreRefused(t *testing.T) {
 		})
 		if _, err := ccGrant(srv.URL, nil, oauth2.AuthStyleInParams).Fetch(context.Background(), tokenstore.Record{}, false); err != nil {
 			t.Errorf("token_type %s: %v", typ, err)
+		}
+	}
+}
+
+// A token request that carried a DPoP proof wants a DPoP token (RFC 9449
+// §5), its type in any case; a Bearer answer means the provider does not
+// do DPoP for this client, and is refused in one line; a request without a
+// proof still refuses a DPoP token.
+func TestDPoPTokenRequestsWantDPoPTokens(t *testing.T) {
+	ctx := dpop.WithKey(context.Background(), dpop.Generate())
+	for typ, want := range map[string]string{
+		`"DPoP"`: "", `"dpop"`: "", `"DPOP"`: "",
+		`"Bearer"`: "the provider does not support DPoP for this client",
+		`""`:       "coop-proxy wants DPoP", `"mac"`: "coop-proxy wants DPoP",
+	} {
+		srv := tokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"access_token":"abc","token_type":`+typ+`,"expires_in":3600}`)
+		})
+		_, err := ccGrant(srv.URL, nil, oauth2.AuthStyleInParams).Fetch(ctx, tokenstore.Record{}, false)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("token_type %s: %v, want %q", typ, err, want)
+		}
+		if typ == `"DPoP"` {
+			if _, err := ccGrant(srv.URL, nil, oauth2.AuthStyleInParams).Fetch(context.Background(), tokenstore.Record{}, false); err == nil {
+				t.Error("a DPoP token was taken for a request without a proof")
+			}
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
@@ -22,14 +23,20 @@ type Token struct {
 	Expiry    time.Time // zero: unknown
 	Scopes    []string
 	refreshAt time.Time
-	header    string // "Bearer <token>", built once
+	header    string // "Bearer <token>" or "DPoP <token>", built once
 	access    string
+	key       *dpop.Key // the key the token is bound to; nil: a bearer token
 	issued    time.Time // when the token endpoint issued it, as far as known
 	replaces  int       // how many tokens in a row were rejected before it was fetched (see Invalidate)
 }
 
-// Header returns the value of the Authorization header (RFC 6750 §2.1).
+// Header returns the value of the Authorization header (RFC 6750 §2.1,
+// RFC 9449 §7.1).
 func (t *Token) Header() string { return t.header }
+
+// DPoP returns the key the token is bound to, whose proof must go with
+// every request that carries it (RFC 9449 §7); nil for a bearer token.
+func (t *Token) DPoP() *dpop.Key { return t.key }
 
 // Access returns the access token itself.
 func (t *Token) Access() string { return t.access }
@@ -82,6 +89,9 @@ type Cache struct {
 	// OnFetch, when set, is called after each fetch with nil or the error,
 	// without the cache's lock held.
 	OnFetch func(err error)
+	// DPoP gives a token the key it is bound to; Stored's, which hands out
+	// only tokens it fits. nil: bearer tokens.
+	DPoP *dpop.Keys
 
 	cur atomic.Pointer[Token]
 
@@ -194,6 +204,10 @@ func (c *Cache) startLocked() {
 
 func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 	now := c.now()
+	var key *dpop.Key
+	if err == nil {
+		key, err = c.DPoP.Of(rec)
+	}
 	c.mu.Lock()
 	c.inflight = nil
 	if err != nil {
@@ -212,7 +226,7 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 		c.lastErr = te
 		cl.err = te.withRetryAfter(wait)
 	} else {
-		cl.tok = newToken(rec, now, c.Margin)
+		cl.tok = newToken(rec, key, now, c.Margin)
 		cl.tok.replaces = c.rejections
 		c.failures, c.rejections, c.retryAt, c.lastErr, c.rejected = 0, 0, time.Time{}, nil, ""
 		c.cur.Store(cl.tok)
@@ -224,12 +238,16 @@ func (c *Cache) finish(cl *call, rec tokenstore.Record, err error) {
 	close(cl.done)
 }
 
-func newToken(rec tokenstore.Record, now time.Time, margin time.Duration) *Token {
+func newToken(rec tokenstore.Record, key *dpop.Key, now time.Time, margin time.Duration) *Token {
 	issued := rec.UpdatedAt // when Stored fetched it, or another process wrote it
 	if issued.IsZero() || issued.After(now) {
 		issued = now
 	}
-	return &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: "Bearer " + rec.AccessToken,
+	header := "Bearer " + rec.AccessToken
+	if key != nil {
+		header = "DPoP " + rec.AccessToken // RFC 9449 §7.1
+	}
+	return &Token{Expiry: rec.Expiry, Scopes: rec.Scopes, access: rec.AccessToken, header: header, key: key,
 		refreshAt: renewAt(rec, now, margin), issued: issued}
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -60,7 +61,7 @@ func (g *ClientCredentials) Fetch(ctx context.Context, cur tokenstore.Record, ok
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret)
 	}
-	if err := checkToken(tok, g.Config.ClientSecret); err != nil {
+	if err := checkToken(tok, dpop.KeyFrom(ctx) != nil, g.Config.ClientSecret); err != nil {
 		return tokenstore.Record{}, err
 	}
 	return RecordFromToken(tok, g.Config.Scopes, now(g.Now)), nil
@@ -103,7 +104,7 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 	if err != nil {
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
 	}
-	if err := checkToken(tok, g.Config.ClientSecret, cur.RefreshToken); err != nil {
+	if err := checkToken(tok, dpop.KeyFrom(ctx) != nil, g.Config.ClientSecret, cur.RefreshToken); err != nil {
 		return tokenstore.Record{}, err
 	}
 	// §6: the server MAY issue a new refresh token; x/oauth2 keeps the old
@@ -270,23 +271,42 @@ func fixExpiresIn(body []byte) []byte {
 	return fixed
 }
 
-// checkToken refuses a token the proxy could not send as a bearer token
-// (RFC 6750 §2.1): one of another type (RFC 6749 §7.1: a client must not
-// use a token of a type it does not understand; no type at all is taken as
-// Bearer), an access token with characters other than printable ASCII
-// (a space, a line break, which no header can carry as they are), or a
-// refresh token with control characters (RFC 6749 §A.17), which the store
-// could not keep. sent are the credentials of the request, never repeated.
-func checkToken(tok *oauth2.Token, sent ...string) *Error {
-	if typ := tok.TokenType; typ != "" && !strings.EqualFold(typ, "bearer") {
+// checkToken refuses a token the proxy could not send (RFC 6750 §2.1, RFC
+// 9449 §7.1): one of another type than asked for (RFC 6749 §7.1: a client
+// must not use a token of a type it does not understand; no type at all is
+// taken as Bearer; with dpop, a token request that carried a DPoP proof,
+// RFC 9449 §5 wants DPoP, in any case), an access token with characters
+// other than printable ASCII (a space, a line break, which no header can
+// carry as they are), or a refresh token with control characters (RFC 6749
+// §A.17), which the store could not keep. sent are the credentials of the
+// request, never repeated.
+func checkToken(tok *oauth2.Token, dpop bool, sent ...string) *Error {
+	typ := tok.TokenType
+	switch {
+	case dpop && strings.EqualFold(typ, "bearer"):
+		return &Error{Code: Unavailable, Description: "the token endpoint answered a DPoP token request with a Bearer token: " +
+			"the provider does not support DPoP for this client (turn COOP_PROXY_DPOP off, or enable DPoP for the client at the provider)"}
+	case dpop && !strings.EqualFold(typ, "dpop"):
 		return &Error{Code: Unavailable, Description: fmt.Sprintf(
-			"the token endpoint issued a token of type %q; coop-proxy sends only Bearer tokens (RFC 6750)", redact.Text(typ, sent...))}
+			"the token endpoint issued a token of type %q to a DPoP token request; coop-proxy wants DPoP (RFC 9449 §5)", redact.Text(typ, sent...))}
+	case !dpop && typ != "" && !strings.EqualFold(typ, "bearer"):
+		return &Error{Code: Unavailable, Description: fmt.Sprintf(
+			"the token endpoint issued a token of type %q; coop-proxy sends only Bearer tokens (RFC 6750), and DPoP tokens with COOP_PROXY_DPOP on", redact.Text(typ, sent...))}
 	}
 	if !printable(tok.AccessToken, 0x21) {
 		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx with an access token that cannot be sent in a header (not printable ASCII)"}
 	}
 	if !printable(tok.RefreshToken, 0x20) {
 		return &Error{Code: Unavailable, Description: "the token endpoint answered HTTP 2xx with a refresh token holding characters other than printable ASCII"}
+	}
+	return nil
+}
+
+// CheckIssued is checkToken for a token obtained elsewhere (login's code
+// exchange); dpop: the request carried a DPoP proof.
+func CheckIssued(tok *oauth2.Token, dpop bool, sent ...string) error {
+	if err := checkToken(tok, dpop, sent...); err != nil {
+		return err
 	}
 	return nil
 }

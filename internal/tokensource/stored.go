@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -37,6 +38,9 @@ type Stored struct {
 	Margin time.Duration // renew this long before expiry (see renewAt)
 	Now    func() time.Time
 	Log    *zap.Logger
+	// DPoP binds the tokens to a key (RFC 9449); nil: bearer tokens. A
+	// stored record whose tokens do not fit it is fetched again.
+	DPoP *dpop.Keys
 
 	fetching sync.Mutex // held by Token throughout, and by Flush
 	dead     string     // a refresh token COOP refused: never sent again; under fetching
@@ -146,7 +150,8 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	if ok && cur.RefreshToken != "" && cur.RefreshToken == s.dead {
 		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
 	}
-	next, err := grant.Fetch(ctx, cur, ok)
+	key := s.DPoP.For(cur, ok)
+	next, err := grant.Fetch(dpop.WithKey(ctx, key), cur, ok)
 	if err != nil {
 		var te *Error
 		if errors.As(err, &te) && te.Code == LoginRequired && cur.RefreshToken != "" {
@@ -158,6 +163,7 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	if ok {
 		next.UserID, next.Email, next.GrantedAt = cur.UserID, cur.Email, cur.GrantedAt
 	}
+	s.DPoP.Bind(&next, key)
 	next.UpdatedAt = now(s.Now) // the store sets it again when it writes; renewAt counts the lifetime from it
 	if next.GrantedAt.IsZero() {
 		next.GrantedAt = next.UpdatedAt
@@ -221,10 +227,14 @@ func (s *Stored) Flush(ctx context.Context) error {
 	return nil
 }
 
-// usable: not the rejected token, and not yet due for renewal. A record
-// with no expiry is taken as valid until the resource server says otherwise.
+// usable: not the rejected token, bound to the DPoP key in effect (or to
+// none, with DPoP off), and not yet due for renewal. A record with no
+// expiry is taken as valid until the resource server says otherwise.
 func (s *Stored) usable(r tokenstore.Record, rejected string) bool {
 	if r.AccessToken == "" || r.AccessToken == rejected {
+		return false
+	}
+	if _, err := s.DPoP.Of(r); err != nil {
 		return false
 	}
 	t := now(s.Now)

@@ -1,5 +1,6 @@
 // Package wwwauth parses WWW-Authenticate headers (RFC 9110 §11.6.1) far
-// enough to read the error code of a Bearer challenge (RFC 6750 §3).
+// enough to read the error code of a Bearer challenge (RFC 6750 §3) or a
+// DPoP one (RFC 9449 §7.1).
 //
 // COOP answers 401 for an unknown or expired token, for a missing scope and
 // for a farm that is not the token's; only error="invalid_token" says the
@@ -17,10 +18,16 @@ type Challenge struct {
 
 // BearerError returns the error parameter of the first Bearer challenge found
 // in any of the header values, or "" when there is none.
-func BearerError(values []string) string {
+func BearerError(values []string) string { return SchemeError(values, "bearer") }
+
+// SchemeError returns the error parameter of the first challenge of scheme
+// (lower-case: "bearer", "dpop") found in any of the header values, or ""
+// when there is none. A DPoP challenge (RFC 9449 §7.1) has the error codes
+// of RFC 6750 §3.1, and use_dpop_nonce (§9).
+func SchemeError(values []string, scheme string) string {
 	for _, v := range values {
 		for _, c := range Parse(v) {
-			if c.Scheme == "bearer" {
+			if c.Scheme == scheme {
 				return c.Params["error"]
 			}
 		}
