@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -17,8 +18,9 @@ import (
 
 // Problem is what is wrong with one setting, named as the user wrote it.
 type Problem struct {
-	Setting string // "COOP_PROXY_LISTEN (--listen)"
+	Setting string // "COOP_PROXY_LISTEN (--listen)", or "route coop: listen" in a configuration file
 	Msg     string
+	field   string // the Go field name, to rename the setting for a configuration file
 }
 
 func (e *Problem) Error() string { return e.Setting + ": " + e.Msg }
@@ -53,7 +55,7 @@ func (p *Problems) add(err error) {
 }
 
 func problem(field, format string, args ...any) error {
-	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...)}
+	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...), field: field}
 }
 
 // addParseErrors names each value caarlos0/env could not read.
@@ -84,9 +86,8 @@ func (p *Problems) addParseErrors(err error, environ map[string]string) {
 	}
 }
 
-// check validates every setting the command needs.
-func (s *Settings) check(need Needs, p *Problems) {
-	r := &s.Route
+// check validates every route setting the command needs.
+func (r *Route) check(need Needs, p *Problems) {
 	p.add(checkURL("Upstream", r.Upstream))
 	if r.TokenURL != "" {
 		p.add(checkURL("TokenURL", r.TokenURL))
@@ -104,8 +105,7 @@ func (s *Settings) check(need Needs, p *Problems) {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout},
-		{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
+	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout}} {
 		if d.v <= 0 {
 			p.add(problem(d.field, "must be more than 0"))
 		}
@@ -113,24 +113,50 @@ func (s *Settings) check(need Needs, p *Problems) {
 	if r.RetryBodyLimit < 0 {
 		p.add(problem("RetryBodyLimit", "must be 0 or more"))
 	}
-	if s.MaxHeaderBytes < 1024 {
-		p.add(problem("MaxHeaderBytes", "must be at least 1024"))
-	}
 	if r.MaxBodyBytes <= 0 {
 		p.add(problem("MaxBodyBytes", "must be more than 0"))
 	}
 	if r.MaxUpstreamConns <= 0 {
 		p.add(problem("MaxUpstreamConns", "must be more than 0"))
 	}
+	p.add(checkPathPrefix(r.PathPrefix))
+	if need.Listen {
+		p.add(r.checkFrontDoor())
+	}
+}
+
+// checkProcess validates every process setting the command needs.
+func (s *Settings) checkProcess(need Needs, p *Problems) {
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
+		if d.v <= 0 {
+			p.add(problem(d.field, "must be more than 0"))
+		}
+	}
+	if s.MaxHeaderBytes < 1024 {
+		p.add(problem("MaxHeaderBytes", "must be at least 1024"))
+	}
 	if s.MaxConns <= 0 {
 		p.add(problem("MaxConns", "must be more than 0"))
 	}
-	if need.Listen {
-		p.add(r.checkFrontDoor())
-		if s.AdminEnabled() {
-			p.add(checkListen("AdminListen", s.AdminListen))
-		}
+	if need.Listen && s.AdminEnabled() {
+		p.add(checkListen("AdminListen", s.AdminListen))
 	}
+}
+
+// checkPathPrefix: a prefix is a clean absolute path without a trailing
+// slash ("/coop", not "/coop/"), so that matching it is plain string
+// comparison at a segment boundary and no two spellings mean one prefix.
+func checkPathPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if !strings.HasPrefix(prefix, "/") || prefix == "/" || path.Clean(prefix) != prefix || strings.ContainsAny(prefix, "?#%") {
+		return problem("PathPrefix", "%q is not a path such as /coop: absolute, without a trailing slash, dot segments, a query or percent-encoding", prefix)
+	}
+	return nil
 }
 
 // checkClientAuth refuses settings the auth style does not use: a key
