@@ -55,6 +55,9 @@ func runStatus(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	p := func(k, v string) { fmt.Fprintf(out, "%-15s %s\n", k+":", v) }
+	if inv.settings.Config != "" {
+		p("route", r.Name)
+	}
 	p("store", st.Path())
 	p("grant", string(r.Grant))
 	p("client id", r.ClientID)

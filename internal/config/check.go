@@ -48,7 +48,8 @@ func (p Problems) firstPerSetting() Problems {
 	return out
 }
 
-func (p *Problems) add(err error) {
+// Add appends err unless it is nil.
+func (p *Problems) Add(err error) {
 	if err != nil {
 		*p = append(*p, err)
 	}
@@ -58,70 +59,73 @@ func problem(field, format string, args ...any) error {
 	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...), field: field}
 }
 
+// IssuerProblem is a problem with the issuer found once its metadata is read.
+func IssuerProblem(msg string) error { return problem("Issuer", "%s", msg) }
+
 // addParseErrors names each value caarlos0/env could not read.
 func (p *Problems) addParseErrors(err error, environ map[string]string) {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		p.add(err)
+		p.Add(err)
 		return
 	}
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if !errors.As(e, &pe) {
-			p.add(e)
+			p.Add(e)
 			continue
 		}
 		value := environ[EnvPrefix+fieldEnv(pe.Name)]
 		var ve *valueError
 		switch {
 		case errors.As(pe.Err, &ve):
-			p.add(problem(pe.Name, "%s", ve.msg))
+			p.Add(problem(pe.Name, "%s", ve.msg))
 		case pe.Type == reflect.TypeFor[time.Duration]():
-			p.add(problem(pe.Name, "%q is not a duration such as 30s or 5m", value))
+			p.Add(problem(pe.Name, "%q is not a duration such as 30s or 5m", value))
 		case pe.Type.Kind() == reflect.Bool:
-			p.add(problem(pe.Name, "%q is not true or false", value))
+			p.Add(problem(pe.Name, "%q is not true or false", value))
 		default:
-			p.add(problem(pe.Name, "%q is not a whole number", value))
+			p.Add(problem(pe.Name, "%q is not a whole number", value))
 		}
 	}
 }
 
 // check validates every route setting the command needs.
 func (r *Route) check(need Needs, p *Problems) {
-	p.add(checkURL("Upstream", r.Upstream))
+	p.Add(checkURL("Upstream", r.Upstream))
 	if r.TokenURL != "" {
-		p.add(checkURL("TokenURL", r.TokenURL))
+		p.Add(checkURL("TokenURL", r.TokenURL))
 	}
 	if r.AuthorizeURL != "" {
-		p.add(checkURL("AuthorizeURL", r.AuthorizeURL))
+		p.Add(checkURL("AuthorizeURL", r.AuthorizeURL))
 	}
 	r.checkProvider(p)
 	if need.Client && r.ClientID == "" {
-		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
+		p.Add(problem("ClientID", "no client id: the application's name as registered on COOP"))
 	}
 	if need.Client {
-		p.add(r.checkClientAuth())
+		p.Add(r.checkClientAuth())
 	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration
 	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout}} {
 		if d.v <= 0 {
-			p.add(problem(d.field, "must be more than 0"))
+			p.Add(problem(d.field, "must be more than 0"))
 		}
 	}
 	if r.RetryBodyLimit < 0 {
-		p.add(problem("RetryBodyLimit", "must be 0 or more"))
+		p.Add(problem("RetryBodyLimit", "must be 0 or more"))
 	}
 	if r.MaxBodyBytes <= 0 {
-		p.add(problem("MaxBodyBytes", "must be more than 0"))
+		p.Add(problem("MaxBodyBytes", "must be more than 0"))
 	}
 	if r.MaxUpstreamConns <= 0 {
-		p.add(problem("MaxUpstreamConns", "must be more than 0"))
+		p.Add(problem("MaxUpstreamConns", "must be more than 0"))
 	}
-	p.add(checkPathPrefix(r.PathPrefix))
+	p.Add(checkPathPrefix(r.PathPrefix))
 	if need.Listen {
-		p.add(r.checkFrontDoor())
+		p.Add(r.checkFrontDoor())
 	}
 }
 
@@ -132,17 +136,17 @@ func (s *Settings) checkProcess(need Needs, p *Problems) {
 		v     time.Duration
 	}{{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
 		if d.v <= 0 {
-			p.add(problem(d.field, "must be more than 0"))
+			p.Add(problem(d.field, "must be more than 0"))
 		}
 	}
 	if s.MaxHeaderBytes < 1024 {
-		p.add(problem("MaxHeaderBytes", "must be at least 1024"))
+		p.Add(problem("MaxHeaderBytes", "must be at least 1024"))
 	}
 	if s.MaxConns <= 0 {
-		p.add(problem("MaxConns", "must be more than 0"))
+		p.Add(problem("MaxConns", "must be more than 0"))
 	}
 	if need.Listen && s.AdminEnabled() {
-		p.add(checkListen("AdminListen", s.AdminListen))
+		p.Add(checkListen("AdminListen", s.AdminListen))
 	}
 }
 

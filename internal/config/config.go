@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -35,8 +36,8 @@ const EnvPrefix = "COOP_PROXY_"
 type Settings struct {
 	// Route is the route a command acts on: the environment's (named
 	// "default"), or with a configuration file the one ROUTE names (the
-	// first when none is named; see Needs.OneRoute). Routes are every
-	// route serve runs; without a file, Route alone.
+	// first when none is named; see Needs.OneRoute). Routes are the
+	// file's routes, nil without a file: AllRoutes gives what serve runs.
 	Route  Route
 	Routes []Route `env:"-"`
 
@@ -160,9 +161,8 @@ func Load(name string, args []string, environ map[string]string, need Needs) (*S
 	s.checkProcess(need, &p)
 	s.Route.check(need, &p)
 	if s.RouteName != "" && s.RouteName != DefaultRoute {
-		p.add(problem("RouteName", "%q: without a configuration file (%sCONFIG) the only route is %q", s.RouteName, EnvPrefix, DefaultRoute))
+		p.Add(problem("RouteName", "%q: without a configuration file (%sCONFIG) the only route is %q", s.RouteName, EnvPrefix, DefaultRoute))
 	}
-	s.Routes = []Route{s.Route}
 	if p = p.firstPerSetting(); len(p) > 0 {
 		return s, p
 	}
@@ -171,6 +171,17 @@ func Load(name string, args []string, environ map[string]string, need Needs) (*S
 
 // DefaultRoute names the route the environment describes.
 const DefaultRoute = "default"
+
+// AllRoutes are the routes serve runs: the file's, or without a file
+// Route alone (as callers may have changed it since Load).
+func (s *Settings) AllRoutes() []Route {
+	if s.Config == "" {
+		r := s.Route
+		r.Name = cmp.Or(r.Name, DefaultRoute) // a Settings made by hand
+		return []Route{r}
+	}
+	return s.Routes
+}
 
 func processEnviron() map[string]string {
 	m := map[string]string{}
@@ -200,22 +211,22 @@ func (r *Route) resolve(need Needs, p *Problems) {
 		if err == nil && secret == "" {
 			err = problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", EnvPrefix, EnvPrefix)
 		}
-		p.add(err)
+		p.Add(err)
 		r.ClientSecret = secret
 	}
 	if need.Client && r.AuthStyle == AuthPrivateKeyJWT {
 		key, err := readKey(r.ClientKeyFile)
-		p.add(err)
+		p.Add(err)
 		r.ClientKey = key
 	}
 	if need.Client && r.AuthStyle.UsesCertificate() {
 		cert, err := readCertificate(r.ClientCertFile, r.ClientKeyFile)
-		p.add(err)
+		p.Add(err)
 		r.ClientCert = cert
 	}
 	if need.Listen {
 		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
-		p.add(err)
+		p.Add(err)
 		r.InboundSecret = secret
 	}
 }
@@ -224,11 +235,11 @@ func (r *Route) resolve(need Needs, p *Problems) {
 func (s *Settings) resolveProcess(need Needs, p *Problems) {
 	if need.Store && s.Store == "" {
 		path, err := defaultStorePath()
-		p.add(err)
+		p.Add(err)
 		s.Store = path
 	}
 	if info, err := os.Stat(s.Store); need.Store && err == nil && info.IsDir() {
-		p.add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
+		p.Add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
 	}
 }
 

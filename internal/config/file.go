@@ -66,7 +66,7 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 		}
 	}
 	if len(inEnv) > 0 {
-		p.add(problem("Config", "route settings come from %s alone, yet %s set in the environment or a flag: remove them, or move them into the file's routes",
+		p.Add(problem("Config", "route settings come from %s alone, yet %s set in the environment or a flag: remove them, or move them into the file's routes",
 			file, strings.Join(inEnv, ", ")))
 	}
 
@@ -75,12 +75,12 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 	for key, n := range top {
 		f, ok := fieldByKey(key)
 		if !ok || isRouteField(f) || f.Name == "Config" || f.Name == "RouteName" {
-			p.add(&Problem{Setting: key, Msg: "not a process setting (route settings go under routes:)"})
+			p.Add(&Problem{Setting: key, Msg: "not a process setting (route settings go under routes:)"})
 			continue
 		}
 		v, err := scalar(&n)
 		if err != nil {
-			p.add(problem(f.Name, "%v", err))
+			p.Add(problem(f.Name, "%v", err))
 			continue
 		}
 		procEnv[f.Env] = v
@@ -93,7 +93,7 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 	s.checkProcess(need, &p)
 
 	if len(routes) == 0 {
-		p.add(problem("Config", "%s lists no routes", file))
+		p.Add(problem("Config", "%s lists no routes", file))
 	}
 	names := map[string]bool{}
 	for i, rn := range routes {
@@ -142,10 +142,10 @@ func readRoute(i int, m map[string]yaml.Node, need Needs) (Route, Problems) {
 		if routeName.MatchString(r.Name) {
 			label = "route " + r.Name
 		} else {
-			p.add(&Problem{Setting: label + ": name", Msg: fmt.Sprintf("%q is not a name of lower-case letters, digits and dashes", r.Name)})
+			p.Add(&Problem{Setting: label + ": name", Msg: fmt.Sprintf("%q is not a name of lower-case letters, digits and dashes", r.Name)})
 		}
 	} else {
-		p.add(&Problem{Setting: label + ": name", Msg: "every route needs a name (lower-case letters, digits and dashes)"})
+		p.Add(&Problem{Setting: label + ": name", Msg: "every route needs a name (lower-case letters, digits and dashes)"})
 	}
 	routeEnv := map[string]string{}
 	for _, key := range slices.Sorted(maps.Keys(m)) {
@@ -156,15 +156,15 @@ func readRoute(i int, m map[string]yaml.Node, need Needs) (Route, Problems) {
 		f, ok := fieldByKey(key)
 		switch {
 		case !ok || !isRouteField(f):
-			p.add(&Problem{Setting: label + ": " + key, Msg: "not a route setting"})
+			p.Add(&Problem{Setting: label + ": " + key, Msg: "not a route setting"})
 			continue
 		case slices.Contains(secretKeys, f.Name):
-			p.add(&Problem{Setting: label + ": " + key, Msg: fmt.Sprintf("a secret is never written in the configuration file (files get committed): put it in a file and name it with %s_file", key)})
+			p.Add(&Problem{Setting: label + ": " + key, Msg: fmt.Sprintf("a secret is never written in the configuration file (files get committed): put it in a file and name it with %s_file", key)})
 			continue
 		}
 		v, err := scalar(&n)
 		if err != nil {
-			p.add(&Problem{Setting: label + ": " + key, Msg: err.Error()})
+			p.Add(&Problem{Setting: label + ": " + key, Msg: err.Error()})
 			continue
 		}
 		routeEnv[f.Env] = v
@@ -202,9 +202,9 @@ func checkShared(routes []Route) Problems {
 		for _, r := range rs {
 			switch other, taken := prefixes[r.PathPrefix]; {
 			case r.PathPrefix == "":
-				p.add(&Problem{Setting: "route " + r.Name + ": path_prefix", Msg: fmt.Sprintf("needed: the listen address %s is shared with other routes", r.Listen)})
+				p.Add(&Problem{Setting: "route " + r.Name + ": path_prefix", Msg: fmt.Sprintf("needed: the listen address %s is shared with other routes", r.Listen)})
 			case taken:
-				p.add(&Problem{Setting: "route " + r.Name + ": path_prefix", Msg: fmt.Sprintf("%s is the prefix of the route %s on the same listen address", r.PathPrefix, other)})
+				p.Add(&Problem{Setting: "route " + r.Name + ": path_prefix", Msg: fmt.Sprintf("%s is the prefix of the route %s on the same listen address", r.PathPrefix, other)})
 			}
 			prefixes[r.PathPrefix] = r.Name
 		}
@@ -221,11 +221,11 @@ func (s *Settings) selectRoute(need Needs, p *Problems) {
 	}
 	switch i := slices.Index(names, s.RouteName); {
 	case s.RouteName != "" && i < 0:
-		p.add(problem("RouteName", "%q is not a route of %s: %s", s.RouteName, s.Config, strings.Join(names, ", ")))
+		p.Add(problem("RouteName", "%q is not a route of %s: %s", s.RouteName, s.Config, strings.Join(names, ", ")))
 	case i >= 0:
 		s.Route = s.Routes[i]
 	case need.OneRoute && len(s.Routes) > 1:
-		p.add(problem("RouteName", "%s has several routes: name one with --route (%s)", s.Config, strings.Join(names, ", ")))
+		p.Add(problem("RouteName", "%s has several routes: name one with --route (%s)", s.Config, strings.Join(names, ", ")))
 	case len(s.Routes) > 0:
 		s.Route = s.Routes[0]
 	}
@@ -258,4 +258,18 @@ func scalar(n *yaml.Node) (string, error) {
 		return strings.Join(vs, " "), nil
 	}
 	return "", fmt.Errorf("line %d: a value or a list of values is expected", n.Line)
+}
+
+// InRoute names a problem found later (reading an issuer's metadata) as
+// the load names the route's own: "route NAME: key" with a configuration
+// file, the setting's environment name without.
+func (s *Settings) InRoute(route string, err error) error {
+	var pr *Problem
+	switch {
+	case s.Config == "" || err == nil:
+		return err
+	case errors.As(err, &pr) && pr.field != "":
+		return &Problem{Setting: "route " + route + ": " + fileKey(pr.field), Msg: pr.Msg, field: pr.field}
+	}
+	return fmt.Errorf("route %s: %w", route, err)
 }

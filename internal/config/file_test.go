@@ -146,8 +146,8 @@ func TestWithoutAFileTheEnvironmentIsTheDefaultRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Routes) != 1 || s.Routes[0].Name != DefaultRoute || s.Route.Name != DefaultRoute || s.Route.ClientID != "app" || s.Route.PathPrefix != "/coop" {
-		t.Fatalf("%+v", s.Routes)
+	if rs := s.AllRoutes(); len(rs) != 1 || rs[0].Name != DefaultRoute || s.Route.Name != DefaultRoute || s.Route.ClientID != "app" || s.Route.PathPrefix != "/coop" {
+		t.Fatalf("%+v", s.AllRoutes())
 	}
 	if _, err := load(t, []string{"--route", "coop"}, nil, Needs{}); err == nil || !strings.Contains(err.Error(), "the only route is") {
 		t.Fatalf("--route without a file: %v", err)

@@ -181,7 +181,7 @@ func TestAReloadNeverSwitchesTheInboundSecretOff(t *testing.T) {
 		r.srv.reread()
 		req := httptest.NewRequest("GET", "http://127.0.0.1/api/me", nil)
 		w := httptest.NewRecorder()
-		r.srv.handler.ServeHTTP(w, req)
+		r.srv.routes[0].handler.ServeHTTP(w, req)
 		if w.Code != http.StatusUnauthorized {
 			open++
 		}

@@ -26,6 +26,7 @@ type Tokens struct {
 	// Discovery holds the issuer's metadata; nil without an issuer.
 	Discovery *provider.Discovery
 	key       tokenstore.Key
+	route     *config.Route // the settings it was built with (the first of the routes sharing it)
 	farmer    bool // the grant is a farmer's (authorization code), which logout can remove
 }
 
@@ -47,6 +48,12 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 	if err != nil {
 		return nil, err
 	}
+	return newTokens(r, st, log, o, onFetch)
+}
+
+// newTokens builds the token stack for the route's grant over the store st
+// (one per process, shared by the routes' stacks).
+func newTokens(r *config.Route, st *tokenstore.Store, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
 	disc := newDiscovery(r)
 	grant := routeGrant(r, disc, o.Now)
 	var store tokensource.Store = st
@@ -62,7 +69,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 		Now:     o.Now,
 		OnFetch: onFetch,
 	}
-	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), farmer: r.Grant == config.AuthorizationCode}, nil
+	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), route: r, farmer: r.Grant == config.AuthorizationCode}, nil
 }
 
 // OpenStore opens the token store file; a corrupt file is logged with its
@@ -175,14 +182,17 @@ func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokens
 }
 
 // maintain renews the token ahead of expiry, writes pending tokens to the
-// store, and notices a logout, once a second, until ctx ends.
-func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
+// store, and notices a logout, once a second, until ctx ends or done is
+// closed (the stack's last route removed).
+func (t *Tokens) maintain(ctx context.Context, done <-chan struct{}, log *zap.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		t.Cache.Prefetch()
 		select {
 		case <-ctx.Done():
+			return
+		case <-done:
 			return
 		case <-tick.C:
 		}
