@@ -54,11 +54,11 @@ func runLogin(ctx context.Context, inv *invocation) error {
 
 	log, flush := quietLogger()
 	defer flush()
-	st, err := server.OpenStore(s.Store, log)
+	key := server.StoreKey(&r)
+	st, err := server.OpenStore(server.StorePath(s, key), log)
 	if err != nil {
 		return err
 	}
-	key := server.StoreKey(&r)
 	if _, err := st.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}

@@ -224,6 +224,16 @@ func (r *Route) checkFrontDoor() error {
 	return nil
 }
 
+// ListenKey tells which routes share a listener: those with one listen
+// address, except with port 0 (any free port), which gives each route a
+// listener of its own.
+func (r *Route) ListenKey() string {
+	if _, port, err := net.SplitHostPort(r.Listen); err == nil && port == "0" {
+		return r.Listen + " " + r.Name
+	}
+	return r.Listen
+}
+
 // UnixSocket returns the socket path of a unix:/path listen address.
 func (r *Route) UnixSocket() (string, bool) { return strings.CutPrefix(r.Listen, "unix:") }
 

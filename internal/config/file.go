@@ -192,7 +192,7 @@ func checkShared(routes []Route) Problems {
 	var p Problems
 	byListen := map[string][]Route{}
 	for _, r := range routes {
-		byListen[r.Listen] = append(byListen[r.Listen], r)
+		byListen[r.ListenKey()] = append(byListen[r.ListenKey()], r)
 	}
 	for _, rs := range byListen {
 		if len(rs) < 2 {

@@ -114,7 +114,9 @@ func TestEndpointsFromMetadataExplicitSettingsWinAndWhatIsMissingIsAProblem(t *t
 		{name: "authorization code needs one", env: map[string]string{"GRANT": "authorization_code"},
 			md:      doc(func(m *provider.Metadata) { m.AuthorizationEndpoint = "" }),
 			problem: "COOP_PROXY_GRANT (--grant): authorization_code needs an authorization endpoint, and the metadata of https://idp.example names none"},
-		{name: "an auth style the provider does not list", md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"client_secret_basic", "private_key_jwt"} }),
+		{name: "an auth style the provider does not list", md: doc(func(m *provider.Metadata) {
+			m.TokenEndpointAuthMethodsSupported = []string{"client_secret_basic", "private_key_jwt"}
+		}),
 			problem: "COOP_PROXY_AUTH_STYLE (--auth-style): https://idp.example's token endpoint takes client credentials as client_secret_basic, private_key_jwt, not as body: set COOP_PROXY_AUTH_STYLE to basic"},
 		{name: "auto needs one of the two", env: map[string]string{"AUTH_STYLE": "auto"},
 			md: doc(func(m *provider.Metadata) { m.TokenEndpointAuthMethodsSupported = []string{"client_secret_post"} }), token: "https://idp.example/token", auth: "https://idp.example/authorize"},

@@ -43,7 +43,7 @@ type discoveredGrant struct {
 	now   func() time.Time
 	key   tokenstore.Key // from the settings: the grant is found without the network
 
-	mu    sync.Mutex // held across the metadata fetch: Stored fetches one at a time anyway
+	mu    sync.Mutex        // held across the metadata fetch: Stored fetches one at a time anyway
 	inner tokensource.Grant // built once the metadata is read: its client and x/oauth2's auth-style cache are kept
 }
 

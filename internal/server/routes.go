@@ -41,9 +41,9 @@ func (rt *route) cfg() *config.Route { return rt.settings.Load() }
 type stack struct {
 	key    string
 	tokens *Tokens
-	users  []*route                   // guarded by Server.mu
+	users  []*route                         // guarded by Server.mu
 	counts atomic.Pointer[[]*proxy.Metrics] // the users' metrics, for token fetches counted outside mu
-	stop   func()                     // ends its background work; nil until started
+	stop   func()                           // ends its background work; nil until started
 }
 
 // newRoute builds the route's handler and metrics, and finds or builds
@@ -89,13 +89,18 @@ func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error)
 // stackFor returns the stack of the route's store key, building it when
 // no route uses that key yet. Callers hold mu, or own srv alone (New).
 func (srv *Server) stackFor(r *config.Route) (*stack, error) {
-	key := StoreKey(r).String()
+	k := StoreKey(r)
+	key := k.String()
 	if st, ok := srv.stacks[key]; ok {
 		return st, nil
 	}
+	store, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
+	if err != nil {
+		return nil, err
+	}
 	st := &stack{key: key}
 	tokenLog := srv.log.Named("tokens").With(zap.String("route", r.Name))
-	tk, err := newTokens(r, srv.store, srv.log, srv.opts.TokenOptions, func(err error) {
+	tk, err := newTokens(r, store, srv.log, srv.opts.TokenOptions, func(err error) {
 		for _, m := range *st.counts.Load() {
 			m.TokenFetched(fetchOutcome(err))
 		}
@@ -126,13 +131,13 @@ func (st *stack) publishCounts() {
 // when it is the first route there). Callers hold mu.
 func (srv *Server) attachLocked(rt *route, rs *runState) error {
 	r := rt.cfg()
-	f, ok := srv.fronts[r.Listen]
+	f, ok := srv.fronts[r.ListenKey()]
 	if !ok {
 		var err error
-		if f, err = srv.openFront(r.Listen, rs); err != nil {
+		if f, err = srv.openFront(r, rs); err != nil {
 			return err
 		}
-		srv.fronts[r.Listen] = f
+		srv.fronts[r.ListenKey()] = f
 	}
 	f.add(rt)
 	if st := rt.tokens; st.stop == nil {
@@ -161,8 +166,8 @@ func (srv *Server) startStack(st *stack, rs *runState) {
 // The drains run in the background, counted by srv.reloads. Callers hold mu.
 func (srv *Server) detachLocked(rt *route) {
 	r := rt.cfg()
-	if f := srv.fronts[r.Listen]; f != nil && f.remove(rt) == 0 {
-		delete(srv.fronts, r.Listen)
+	if f := srv.fronts[r.ListenKey()]; f != nil && f.remove(rt) == 0 {
+		delete(srv.fronts, r.ListenKey())
 		timeout := srv.settings.Load().ShutdownTimeout
 		srv.reloads.Go(func() { f.drain(timeout, srv.log) })
 	}
@@ -203,16 +208,13 @@ type front struct {
 // 431) is a backstop; the handler answers MaxHeaderBytes with JSON. A
 // listener shared by routes takes the longest RequestTimeout among them at
 // its opening: each handler still bounds its own requests.
-func (srv *Server) openFront(addr string, rs *runState) (*front, error) {
+func (srv *Server) openFront(first *config.Route, rs *runState) (*front, error) {
 	s := srv.settings.Load()
-	timeout := time.Duration(0)
+	addr, timeout := first.Listen, first.RequestTimeout
 	for _, r := range s.AllRoutes() {
-		if r.Listen == addr {
+		if r.ListenKey() == first.ListenKey() {
 			timeout = max(timeout, r.RequestTimeout)
 		}
-	}
-	if timeout == 0 {
-		timeout = time.Minute
 	}
 	ln, err := listen(addr)
 	if err != nil {

@@ -24,7 +24,6 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
-	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
 // fetchGrace is how long shutdown lets a token fetch in flight finish
@@ -64,17 +63,16 @@ type Server struct {
 	settings atomic.Pointer[config.Settings] // in effect; replaced whole by Reload
 	opts     Options
 	log      *zap.Logger
-	store    *tokenstore.Store
 	reg      *prometheus.Registry // the process's metrics; each route has its own registry
 	draining atomic.Bool
 
 	// mu guards what reloads change: the routes, the stacks and the
 	// listeners. It is never held across network I/O or a drain.
 	mu     sync.Mutex
-	routes []*route                // in the order of the settings
-	stacks map[string]*stack       // by store key
-	fronts map[string]*front       // by listen setting
-	run    *runState               // nil until Run starts, and after it ends
+	routes []*route          // in the order of the settings
+	stacks map[string]*stack // by store key
+	fronts map[string]*front // by config.Route.ListenKey
+	run    *runState         // nil until Run starts, and after it ends
 	// reloads counts the drains of what reloads removed, which Run's
 	// shutdown waits for.
 	reloads sync.WaitGroup
@@ -86,11 +84,7 @@ func New(s *config.Settings, o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	st, err := OpenStore(s.Store, o.Log)
-	if err != nil {
-		return nil, err
-	}
-	srv := &Server{opts: o, log: o.Log, store: st, reg: prometheus.NewRegistry(), stacks: map[string]*stack{}, fronts: map[string]*front{}}
+	srv := &Server{opts: o, log: o.Log, reg: prometheus.NewRegistry(), stacks: map[string]*stack{}, fronts: map[string]*front{}}
 	srv.settings.Store(s)
 	srv.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range s.AllRoutes() {
@@ -182,7 +176,7 @@ func (srv *Server) Run(ctx context.Context) error {
 	for _, r := range s.AllRoutes() {
 		srv.log.Info("coop-proxy listening", zap.String("route", r.Name), zap.String("listen", addrs.Routes[r.Name]), zap.String("path_prefix", r.PathPrefix),
 			zap.String("admin", addrs.Admin), zap.String("upstream", r.Upstream), zap.String("grant", string(r.Grant)), zap.String("client_id", r.ClientID),
-			zap.String("store", srv.store.Path()))
+			zap.String("store", StorePath(s, StoreKey(&r))))
 	}
 	_ = srv.log.Sync() // the line operators and scripts wait for, at once
 	if srv.opts.Ready != nil {
@@ -233,7 +227,7 @@ func (srv *Server) addrs() Addrs {
 	defer srv.mu.Unlock()
 	a := Addrs{Routes: map[string]string{}}
 	for i, rt := range srv.routes {
-		addr := srv.fronts[rt.cfg().Listen].ln.Addr().String()
+		addr := srv.fronts[rt.cfg().ListenKey()].ln.Addr().String()
 		a.Routes[rt.name] = addr
 		if i == 0 {
 			a.Proxy = addr

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,7 +30,7 @@ type Tokens struct {
 	Discovery *provider.Discovery
 	key       tokenstore.Key
 	route     *config.Route // the settings it was built with (the first of the routes sharing it)
-	farmer    bool // the grant is a farmer's (authorization code), which logout can remove
+	farmer    bool          // the grant is a farmer's (authorization code), which logout can remove
 }
 
 // tokenWait is the longest a caller waits for a token when none is held
@@ -92,6 +95,21 @@ func OpenStore(path string, log *zap.Logger) (*tokenstore.Store, error) {
 		return nil, fmt.Errorf("token store %s: %w", path, err)
 	}
 	return st, nil
+}
+
+// StorePath is the token store file holding the grant under key k: STORE
+// itself without a configuration file; with one, a file per store key
+// beside it (tokens-1a2b3c4d5e6f7a8b.json). A refresh holds its file's lock
+// while the token endpoint answers, so with one file a route whose token
+// endpoint hangs would hold up every other route's refresh; status, token,
+// login and logout find the file the same way.
+func StorePath(s *config.Settings, k tokenstore.Key) string {
+	if s.Config == "" {
+		return s.Store
+	}
+	sum := sha256.Sum256([]byte(k.String()))
+	ext := filepath.Ext(s.Store)
+	return fmt.Sprintf("%s-%x%s", strings.TrimSuffix(s.Store, ext), sum[:8], ext)
 }
 
 // StoreKey is the key the route's grant is stored under; it needs no
