@@ -18,10 +18,11 @@ import (
 // secretWatchInterval is how often the secret files are looked at.
 const secretWatchInterval = 5 * time.Second
 
-// watchReloads reloads on SIGHUP and when a secret or key file changes (Kubernetes
-// updates a mounted Secret in place, and nothing in a pod can send SIGHUP),
-// until ctx ends.
-func (srv *Server) watchReloads(ctx context.Context) {
+// watchReloads reloads on SIGHUP and when a secret or key file or the
+// configuration file changes from how they were seen (Kubernetes updates a
+// mounted Secret or ConfigMap in place, and nothing in a pod can send
+// SIGHUP), until ctx ends.
+func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -31,7 +32,6 @@ func (srv *Server) watchReloads(ctx context.Context) {
 	}
 	watch := time.NewTicker(every)
 	defer watch.Stop()
-	seen := srv.secretFiles()
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,7 +107,7 @@ func (srv *Server) Reload(next *config.Settings) {
 		if _, added := nextRoutes[nr.Name]; !added {
 			continue
 		}
-		rt, err := srv.addRouteLocked(&nr, applied.MaxHeaderBytes)
+		rt, err := srv.addRouteLocked(&nr, nextAll, applied.MaxHeaderBytes)
 		if err != nil {
 			srv.log.Error("route added, but it cannot start: keeping the others as they are", zap.String("route", nr.Name), zap.Error(err))
 			continue
@@ -137,14 +137,15 @@ func (srv *Server) Reload(next *config.Settings) {
 }
 
 // addRouteLocked builds a route a reload adds and, when the server runs,
-// starts serving it. Callers hold mu.
-func (srv *Server) addRouteLocked(r *config.Route, maxHeaderBytes int) (*route, error) {
+// starts serving it; peers are the routes of the new settings. Callers
+// hold mu.
+func (srv *Server) addRouteLocked(r *config.Route, peers []config.Route, maxHeaderBytes int) (*route, error) {
 	rt, err := srv.newRoute(r, maxHeaderBytes)
 	if err != nil {
 		return nil, err
 	}
 	if srv.run != nil {
-		if err := srv.attachLocked(rt, srv.run); err != nil {
+		if err := srv.attachLocked(rt, peers, srv.run); err != nil {
 			srv.detachLocked(rt)
 			return nil, err
 		}

@@ -128,13 +128,14 @@ func (st *stack) publishCounts() {
 
 // attachLocked starts serving the route: its stack's background work (once
 // per stack) and its place on the listener of its listen address (opened
-// when it is the first route there). Callers hold mu.
-func (srv *Server) attachLocked(rt *route, rs *runState) error {
+// when it is the first route there; peers are the routes being started
+// with it). Callers hold mu.
+func (srv *Server) attachLocked(rt *route, peers []config.Route, rs *runState) error {
 	r := rt.cfg()
 	f, ok := srv.fronts[r.ListenKey()]
 	if !ok {
 		var err error
-		if f, err = srv.openFront(r, rs); err != nil {
+		if f, err = srv.openFront(r, peers, rs); err != nil {
 			return err
 		}
 		srv.fronts[r.ListenKey()] = f
@@ -206,12 +207,13 @@ type front struct {
 // more (a 504 for the upstream's silence comes first), and an idle
 // keep-alive connection is closed. http.Server's header limit (a plain-text
 // 431) is a backstop; the handler answers MaxHeaderBytes with JSON. A
-// listener shared by routes takes the longest RequestTimeout among them at
-// its opening: each handler still bounds its own requests.
-func (srv *Server) openFront(first *config.Route, rs *runState) (*front, error) {
+// listener shared by routes takes the longest RequestTimeout among them
+// (first and its peers) at its opening: each handler still bounds its own
+// requests.
+func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runState) (*front, error) {
 	s := srv.settings.Load()
 	addr, timeout := first.Listen, first.RequestTimeout
-	for _, r := range s.AllRoutes() {
+	for _, r := range peers {
 		if r.ListenKey() == first.ListenKey() {
 			timeout = max(timeout, r.RequestTimeout)
 		}
@@ -225,14 +227,7 @@ func (srv *Server) openFront(first *config.Route, rs *runState) (*front, error) 
 	f.hs = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: timeout, WriteTimeout: timeout + 5*time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
-	go func() {
-		if err := f.hs.Serve(f.ln); !errors.Is(err, http.ErrServerClosed) {
-			select {
-			case rs.errc <- err:
-			default:
-			}
-		}
-	}()
+	go func() { rs.serveError(f.hs.Serve(f.ln)) }()
 	return f, nil
 }
 

@@ -265,3 +265,28 @@ func TestAReloadNamesTheRouteOfEachSettingWaitingForARestart(t *testing.T) {
 		t.Fatalf("without the inbound secret after the reload: %d, want 401", code)
 	}
 }
+
+// The configuration file rewritten on disk (as Kubernetes updates a
+// ConfigMap volume) is read again: a route added to it starts.
+func TestAChangedConfigurationFileIsReloaded(t *testing.T) {
+	f := newFarm(t)
+	dir := t.TempDir()
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	routeA := f.route("a", "listen: unix:"+sockA, "scopes: eggs-count")
+	s := fileSettings(t, dir, "routes:\n"+routeA)
+	reread := func() (*config.Settings, error) {
+		return config.Load("test", nil, map[string]string{config.EnvPrefix + "CONFIG": s.Config, config.EnvPrefix + "STORE": s.Store,
+			config.EnvPrefix + "ADMIN_LISTEN": "127.0.0.1:0"}, config.Everything)
+	}
+	r := start(t, s, Options{Reread: reread, WatchEvery: 20 * time.Millisecond})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(r.logs.String())
+		}
+	})
+	writeFile(t, s.Config, "routes:\n"+routeA+f.route("b", "listen: unix:"+sockB, "scopes: eggs-count"))
+	waitFor(t, "route b's socket", func() bool { _, err := os.Stat(sockB); return err == nil })
+	if code, _ := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 200 {
+		t.Fatalf("b, added by editing the file: %d", code)
+	}
+}

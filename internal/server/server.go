@@ -123,13 +123,17 @@ func (srv *Server) Run(ctx context.Context) error {
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	rs := &runState{bg: bg, wg: &wg, fatal: make(chan error, 1), errc: make(chan error, 1)}
+	fail := func(err error) error {
+		stopBg()
+		srv.closeFronts()
+		wg.Wait()
+		return err
+	}
 	srv.mu.Lock()
 	for _, rt := range srv.routes {
-		if err := srv.attachLocked(rt, rs); err != nil {
+		if err := srv.attachLocked(rt, s.AllRoutes(), rs); err != nil {
 			srv.mu.Unlock()
-			stopBg()
-			srv.closeFronts()
-			return err
+			return fail(err)
 		}
 	}
 	srv.run = rs
@@ -140,17 +144,16 @@ func (srv *Server) Run(ctx context.Context) error {
 	if s.AdminEnabled() {
 		aln, err := net.Listen("tcp", s.AdminListen)
 		if err != nil {
-			stopBg()
-			srv.closeFronts()
-			return fmt.Errorf("cannot listen on %s (admin): %w", s.AdminListen, err)
+			return fail(fmt.Errorf("cannot listen on %s (admin): %w", s.AdminListen, err))
 		}
 		admin = &http.Server{Handler: srv.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
-		go func() { _ = admin.Serve(aln) }()
+		go func() { rs.serveError(admin.Serve(aln)) }()
 		addrs.Admin = aln.Addr().String()
 	}
 	if srv.opts.Reread != nil {
-		wg.Go(func() { srv.watchReloads(bg) })
+		seen := srv.secretFiles() // now: a change made once Ready is sent is a change
+		wg.Go(func() { srv.watchReloads(bg, seen) })
 	}
 	defer func() {
 		stopBg()
@@ -219,6 +222,17 @@ func (srv *Server) Run(ctx context.Context) error {
 	}
 	srv.log.Info("coop-proxy stopped")
 	return cmp.Or(runErr, shutErr)
+}
+
+// serveError reports a listener's end other than a shutdown: Run stops.
+func (rs *runState) serveError(err error) {
+	if errors.Is(err, http.ErrServerClosed) {
+		return
+	}
+	select {
+	case rs.errc <- err:
+	default: // Run is stopping for another listener already
+	}
 }
 
 // addrs are the addresses the routes listen on.
