@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -37,6 +39,9 @@ import (
 // routeName is what a route's name may be: it shows in metrics labels,
 // logs and --route.
 var routeName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// maxConfigFile bounds what is read of a configuration file.
+const maxConfigFile = 1 << 20
 
 // secretKeys are the route settings that hold a secret value.
 var secretKeys = []string{"ClientSecret", "InboundSecret"}
@@ -72,7 +77,8 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 
 	// Process settings: the file's, under the environment and the flags.
 	procEnv := map[string]string{}
-	for key, n := range top {
+	for _, key := range slices.Sorted(maps.Keys(top)) {
+		n := top[key]
 		f, ok := fieldByKey(key)
 		if !ok || isRouteField(f) || f.Name == "Config" || f.Name == "RouteName" {
 			p.Add(&Problem{Setting: key, Msg: "not a process setting (route settings go under routes:)"})
@@ -116,9 +122,18 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 // readFile decodes the file: the top-level keys other than routes, and
 // each route's mapping. Duplicate keys are an error (yaml.v3's own check).
 func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error) {
-	b, err := readBounded(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
+	}
+	defer f.Close()
+	// Bounded: a setting naming /dev/zero by mistake must not eat the memory.
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
+	case len(b) > maxConfigFile:
+		return nil, nil, fmt.Errorf("%s: larger than %d MiB, not a configuration file", file, maxConfigFile>>20)
 	}
 	var doc struct {
 		Routes []map[string]yaml.Node `yaml:"routes"`

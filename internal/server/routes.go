@@ -31,6 +31,7 @@ type route struct {
 	handler  *proxy.Handler
 	metrics  *proxy.Metrics
 	reg      *prometheus.Registry // its series, labelled route="name"
+	upstream *http.Transport      // its connections to the upstream, closed when a reload removes it
 }
 
 func (rt *route) cfg() *config.Route { return rt.settings.Load() }
@@ -49,6 +50,10 @@ type stack struct {
 // newRoute builds the route's handler and metrics, and finds or builds
 // the token stack for its store key.
 func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error) {
+	upstream, err := url.Parse(r.Upstream)
+	if err != nil {
+		return nil, err
+	}
 	rt := &route{name: r.Name, reg: prometheus.NewRegistry()}
 	rt.settings.Store(r)
 	st, err := srv.stackFor(r)
@@ -58,18 +63,14 @@ func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error)
 	rt.tokens = st
 	rt.metrics = proxy.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"route": r.Name}, rt.reg),
 		func() float64 { return expiresIn(st.tokens) }, st.tokens.Stored.Durable)
-	upstream, err := url.Parse(r.Upstream)
-	if err != nil {
-		return nil, err
-	}
 	// A whole request takes at most RequestTimeout (the server's deadlines,
-	// see front), so the upstream's answer is awaited no longer than that either.
-	base := proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
-	base.MaxConnsPerHost = r.MaxUpstreamConns
+	// see openFront), so the upstream's answer is awaited no longer than that either.
+	rt.upstream = proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
+	rt.upstream.MaxConnsPerHost = r.MaxUpstreamConns
 	rt.handler = proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Tokens:         st.tokens.Cache,
-		Base:           base,
+		Base:           rt.upstream,
 		RetryBodyLimit: r.RetryBodyLimit,
 		LoopbackOnly:   config.IsLoopback(r.Listen),
 		AdminPaths:     adminPaths,
@@ -99,8 +100,9 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 		return nil, err
 	}
 	st := &stack{key: key}
-	tokenLog := srv.log.Named("tokens").With(zap.String("route", r.Name))
-	tk, err := newTokens(r, store, srv.log, srv.opts.TokenOptions, func(err error) {
+	log := srv.log.With(zap.String("route", r.Name))
+	tokenLog := log.Named("tokens")
+	tk, err := newTokens(r, store, log, srv.opts.TokenOptions, func(err error) {
 		for _, m := range *st.counts.Load() {
 			m.TokenFetched(fetchOutcome(err))
 		}
@@ -167,10 +169,16 @@ func (srv *Server) startStack(st *stack, rs *runState) {
 // The drains run in the background, counted by srv.reloads. Callers hold mu.
 func (srv *Server) detachLocked(rt *route) {
 	r := rt.cfg()
+	timeout := srv.settings.Load().ShutdownTimeout
 	if f := srv.fronts[r.ListenKey()]; f != nil && f.remove(rt) == 0 {
 		delete(srv.fronts, r.ListenKey())
-		timeout := srv.settings.Load().ShutdownTimeout
-		srv.reloads.Go(func() { f.drain(timeout, srv.log) })
+		srv.reloads.Go(func() {
+			f.drain(timeout, srv.log)
+			rt.upstream.CloseIdleConnections()
+		})
+	} else {
+		// Its requests in flight keep their connections; idle ones go now.
+		rt.upstream.CloseIdleConnections()
 	}
 	st := rt.tokens
 	st.users = slices.DeleteFunc(st.users, func(u *route) bool { return u == rt })
@@ -182,7 +190,7 @@ func (srv *Server) detachLocked(rt *route) {
 			if st.stop != nil {
 				st.stop()
 			}
-			fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			fctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			if err := st.tokens.Stored.Flush(fctx); err != nil {
 				srv.log.Error("a removed route's new tokens are not written to the token store: the grant may be lost", zap.String("route", rt.name), zap.Error(err))
