@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
@@ -105,4 +107,62 @@ func TestHelpDocumentsConfigAndRoute(t *testing.T) {
 			t.Errorf("help lacks %q", want)
 		}
 	}
+}
+
+// serve --config runs every route of the file, and SIGHUP reads the file
+// again: a route removed from it is stopped, a route added is started.
+func TestServeRunsTheRoutesOfTheFileAndSIGHUPReloadsIt(t *testing.T) {
+	f := newFarm(t)
+	dir := t.TempDir()
+	shared, other := filepath.Join(dir, "shared.sock"), filepath.Join(dir, "other.sock")
+	route := func(name, sock, prefix string) string {
+		r := "  - name: " + name + "\n    upstream: " + f.url + "\n    client_id: " + f.app.ClientID + "\n    client_secret_file: " + f.secretFile +
+			"\n    scopes: eggs-count\n    listen: unix:" + sock + "\n"
+		if prefix != "" {
+			r += "    path_prefix: " + prefix + "\n"
+		}
+		return r
+	}
+	file := filepath.Join(dir, "coop-proxy.yaml")
+	write := func(text string) {
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("routes:\n" + route("a", shared, "/a") + route("b", shared, "/b"))
+	cmd := exec.Command(os.Args[0], "serve", "--config", file)
+	cmd.Env = append(os.Environ(), "COOP_PROXY_TEST_AS_MAIN=1", config.EnvPrefix+"STORE="+filepath.Join(dir, "state", "tokens.json"),
+		config.EnvPrefix+"ADMIN_LISTEN=off", config.EnvPrefix+"LOG_LEVEL=debug")
+	c := &child{cmd: cmd, stderr: &logBuffer{}}
+	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	c.waitListening(t)
+
+	eggs := func(sock, path string) int {
+		resp, err := unixClient(sock).Post("http://localhost"+path, "", nil)
+		if err != nil {
+			t.Fatalf("POST %s over %s: %v", path, sock, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if a, b := eggs(shared, "/a/api/1/eggs-count"), eggs(shared, "/b/api/1/eggs-count"); a != 200 || b != 200 {
+		t.Fatalf("/a: %d, /b: %d\n%s", a, b, c.stderr.String())
+	}
+	if n := f.tokenRequests(); n != 1 {
+		t.Errorf("%d token requests for two routes with one store key, want 1", n)
+	}
+
+	write("routes:\n" + route("a", shared, "/a") + route("c", other, ""))
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the reload", func() bool {
+		return strings.Contains(c.stderr.String(), `"route added","route":"c"`) && strings.Contains(c.stderr.String(), `"route removed: draining it","route":"b"`)
+	})
+	if a, b, other := eggs(shared, "/a/api/1/eggs-count"), eggs(shared, "/b/api/1/eggs-count"), eggs(other, "/api/1/eggs-count"); a != 200 || b != 404 || other != 200 {
+		t.Fatalf("after the reload: /a %d, /b %d (want 404), c %d\n%s", a, b, other, c.stderr.String())
+	}
+	c.stop(t)
 }
