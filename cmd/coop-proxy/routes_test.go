@@ -155,6 +155,11 @@ func TestServeRunsTheRoutesOfTheFileAndSIGHUPReloadsIt(t *testing.T) {
 	if n := f.tokenRequests(); n != 1 {
 		t.Errorf("%d token requests for two routes with one store key, want 1", n)
 	}
+	waitUntil(t, "the request lines, naming their routes", func() bool {
+		logs := c.stderr.String()
+		return strings.Contains(logs, `"msg":"request","route":"a","method":"POST","path":"/api/1/eggs-count"`) &&
+			strings.Contains(logs, `"msg":"request","route":"b"`)
+	})
 
 	write("routes:\n" + route("a", shared, "/a") + route("c", other, ""))
 	_ = cmd.Process.Signal(syscall.SIGHUP)

@@ -79,12 +79,23 @@ func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error)
 		RequestTimeout: r.RequestTimeout,
 		Log:            srv.log.Named("proxy").With(zap.String("route", r.Name)),
 		Requests:       srv.opts.Requests,
+		Route:          routeLabel(srv.settings.Load(), r.Name),
 		Metrics:        rt.metrics,
 	})
 	rt.handler.SetInboundSecret(r.InboundSecret.Reveal())
 	st.users = append(st.users, rt)
 	st.publishCounts()
 	return rt, nil
+}
+
+// routeLabel names a route in its request lines: with a configuration
+// file, by its name; without, not at all (a single route's lines are as
+// they always were).
+func routeLabel(s *config.Settings, name string) string {
+	if s.Config == "" {
+		return ""
+	}
+	return name
 }
 
 // stackFor returns the stack of the route's store key, building it when
