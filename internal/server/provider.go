@@ -100,16 +100,10 @@ func Endpoints(ctx context.Context, r *config.Route) (config.Endpoints, error) {
 // What cannot work (the metadata of another issuer, no token endpoint, an
 // auth style the provider refuses) is sent on fatal: the process stops
 // with that one line rather than serve 503s forever.
-func (srv *Server) watchProvider(ctx context.Context, done <-chan struct{}, st *stack, fatal chan<- error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+//
+// A route a reload adds has no fatal channel (nil): the process goes on
+// serving the other routes, and the route answers 503 naming the problem.
+func (srv *Server) watchProvider(ctx context.Context, st *stack, fatal chan<- error) {
 	disc := st.tokens.Discovery
 	r := st.tokens.route
 	md, err := disc.Wait(ctx, func(err error, wait time.Duration) {
@@ -129,6 +123,10 @@ func (srv *Server) watchProvider(ctx context.Context, done <-chan struct{}, st *
 		err = config.IssuerProblem(err.Error())
 	}
 	err = srv.settings.Load().InRoute(r.Name, err)
+	if fatal == nil {
+		srv.log.Error("the provider cannot serve the route's settings: the route answers 503 until they are fixed (reload) and the process restarted", zap.String("route", r.Name), zap.Error(err))
+		return
+	}
 	select {
 	case fatal <- err:
 	default: // another provider has already stopped the process

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,23 +154,28 @@ func (srv *Server) attachLocked(rt *route, peers []config.Route, rs *runState) e
 	}
 	f.add(rt)
 	if st := rt.tokens; st.stop == nil {
-		srv.startStack(st, rs)
+		// Settings a provider cannot serve stop the process at start, as
+		// check-config would have said; added by a reload, they stop no
+		// other route (srv.run is set once Run has started its routes).
+		fatal := rs.fatal
+		if srv.run != nil {
+			fatal = nil
+		}
+		srv.startStack(st, rs, fatal)
 	}
 	return nil
 }
 
 // startStack runs the stack's maintenance (and the watch of its issuer's
 // metadata) until the run ends or the stack's last route is removed.
-func (srv *Server) startStack(st *stack, rs *runState) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
+func (srv *Server) startStack(st *stack, rs *runState, fatal chan<- error) {
+	ctx, stop := context.WithCancel(rs.bg)
 	log := srv.log.Named("tokens").With(zap.String("route", st.users[0].name))
-	wg.Go(func() { st.tokens.maintain(rs.bg, done, log) })
+	rs.wg.Go(func() { st.tokens.maintain(ctx, log) })
 	if st.tokens.Discovery != nil {
-		wg.Go(func() { srv.watchProvider(rs.bg, done, st, rs.fatal) })
+		rs.wg.Go(func() { srv.watchProvider(ctx, st, fatal) })
 	}
-	rs.wg.Go(wg.Wait)
-	st.stop = sync.OnceFunc(func() { close(done) })
+	st.stop = stop
 }
 
 // detachLocked stops serving the route (removed by a reload): it leaves its

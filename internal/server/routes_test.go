@@ -290,3 +290,29 @@ func TestAChangedConfigurationFileIsReloaded(t *testing.T) {
 		t.Fatalf("b, added by editing the file: %d", code)
 	}
 }
+
+// A route a reload adds whose provider cannot serve its settings stops no
+// other route: it answers 503, and the log says why.
+func TestAReloadAddingARouteItsProviderCannotServeStopsNothing(t *testing.T) {
+	f := newFarm(t)
+	is := newIssuer(t, func(string) string {
+		return `{"issuer":"https://elsewhere.example","token_endpoint":"` + f.url + `/token"}`
+	})
+	dir := t.TempDir()
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	routeA := f.route("a", "listen: unix:"+sockA, "scopes: eggs-count")
+	r := start(t, fileSettings(t, dir, "routes:\n"+routeA), Options{})
+	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA+f.route("b", "listen: unix:"+sockB, "issuer: "+is.url)))
+	waitFor(t, "the provider's refusal in the log", func() bool {
+		return strings.Contains(r.logs.String(), "the provider cannot serve the route's settings")
+	})
+	if code, body := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 503 || !strings.Contains(body, "token_endpoint_unavailable") {
+		t.Fatalf("b: %d %s", code, body)
+	}
+	if code, _ := unixDo(t, sockA, "POST", "/api/1/eggs-count"); code != 200 {
+		t.Fatalf("a: %d", code)
+	}
+	if !strings.Contains(r.logs.String(), `"route":"b","error":"route b: issuer: `) {
+		t.Errorf("the refusal does not name the route and key:\n%s", r.logs.String())
+	}
+}

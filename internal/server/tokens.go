@@ -200,17 +200,14 @@ func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokens
 }
 
 // maintain renews the token ahead of expiry, writes pending tokens to the
-// store, and notices a logout, once a second, until ctx ends or done is
-// closed (the stack's last route removed).
-func (t *Tokens) maintain(ctx context.Context, done <-chan struct{}, log *zap.Logger) {
+// store, and notices a logout, once a second, until ctx ends.
+func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		t.Cache.Prefetch()
 		select {
 		case <-ctx.Done():
-			return
-		case <-done:
 			return
 		case <-tick.C:
 		}
