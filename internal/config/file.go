@@ -196,9 +196,31 @@ func readRoute(i int, m map[string]yaml.Node, need Needs) (Route, Problems) {
 		var pr *Problem
 		if errors.As(err, &pr) && pr.field != "" {
 			pr.Setting = label + ": " + fileKey(pr.field)
+			pr.Msg = inFileTerms(pr.Msg)
 		}
 	}
 	return r, p
+}
+
+// envName is a setting as the environment's problems name it: with or
+// without the prefix, with or without its flag.
+var envName = func() *regexp.Regexp {
+	var names []string
+	for _, f := range Fields() {
+		names = append(names, strings.TrimPrefix(f.Env, EnvPrefix))
+	}
+	// The longest first: CLIENT_SECRET_FILE, not CLIENT_SECRET and "_FILE".
+	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
+	return regexp.MustCompile(`\b(?:` + EnvPrefix + `)?(` + strings.Join(names, "|") + `)\b( \(--[a-z0-9-]+\))?`)
+}()
+
+// inFileTerms names the settings a problem's message mentions as the
+// configuration file does ("set client_key_file", not "set
+// COOP_PROXY_CLIENT_KEY_FILE (--client-key-file)").
+func inFileTerms(msg string) string {
+	return envName.ReplaceAllStringFunc(msg, func(m string) string {
+		return strings.ToLower(envName.FindStringSubmatch(m)[1])
+	})
 }
 
 // checkShared checks the routes that share a listen address: each has a

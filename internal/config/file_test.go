@@ -90,6 +90,8 @@ func TestFileProblemsNameTheRouteAndTheKey(t *testing.T) {
 		{"bad duration", "routes:\n  - name: a\n    upstream_timeout: forever\n", `route a: upstream_timeout: "forever" is not a duration`},
 		{"route check", "routes:\n  - name: a\n    upstream: ftp://x\n", `route a: upstream: "ftp://x" is not an http(s) URL`},
 		{"missing client id", "routes:\n  - name: a\n", "route a: client_id: no client id"},
+		{"in the file's terms", "routes:\n  - name: a\n    auth_style: private_key_jwt\n    client_id: x\n    client_secret_file: /s\n    client_key_file: /k\n",
+			"route a: client_secret_file: not used with auth_style=private_key_jwt: the client authenticates with its key (client_key_file); remove the secret"},
 		{"duplicate key", "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    listen: 127.0.0.1:2\n", `line 4: mapping key "listen" already defined at line 3`},
 		{"no routes", "log_level: info\n", "lists no routes"},
 		{"a map as a value", "routes:\n  - name: a\n    scopes: {a: b}\n", "route a: scopes: line 3"},
