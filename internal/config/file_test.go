@@ -155,3 +155,30 @@ func TestWithoutAFileTheEnvironmentIsTheDefaultRoute(t *testing.T) {
 		t.Fatalf("--route without a file: %v", err)
 	}
 }
+
+// Any file is read without a panic, and each problem is one line.
+func FuzzConfigFile(f *testing.F) {
+	f.Add(twoRoutes)
+	f.Add("routes:\n  - name: a\n    scopes: [a, b]\n    token_params: x=1\n")
+	f.Add("routes: {a: 1}\n")
+	f.Add("routes:\n  - [1, 2]\n")
+	f.Add("log_level: [debug]\nroutes:\n  - name: a\n    listen: unix:relative\n")
+	f.Add("- a\n")
+	f.Add("&a [*a]")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, text string) {
+		file := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load("fuzz", nil, map[string]string{EnvPrefix + "CONFIG": file, EnvPrefix + "STORE": filepath.Join(dir, "tokens.json")}, Needs{Listen: true})
+		var p Problems
+		if errors.As(err, &p) {
+			for _, e := range p {
+				if strings.Contains(e.Error(), "\n") {
+					t.Fatalf("a problem of more than one line: %q", e.Error())
+				}
+			}
+		}
+	})
+}
