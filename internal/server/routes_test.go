@@ -316,3 +316,16 @@ func TestAReloadAddingARouteItsProviderCannotServeStopsNothing(t *testing.T) {
 		t.Errorf("the refusal does not name the route and key:\n%s", r.logs.String())
 	}
 }
+
+// Without a file, PATH_PREFIX serves the environment's route under it.
+func TestThePathPrefixOfTheEnvironmentsRoute(t *testing.T) {
+	f := newFarm(t)
+	up := echoUpstream(t)
+	r := start(t, f.settings(t, "UPSTREAM", up, "TOKEN_URL", f.url+"/token", "PATH_PREFIX", "/coop"), Options{})
+	if code, body := get(t, r.proxy+"/coop/api/me"); code != 200 || !strings.Contains(body, `"path":"/api/me"`) {
+		t.Fatalf("/coop/api/me: %d %s", code, body)
+	}
+	if code, body := get(t, r.proxy+"/api/me"); code != 404 || !strings.Contains(body, "/coop") {
+		t.Fatalf("/api/me: %d %s", code, body)
+	}
+}
