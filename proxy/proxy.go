@@ -70,7 +70,10 @@ type Options struct {
 	Log            *zap.Logger // nil: no log
 	// Requests takes one line per request; nil: ZapRequestLog(Log).
 	Requests RequestLog
-	Metrics  *Metrics // nil: no metrics
+	// Route names the handler's route in its request lines; "" for none
+	// (a single route).
+	Route   string
+	Metrics *Metrics // nil: no metrics
 }
 
 // Handler is the reverse proxy. Create it with New.
@@ -86,6 +89,7 @@ type Handler struct {
 	loopbackOnly   bool
 	adminPaths     map[string]bool
 	requests       RequestLog
+	route          string
 	metrics        *Metrics
 }
 
@@ -129,6 +133,7 @@ func New(o Options) *Handler {
 		requestTimeout: o.RequestTimeout,
 		adminPaths:     map[string]bool{},
 		requests:       o.Requests,
+		route:          o.Route,
 		metrics:        o.Metrics,
 	}
 	if h.requests == nil {
@@ -313,7 +318,7 @@ func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 	p := recover()
 	h.metrics.request(rec.status)
 	end := time.Now()
-	rec.line = RequestLine{End: end, Method: r.Method, Path: r.URL.Path, Status: rec.status,
+	rec.line = RequestLine{End: end, Route: h.route, Method: r.Method, Path: r.URL.Path, Status: rec.status,
 		Duration: end.Sub(start), Bytes: rec.bytes, Retried: rec.state.retried, Aborted: p != nil}
 	h.requests.Request(&rec.line)
 	if p != nil {

@@ -16,6 +16,7 @@ type RequestLog interface {
 // level, with these fields.
 type RequestLine struct {
 	End      time.Time // when the answer was complete (the line's time)
+	Route    string    // the route of a configuration file; "" for a single route (not logged)
 	Method   string
 	Path     string
 	Status   int           // 499: the caller went away before the answer
@@ -27,6 +28,9 @@ type RequestLine struct {
 
 // MarshalLogObject implements zapcore.ObjectMarshaler.
 func (l *RequestLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	if l.Route != "" {
+		enc.AddString("route", l.Route)
+	}
 	enc.AddString("method", l.Method)
 	enc.AddString("path", l.Path)
 	enc.AddInt("status", l.Status)

@@ -21,7 +21,7 @@ func runToken(ctx context.Context, inv *invocation) error {
 	s := inv.settings
 	log, flush := quietLogger()
 	defer flush()
-	tk, err := server.NewTokens(&s.Route, s.Store, log, server.TokenOptions{}, nil)
+	tk, err := server.NewTokens(&s.Route, server.StorePath(s, server.StoreKey(&s.Route)), log, server.TokenOptions{}, nil)
 	if err != nil {
 		return err
 	}
@@ -49,16 +49,19 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	r, out := &inv.settings.Route, inv.out
 	log, flush := quietLogger()
 	defer flush()
-	st, err := server.OpenStore(inv.settings.Store, log)
+	key := server.StoreKey(r)
+	st, err := server.OpenStore(server.StorePath(inv.settings, key), log)
 	if err != nil {
 		return err
 	}
-	key := server.StoreKey(r)
 	rec, ok, err := st.Load(ctx, key)
 	if err != nil {
 		return err
 	}
 	p := func(k, v string) { fmt.Fprintf(out, "%-15s %s\n", k+":", v) }
+	if inv.settings.Config != "" {
+		p("route", r.Name)
+	}
 	p("store", st.Path())
 	p("grant", string(r.Grant))
 	p("client id", r.ClientID)
@@ -126,13 +129,14 @@ func runStatus(ctx context.Context, inv *invocation) error {
 func runLogout(ctx context.Context, inv *invocation) error {
 	log, flush := quietLogger()
 	defer flush()
-	st, err := server.OpenStore(inv.settings.Store, log)
+	r := inv.settings.Route
+	r.Grant = config.AuthorizationCode
+	key := server.StoreKey(&r)
+	st, err := server.OpenStore(server.StorePath(inv.settings, key), log)
 	if err != nil {
 		return err
 	}
-	r := inv.settings.Route
-	r.Grant = config.AuthorizationCode
-	existed, err := st.Delete(ctx, server.StoreKey(&r))
+	existed, err := st.Delete(ctx, key)
 	if err != nil {
 		return err
 	}

@@ -242,7 +242,7 @@ func TestEggsCollectThroughTheProxy(t *testing.T) {
 		t.Fatalf("/readyz: %d %s", ready.status, ready.body)
 	}
 	metrics := call(t, "GET", p.admin+"/metrics", nil)
-	for _, m := range []string{`coop_proxy_requests_total{code="200"} 3`, `coop_proxy_token_fetches_total{outcome="ok"} 1`, "coop_proxy_upstream_duration_seconds_bucket", "coop_proxy_token_expiry_seconds", "coop_proxy_retries_total 0"} {
+	for _, m := range []string{`coop_proxy_requests_total{code="200",route="default"} 3`, `coop_proxy_token_fetches_total{outcome="ok",route="default"} 1`, "coop_proxy_upstream_duration_seconds_bucket", `coop_proxy_token_expiry_seconds{route="default"}`, `coop_proxy_retries_total{route="default"} 0`} {
 		if !strings.Contains(metrics.body, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}
@@ -306,7 +306,7 @@ func TestRevokedTokenIsReplacedOnce(t *testing.T) {
 	if !strings.Contains(p.logs.String(), `"retried":true`) {
 		t.Fatal("the request log does not say the request was retried")
 	}
-	if m := call(t, "GET", p.admin+"/metrics", nil); !strings.Contains(m.body, "coop_proxy_retries_total 1") {
+	if m := call(t, "GET", p.admin+"/metrics", nil); !strings.Contains(m.body, `coop_proxy_retries_total{route="default"} 1`) {
 		t.Fatal("retries metric not 1")
 	}
 }

@@ -70,11 +70,12 @@ func runLogin(ctx context.Context, inv *invocation) error {
 
 	log, flush := quietLogger()
 	defer flush()
-	st, err := server.OpenStore(s.Store, log)
+	storeKey := server.StoreKey(&r)
+	st, err := server.OpenStore(server.StorePath(s, storeKey), log)
 	if err != nil {
 		return err
 	}
-	if _, err := st.Update(ctx, server.StoreKey(&r), func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
+	if _, err := st.Update(ctx, storeKey, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}
 	log.Debug("grant stored", zap.String("path", st.Path()))

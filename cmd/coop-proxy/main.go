@@ -40,10 +40,10 @@ type invocation struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the proxy (the default command)", config.Everything, runServe},
-		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true}, runToken},
-		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", config.Needs{Store: true}, runStatus},
-		{"login", "log a farmer in with the authorization-code grant (or --device, the device grant) and store the grant", config.Needs{Client: true, Store: true}, runLogin},
-		{"logout", "remove the stored farmer's grant", config.Needs{Store: true}, runLogout},
+		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true, OneRoute: true}, runToken},
+		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", config.Needs{Store: true, OneRoute: true}, runStatus},
+		{"login", "log a farmer in with the authorization-code grant (or --device, the device grant) and store the grant", config.Needs{Client: true, Store: true, OneRoute: true}, runLogin},
+		{"logout", "remove the stored farmer's grant", config.Needs{Store: true, OneRoute: true}, runLogout},
 		{"check-config", "check every setting, print each problem on its own line", config.Everything, nil},
 		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", config.Needs{}, runDemo},
 		{"version", "print the version", config.Needs{}, runVersion},
@@ -108,17 +108,21 @@ func findCommand(name string) *command {
 
 // checkConfig prints every problem with the settings, one a line. With an
 // issuer, its metadata is read too: a provider that cannot serve the
-// settings is a problem.
+// settings is a problem, named with its route.
 func checkConfig(out io.Writer, settings *config.Settings, err error) int {
-	if err == nil && settings.Route.Issuer != "" {
-		_, err = server.Endpoints(context.Background(), &settings.Route)
-	}
-	if err == nil {
-		fmt.Fprintln(out, "configuration OK")
-		return 0
-	}
 	var problems config.Problems
-	if !errors.As(err, &problems) {
+	if err == nil {
+		for _, r := range settings.AllRoutes() {
+			if r.Issuer != "" {
+				_, err := server.Endpoints(context.Background(), &r)
+				problems.Add(settings.InRoute(r.Name, err))
+			}
+		}
+		if len(problems) == 0 {
+			fmt.Fprintln(out, "configuration OK")
+			return 0
+		}
+	} else if !errors.As(err, &problems) {
 		problems = config.Problems{err}
 	}
 	for _, e := range problems {
@@ -140,6 +144,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery setting is an environment variable (COOP_PROXY_...) or a flag; 'coop-proxy COMMAND --help' lists them.")
+	fmt.Fprintln(w, "Several APIs in one process: --config FILE (YAML) lists routes; status, token, login and logout take --route NAME.")
 }
 
 // commandUsage lists every setting with its current value, from the

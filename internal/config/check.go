@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -17,8 +18,9 @@ import (
 
 // Problem is what is wrong with one setting, named as the user wrote it.
 type Problem struct {
-	Setting string // "COOP_PROXY_LISTEN (--listen)"
+	Setting string // "COOP_PROXY_LISTEN (--listen)", or "route coop: listen" in a configuration file
 	Msg     string
+	field   string // the Go field name, to rename the setting for a configuration file
 }
 
 func (e *Problem) Error() string { return e.Setting + ": " + e.Msg }
@@ -46,98 +48,126 @@ func (p Problems) firstPerSetting() Problems {
 	return out
 }
 
-func (p *Problems) add(err error) {
+// Add appends err unless it is nil.
+func (p *Problems) Add(err error) {
 	if err != nil {
 		*p = append(*p, err)
 	}
 }
 
 func problem(field, format string, args ...any) error {
-	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...)}
+	return &Problem{Setting: SettingName(field), Msg: fmt.Sprintf(format, args...), field: field}
 }
+
+// IssuerProblem is a problem with the issuer found once its metadata is read.
+func IssuerProblem(msg string) error { return problem("Issuer", "%s", msg) }
 
 // addParseErrors names each value caarlos0/env could not read.
 func (p *Problems) addParseErrors(err error, environ map[string]string) {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		p.add(err)
+		p.Add(err)
 		return
 	}
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if !errors.As(e, &pe) {
-			p.add(e)
+			p.Add(e)
 			continue
 		}
 		value := environ[EnvPrefix+fieldEnv(pe.Name)]
 		var ve *valueError
 		switch {
 		case errors.As(pe.Err, &ve):
-			p.add(problem(pe.Name, "%s", ve.msg))
+			p.Add(problem(pe.Name, "%s", ve.msg))
 		case pe.Type == reflect.TypeFor[time.Duration]():
-			p.add(problem(pe.Name, "%q is not a duration such as 30s or 5m", value))
+			p.Add(problem(pe.Name, "%q is not a duration such as 30s or 5m", value))
 		case pe.Type.Kind() == reflect.Bool:
-			p.add(problem(pe.Name, "%q is not true or false", value))
+			p.Add(problem(pe.Name, "%q is not true or false", value))
 		default:
-			p.add(problem(pe.Name, "%q is not a whole number", value))
+			p.Add(problem(pe.Name, "%q is not a whole number", value))
 		}
 	}
 }
 
-// check validates every setting the command needs.
-func (s *Settings) check(need Needs, p *Problems) {
-	r := &s.Route
-	p.add(checkURL("Upstream", r.Upstream))
+// check validates every route setting the command needs.
+func (r *Route) check(need Needs, p *Problems) {
+	p.Add(checkURL("Upstream", r.Upstream))
 	if r.TokenURL != "" {
-		p.add(checkURL("TokenURL", r.TokenURL))
+		p.Add(checkURL("TokenURL", r.TokenURL))
 	}
 	if r.AuthorizeURL != "" {
-		p.add(checkURL("AuthorizeURL", r.AuthorizeURL))
+		p.Add(checkURL("AuthorizeURL", r.AuthorizeURL))
 	}
 	if r.DeviceAuthorizationURL != "" {
-		p.add(checkURL("DeviceAuthorizationURL", r.DeviceAuthorizationURL))
-	}
-	if s.Device && s.Paste {
-		p.add(problem("Device", "set either %sDEVICE or %sPASTE, not both: the device grant needs no paste", EnvPrefix, EnvPrefix))
+		p.Add(checkURL("DeviceAuthorizationURL", r.DeviceAuthorizationURL))
 	}
 	r.checkProvider(p)
 	if need.Client && r.ClientID == "" {
-		p.add(problem("ClientID", "no client id: the application's name as registered on COOP"))
+		p.Add(problem("ClientID", "no client id: the application's name as registered on COOP"))
 	}
 	if need.Client {
-		p.add(r.checkClientAuth())
-		p.add(r.checkDPoP())
+		p.Add(r.checkClientAuth())
+		p.Add(r.checkDPoP())
 	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout},
-		{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
+	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout}} {
 		if d.v <= 0 {
-			p.add(problem(d.field, "must be more than 0"))
+			p.Add(problem(d.field, "must be more than 0"))
 		}
 	}
 	if r.RetryBodyLimit < 0 {
-		p.add(problem("RetryBodyLimit", "must be 0 or more"))
-	}
-	if s.MaxHeaderBytes < 1024 {
-		p.add(problem("MaxHeaderBytes", "must be at least 1024"))
+		p.Add(problem("RetryBodyLimit", "must be 0 or more"))
 	}
 	if r.MaxBodyBytes <= 0 {
-		p.add(problem("MaxBodyBytes", "must be more than 0"))
+		p.Add(problem("MaxBodyBytes", "must be more than 0"))
 	}
 	if r.MaxUpstreamConns <= 0 {
-		p.add(problem("MaxUpstreamConns", "must be more than 0"))
+		p.Add(problem("MaxUpstreamConns", "must be more than 0"))
 	}
-	if s.MaxConns <= 0 {
-		p.add(problem("MaxConns", "must be more than 0"))
-	}
+	p.Add(checkPathPrefix(r.PathPrefix))
 	if need.Listen {
-		p.add(r.checkFrontDoor())
-		if s.AdminEnabled() {
-			p.add(checkListen("AdminListen", s.AdminListen))
+		p.Add(r.checkFrontDoor())
+	}
+}
+
+// checkProcess validates every process setting the command needs.
+func (s *Settings) checkProcess(need Needs, p *Problems) {
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"ShutdownTimeout", s.ShutdownTimeout}, {"LoginTimeout", s.LoginTimeout}} {
+		if d.v <= 0 {
+			p.Add(problem(d.field, "must be more than 0"))
 		}
 	}
+	if s.MaxHeaderBytes < 1024 {
+		p.Add(problem("MaxHeaderBytes", "must be at least 1024"))
+	}
+	if s.MaxConns <= 0 {
+		p.Add(problem("MaxConns", "must be more than 0"))
+	}
+	if need.Listen && s.AdminEnabled() {
+		p.Add(checkListen("AdminListen", s.AdminListen))
+	}
+	if s.Device && s.Paste {
+		p.Add(problem("Device", "set either %sDEVICE or %sPASTE, not both: the device grant needs no paste", EnvPrefix, EnvPrefix))
+	}
+}
+
+// checkPathPrefix: a prefix is a clean absolute path without a trailing
+// slash ("/coop", not "/coop/"), so that matching it is plain string
+// comparison at a segment boundary and no two spellings mean one prefix.
+func checkPathPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if !strings.HasPrefix(prefix, "/") || prefix == "/" || path.Clean(prefix) != prefix || strings.ContainsAny(prefix, "?#%") {
+		return problem("PathPrefix", "%q is not a path such as /coop: absolute, without a trailing slash, dot segments, a query or percent-encoding", prefix)
+	}
+	return nil
 }
 
 // checkClientAuth refuses settings the auth style does not use: a key
@@ -208,6 +238,16 @@ func (r *Route) checkFrontDoor() error {
 		return problem("Listen", "%q is reachable from other machines, and whoever reaches coop-proxy acts as the farmer: set %sINBOUND_SECRET_FILE (callers send Proxy-Authorization: Bearer <secret>), or %sALLOW_UNAUTHENTICATED_CALLERS=true to accept that", r.Listen, EnvPrefix, EnvPrefix)
 	}
 	return nil
+}
+
+// ListenKey tells which routes share a listener: those with one listen
+// address, except with port 0 (any free port), which gives each route a
+// listener of its own.
+func (r *Route) ListenKey() string {
+	if _, port, err := net.SplitHostPort(r.Listen); err == nil && port == "0" {
+		return r.Listen + " " + r.Name
+	}
+	return r.Listen
 }
 
 // UnixSocket returns the socket path of a unix:/path listen address.

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -33,7 +34,15 @@ const EnvPrefix = "COOP_PROXY_"
 // Route holds what belongs to one upstream and its grant; the rest belongs
 // to the process. The environment describes one route.
 type Settings struct {
-	Route Route
+	// Route is the route a command acts on: the environment's (named
+	// "default"), or with a configuration file the one ROUTE names (the
+	// first when none is named; see Needs.OneRoute). Routes are the
+	// file's routes, nil without a file: AllRoutes gives what serve runs.
+	Route  Route
+	Routes []Route `env:"-"`
+
+	Config    string `env:"CONFIG" flag:"config" help:"configuration file (YAML) listing routes: several upstream APIs in one process; with it, route settings come from the file alone"`
+	RouteName string `env:"ROUTE" flag:"route" help:"status, token, login, logout: the route of the configuration file to act on (needed when it has several)"`
 
 	AdminListen     string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
 	Store           string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
@@ -51,6 +60,10 @@ type Settings struct {
 // Route is one upstream API, the grant that gets its tokens, and the
 // listener its callers reach it on.
 type Route struct {
+	// Name names the route in a configuration file; "default" for the
+	// environment's. It is not a setting of the environment.
+	Name string `env:"-"`
+
 	Upstream                    string        `env:"UPSTREAM" envDefault:"http://coop.apps.knpuniversity.com" flag:"upstream" help:"COOP's base URL: the only place requests are forwarded to"`
 	TokenURL                    string        `env:"TOKEN_URL" flag:"token-url" help:"token endpoint (default: upstream + /token)"`
 	AuthorizeURL                string        `env:"AUTHORIZE_URL" flag:"authorize-url" help:"authorization endpoint for login (default: upstream + /authorize)"`
@@ -73,6 +86,7 @@ type Route struct {
 	DPoP                        bool          `env:"DPOP" flag:"dpop" help:"sender-constrained tokens (RFC 9449 DPoP): bind the tokens to a key pair and send a proof with every token request and every forwarded request"`
 	DPoPKeyFile                 string        `env:"DPOP_KEY_FILE" flag:"dpop-key-file" help:"DPoP: file holding the key pair's private key, PEM (EC P-256, RSA of 2048 bits or more, or Ed25519); default: an ES256 key generated for each grant and kept with it in the token store"`
 	Listen                      string        `env:"LISTEN" envDefault:"127.0.0.1:8080" flag:"listen" help:"address the proxy listens on: host:port, or unix:/path for a Unix socket (mode 0660)"`
+	PathPrefix                  string        `env:"PATH_PREFIX" flag:"path-prefix" help:"serve only requests under this path (as /coop), removed before forwarding; routes of a configuration file share a listen address this way"`
 	InboundSecret               redact.Secret `env:"INBOUND_SECRET" help:"a secret callers must present (Proxy-Authorization: Bearer ... or Authorization: Bearer ...); environment only, prefer the file"`
 	InboundSecretFile           string        `env:"INBOUND_SECRET_FILE" flag:"inbound-secret-file" help:"file holding the secret callers must present; required to listen on a non-loopback address"`
 	AllowUnauthenticatedCallers bool          `env:"ALLOW_UNAUTHENTICATED_CALLERS" flag:"allow-unauthenticated-callers" help:"accept callers without the inbound secret on a non-loopback address: anyone who can reach it acts as the farmer"`
@@ -99,6 +113,9 @@ type Needs struct {
 	Client bool // client id and secret (the secret file is read)
 	Listen bool // the listeners (the inbound secret file is read)
 	Store  bool // the token store path
+	// OneRoute: the command acts on one route; with several in the
+	// configuration file, ROUTE must name it.
+	OneRoute bool
 }
 
 // Everything is what serve and check-config need.
@@ -135,18 +152,41 @@ func Load(name string, args []string, environ map[string]string, need Needs) (*S
 		merged[EnvPrefix+EnvOfFlag(fl.Name)] = fl.Value.String()
 	})
 
+	if file := merged[EnvPrefix+"CONFIG"]; file != "" {
+		return loadFile(file, merged, need)
+	}
 	s := &Settings{}
 	var p Problems
 	if err := env.ParseWithOptions(s, env.Options{Prefix: EnvPrefix, Environment: merged}); err != nil {
 		p.addParseErrors(err, merged)
 	}
+	s.Route.Name = DefaultRoute
 	s.Route.presetAuthStyle(merged)
-	s.resolve(need, &p)
-	s.check(need, &p)
+	s.resolveProcess(need, &p)
+	s.Route.resolve(need, &p)
+	s.checkProcess(need, &p)
+	s.Route.check(need, &p)
+	if s.RouteName != "" && s.RouteName != DefaultRoute {
+		p.Add(problem("RouteName", "%q: without a configuration file (%sCONFIG) the only route is %q", s.RouteName, EnvPrefix, DefaultRoute))
+	}
 	if p = p.firstPerSetting(); len(p) > 0 {
 		return s, p
 	}
 	return s, nil
+}
+
+// DefaultRoute names the route the environment describes.
+const DefaultRoute = "default"
+
+// AllRoutes are the routes serve runs: the file's, or without a file
+// Route alone (as callers may have changed it since Load).
+func (s *Settings) AllRoutes() []Route {
+	if s.Config == "" {
+		r := s.Route
+		r.Name = cmp.Or(r.Name, DefaultRoute) // a Settings made by hand
+		return []Route{r}
+	}
+	return s.Routes
 }
 
 func processEnviron() map[string]string {
@@ -169,45 +209,48 @@ func (f *rawFlag) String() string     { return f.value }
 func (f *rawFlag) Set(s string) error { f.value = s; return nil }
 func (f *rawFlag) IsBoolFlag() bool   { return f.bool }
 
-// resolve fills in what the settings imply: the secrets from their files
-// (each read once, here) and the default store path.
-func (s *Settings) resolve(need Needs, p *Problems) {
-	r := &s.Route
+// resolve fills in what the route's settings imply: the secrets from
+// their files (each read once, here).
+func (r *Route) resolve(need Needs, p *Problems) {
 	if need.Client && r.AuthStyle.UsesSecret() {
 		secret, err := readSecret("ClientSecret", "ClientSecretFile", r.ClientSecret, r.ClientSecretFile)
 		if err == nil && secret == "" {
 			err = problem("ClientSecret", "no client secret: set %sCLIENT_SECRET_FILE (--client-secret-file) or %sCLIENT_SECRET", EnvPrefix, EnvPrefix)
 		}
-		p.add(err)
+		p.Add(err)
 		r.ClientSecret = secret
 	}
 	if need.Client && r.AuthStyle == AuthPrivateKeyJWT {
 		key, err := readKey(r.ClientKeyFile)
-		p.add(err)
+		p.Add(err)
 		r.ClientKey = key
 	}
 	if need.Client && r.AuthStyle.UsesCertificate() {
 		cert, err := readCertificate(r.ClientCertFile, r.ClientKeyFile)
-		p.add(err)
+		p.Add(err)
 		r.ClientCert = cert
 	}
 	if need.Client && r.DPoP && r.DPoPKeyFile != "" {
 		key, err := readDPoPKey(r.DPoPKeyFile)
-		p.add(err)
+		p.Add(err)
 		r.DPoPKey = key
 	}
 	if need.Listen {
 		secret, err := readSecret("InboundSecret", "InboundSecretFile", r.InboundSecret, r.InboundSecretFile)
-		p.add(err)
+		p.Add(err)
 		r.InboundSecret = secret
 	}
+}
+
+// resolveProcess fills in the default store path.
+func (s *Settings) resolveProcess(need Needs, p *Problems) {
 	if need.Store && s.Store == "" {
 		path, err := defaultStorePath()
-		p.add(err)
+		p.Add(err)
 		s.Store = path
 	}
 	if info, err := os.Stat(s.Store); need.Store && err == nil && info.IsDir() {
-		p.add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
+		p.Add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
 	}
 }
 

@@ -96,3 +96,30 @@ func Changed(a, b *Settings) []Field {
 	}
 	return out
 }
+
+// ChangedProcess lists the process settings whose values differ between a and b.
+func ChangedProcess(a, b *Settings) []Field {
+	var out []Field
+	for _, f := range Changed(a, b) {
+		if !isRouteField(f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// ChangedRoute lists the route settings whose values differ between a and b.
+func ChangedRoute(a, b *Route) []Field {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	var out []Field
+	for _, f := range Fields() {
+		if isRouteField(f) && !reflect.DeepEqual(va.Field(f.index[1]).Interface(), vb.Field(f.index[1]).Interface()) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// FileKey names a route setting as a configuration file writes it
+// ("client_secret_file").
+func FileKey(f Field) string { return strings.ToLower(strings.TrimPrefix(f.Env, EnvPrefix)) }

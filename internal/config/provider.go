@@ -242,12 +242,12 @@ func (r *Route) checkProvider(p *Problems) {
 			if u, perr := url.Parse(r.Issuer); perr == nil {
 				shown = u.Redacted() // never a password in a message
 			}
-			p.add(problem("Issuer", "%q: %v", shown, err))
+			p.Add(problem("Issuer", "%q: %v", shown, err))
 		} else if strings.Contains(r.Issuer, "?") {
-			p.add(problem("Issuer", "%q: an issuer has no query (RFC 8414 §2)", r.Issuer))
+			p.Add(problem("Issuer", "%q: an issuer has no query (RFC 8414 §2)", r.Issuer))
 		}
 	}
 	if r.Issuer != "" && r.Provider != "" {
-		p.add(problem("Provider", "set either %sISSUER or %sPROVIDER, not both: a provider with metadata needs no preset", EnvPrefix, EnvPrefix))
+		p.Add(problem("Provider", "set either %sISSUER or %sPROVIDER, not both: a provider with metadata needs no preset", EnvPrefix, EnvPrefix))
 	}
 }

@@ -3,9 +3,12 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // adminHandler serves /healthz, /readyz and /metrics. None of them waits on
@@ -16,45 +19,99 @@ func (srv *Server) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	})
 	mux.HandleFunc("GET /readyz", srv.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(srv.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.GathererFunc(srv.gather), promhttp.HandlerOpts{}))
 	return mux
 }
 
-func (srv *Server) expiresIn() float64 {
-	t := srv.tokens.Cache.Current()
+// gather merges the process's metrics with each route's (labelled with
+// its name): a route a reload removes takes its series with it.
+func (srv *Server) gather() ([]*dto.MetricFamily, error) {
+	gs := prometheus.Gatherers{srv.reg}
+	for _, rt := range srv.current() {
+		gs = append(gs, rt.reg)
+	}
+	return gs.Gather()
+}
+
+// current is the routes in effect.
+func (srv *Server) current() []*route {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.routes
+}
+
+func expiresIn(tk *Tokens) float64 {
+	t := tk.Cache.Current()
 	if t == nil {
 		return -1
 	}
 	return time.Until(t.Expiry).Seconds()
 }
 
-// readyz is ready when a valid token is held, every token in use is in the
-// store, and the proxy is not draining.
-func (srv *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+// routeReady is one route's readiness: ready when its stack holds a valid
+// token and every token in use is in the store.
+type routeReady struct {
+	Status    string `json:"status"`
+	Reason    string `json:"reason,omitempty"`
+	ExpiresIn *int   `json:"token_expires_in_seconds,omitempty"`
+}
+
+func (rt *route) ready() routeReady {
+	tk := rt.tokens.tokens
+	t := tk.Cache.Current()
 	reason := ""
-	t := srv.tokens.Cache.Current()
 	switch {
-	case srv.draining.Load():
-		reason = "shutting down"
 	case t == nil || (!t.Expiry.IsZero() && time.Now().After(t.Expiry)):
 		reason = "no valid token"
-		if e := srv.tokens.Cache.LastError(); e != nil {
+		if e := tk.Cache.LastError(); e != nil {
 			reason += ": " + e.Error()
 		} else {
 			reason += " yet: fetching one"
 		}
-	case !srv.tokens.Stored.Durable():
+	case !tk.Stored.Durable():
 		reason = "new tokens are not yet written to the token store"
 	}
 	if reason != "" {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+		return routeReady{Status: "not ready", Reason: reason}
+	}
+	rr := routeReady{Status: "ready"}
+	if !t.Expiry.IsZero() {
+		in := int(time.Until(t.Expiry).Seconds())
+		rr.ExpiresIn = &in
+	}
+	return rr
+}
+
+// readyz is ready when every route is, and the proxy is not draining. The
+// answer names each route and why it is not ready; the top-level reason
+// names the routes not ready (with one route, as it always has, its reason
+// alone).
+func (srv *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	routes := srv.current()
+	byName := map[string]routeReady{}
+	var reasons []string
+	for _, rt := range routes {
+		rr := rt.ready()
+		byName[rt.name] = rr
+		if rr.Reason != "" {
+			reasons = append(reasons, rt.name+": "+rr.Reason)
+		}
+	}
+	answer := map[string]any{"status": "ready", "routes": byName}
+	switch {
+	case srv.draining.Load():
+		reasons = []string{"shutting down"}
+	case len(routes) == 1 && len(reasons) == 1:
+		reasons = []string{byName[routes[0].name].Reason}
+	case len(routes) == 1 && byName[routes[0].name].ExpiresIn != nil:
+		answer["token_expires_in_seconds"] = *byName[routes[0].name].ExpiresIn
+	}
+	if len(reasons) > 0 {
+		answer["status"], answer["reason"] = "not ready", strings.Join(reasons, "; ")
+		writeJSON(w, http.StatusServiceUnavailable, answer)
 		return
 	}
-	ready := map[string]any{"status": "ready"}
-	if !t.Expiry.IsZero() {
-		ready["token_expires_in_seconds"] = int(time.Until(t.Expiry).Seconds())
-	}
-	writeJSON(w, http.StatusOK, ready)
+	writeJSON(w, http.StatusOK, answer)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -41,7 +41,7 @@ func TestAHangingTokenEndpointHoldsUpNothing(t *testing.T) {
 	if code, body := get(t, r.adm+"/readyz"); code != 503 || !strings.Contains(body, "no valid token") {
 		t.Fatalf("/readyz: %d %s", code, body)
 	}
-	if code, body := get(t, r.adm+"/metrics"); code != 200 || !strings.Contains(body, "coop_proxy_token_store_durable 1") {
+	if code, body := get(t, r.adm+"/metrics"); code != 200 || !strings.Contains(body, `coop_proxy_token_store_durable{route="default"} 1`) {
 		t.Fatalf("/metrics: %d %s", code, body)
 	}
 	c := &http.Client{Timeout: 20 * time.Second} // callers wait at most tokenWait (10 s)

@@ -149,7 +149,13 @@ func (l *requestLog) Request(r *proxy.RequestLine) {
 func appendJSONLine(b []byte, r *proxy.RequestLine) []byte {
 	b = append(b, `{"level":"info","time":"`...)
 	b = appendTime(b, r.End)
-	b = append(b, `","logger":"proxy","msg":"request","method":"`...)
+	b = append(b, `","logger":"proxy","msg":"request",`...)
+	if r.Route != "" {
+		b = append(b, `"route":"`...)
+		b = appendEscaped(b, r.Route)
+		b = append(b, `",`...)
+	}
+	b = append(b, `"method":"`...)
 	b = appendEscaped(b, r.Method)
 	b = append(b, `","path":"`...)
 	b = appendEscaped(b, r.Path)
@@ -171,8 +177,13 @@ func appendJSONLine(b []byte, r *proxy.RequestLine) []byte {
 // level, logger and message, then the fields as spaced JSON.
 func appendConsoleLine(b []byte, r *proxy.RequestLine) []byte {
 	b = appendTime(b, r.End)
-	b = append(b, "\tINFO\tproxy\trequest\t"...)
-	b = append(b, `{"method": "`...)
+	b = append(b, "\tINFO\tproxy\trequest\t{"...)
+	if r.Route != "" {
+		b = append(b, `"route": "`...)
+		b = appendEscaped(b, r.Route)
+		b = append(b, `", `...)
+	}
+	b = append(b, `"method": "`...)
 	b = appendEscaped(b, r.Method)
 	b = append(b, `", "path": "`...)
 	b = appendEscaped(b, r.Path)

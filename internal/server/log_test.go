@@ -31,6 +31,7 @@ func requestLineBoth(format config.LogFormat, level zapcore.Level, l proxy.Reque
 
 var requestLineCases = []proxy.RequestLine{
 	{Method: "POST", Path: "/api/1/eggs-count", Status: 200, Duration: 1500 * time.Microsecond, Bytes: 102},
+	{Route: "coop-eggs", Method: "POST", Path: "/api/1/eggs-count", Status: 200, Duration: 1500 * time.Microsecond, Bytes: 102},
 	{Method: "GET", Path: "/api/me", Status: 499, Duration: 0, Bytes: 0, Retried: true, Aborted: true},
 	{Method: "PUT", Path: "/a \"quoted\" \\ path\n\r\t\x00\x1f\x7f", Status: 503, Duration: 2*time.Hour + 3*time.Millisecond, Bytes: 1 << 40},
 	{Method: "G\xffT", Path: "/caf\u00e9/\u2028/\U0001F414/\xe2\x82/\xc0\xaf", Status: 504, Duration: 999 * time.Microsecond},
@@ -79,7 +80,7 @@ func TestRandomRequestLinesAreZaps(t *testing.T) {
 	}
 	end := time.Date(2026, 11, 29, 10, 16, 6, 123456789, time.UTC)
 	for range 1000 {
-		l := proxy.RequestLine{End: end, Method: text(), Path: text(), Status: rnd.IntN(1000), Duration: time.Duration(rnd.Int64N(1 << 45)),
+		l := proxy.RequestLine{End: end, Route: text(), Method: text(), Path: text(), Status: rnd.IntN(1000), Duration: time.Duration(rnd.Int64N(1 << 45)),
 			Bytes: rnd.Int64(), Retried: rnd.IntN(2) == 0, Aborted: rnd.IntN(2) == 0}
 		for _, format := range []config.LogFormat{"json", "console"} {
 			if fast, viaZap := requestLineBoth(format, zapcore.InfoLevel, l); fast != viaZap {

@@ -89,7 +89,7 @@ func Endpoints(ctx context.Context, r *config.Route) (config.Endpoints, error) {
 	defer cancel()
 	md, err := provider.Fetch(ctx, provider.NewHTTPClient(), r.Issuer)
 	if err != nil {
-		return config.Endpoints{}, &config.Problem{Setting: config.SettingName("Issuer"), Msg: "cannot read the issuer's metadata: " + err.Error()}
+		return config.Endpoints{}, config.IssuerProblem("cannot read the issuer's metadata: " + err.Error())
 	}
 	return r.Endpoints(md)
 }
@@ -100,8 +100,12 @@ func Endpoints(ctx context.Context, r *config.Route) (config.Endpoints, error) {
 // What cannot work (the metadata of another issuer, no token endpoint, an
 // auth style the provider refuses) is sent on fatal: the process stops
 // with that one line rather than serve 503s forever.
-func (srv *Server) watchProvider(ctx context.Context, fatal chan<- error) {
-	disc := srv.tokens.Discovery
+//
+// A route a reload adds has no fatal channel (nil): the process goes on
+// serving the other routes, and the route answers 503 naming the problem.
+func (srv *Server) watchProvider(ctx context.Context, st *stack, fatal chan<- error) {
+	disc := st.tokens.Discovery
+	r := st.tokens.route
 	md, err := disc.Wait(ctx, func(err error, wait time.Duration) {
 		srv.log.Warn("cannot read the issuer's metadata: retrying", zap.String("issuer", disc.Issuer()), zap.Error(err), zap.Duration("retry_in", wait))
 	})
@@ -110,13 +114,21 @@ func (srv *Server) watchProvider(ctx context.Context, fatal chan<- error) {
 	}
 	if err == nil {
 		var ep config.Endpoints
-		if ep, err = srv.settings.Load().Route.Endpoints(md); err == nil {
-			srv.log.Info("issuer's metadata read", zap.String("issuer", md.Issuer), zap.String("token_endpoint", ep.TokenURL),
+		if ep, err = r.Endpoints(md); err == nil {
+			srv.log.Info("issuer's metadata read", zap.String("route", r.Name), zap.String("issuer", md.Issuer), zap.String("token_endpoint", ep.TokenURL),
 				zap.String("authorization_endpoint", ep.AuthorizeURL))
 			return
 		}
 	} else {
-		err = &config.Problem{Setting: config.SettingName("Issuer"), Msg: err.Error()}
+		err = config.IssuerProblem(err.Error())
 	}
-	fatal <- err
+	err = srv.settings.Load().InRoute(r.Name, err)
+	if fatal == nil {
+		srv.log.Error("the provider cannot serve the route's settings: the route answers 503 until they are fixed (reload) and the process restarted", zap.String("route", r.Name), zap.Error(err))
+		return
+	}
+	select {
+	case fatal <- err:
+	default: // another provider has already stopped the process
+	}
 }

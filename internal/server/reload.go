@@ -18,10 +18,11 @@ import (
 // secretWatchInterval is how often the secret files are looked at.
 const secretWatchInterval = 5 * time.Second
 
-// watchReloads reloads on SIGHUP and when a secret or key file changes (Kubernetes
-// updates a mounted Secret in place, and nothing in a pod can send SIGHUP),
-// until ctx ends.
-func (srv *Server) watchReloads(ctx context.Context) {
+// watchReloads reloads on SIGHUP and when a secret or key file or the
+// configuration file changes from how they were seen (Kubernetes updates a
+// mounted Secret or ConfigMap in place, and nothing in a pod can send
+// SIGHUP), until ctx ends.
+func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -31,7 +32,6 @@ func (srv *Server) watchReloads(ctx context.Context) {
 	}
 	watch := time.NewTicker(every)
 	defer watch.Stop()
-	seen := srv.secretFiles()
 	for {
 		select {
 		case <-ctx.Done():
@@ -41,7 +41,7 @@ func (srv *Server) watchReloads(ctx context.Context) {
 			if unchanged(seen, srv.secretFiles()) {
 				continue
 			}
-			srv.log.Info("a secret file changed: reloading")
+			srv.log.Info("a secret file changed (or the configuration file): reloading")
 		}
 		// The files' state is taken before they are read: a file rewritten
 		// while being read (truncated, then written) differs from it at the
@@ -63,58 +63,143 @@ func (srv *Server) reread() {
 	srv.Reload(next)
 }
 
-// Reload applies the settings that can change live (the client secret, the
-// inbound secret, the log level) and keeps every other one as it is in
-// effect, logging those that differ as taking effect on restart. It
-// compares with the settings in effect, not with the last ones read, so a
-// change that waits for a restart never slips in with a later reload.
+// Reload applies the settings that can change live and keeps every other
+// one as it is in effect, logging those that differ as taking effect on
+// restart. Routes the new settings add are started and routes they remove
+// are drained and stopped; for a route in both, what can change live is
+// its client's credential (secret, key or certificate) and its inbound
+// secret, and for the process the log level. It compares with the
+// settings in effect, not with the last ones read, so a change that waits
+// for a restart never slips in with a later reload.
 func (srv *Server) Reload(next *config.Settings) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	cur := srv.settings.Load()
 	applied := *cur
-	// The client's credential (secret, key or certificate) changes live;
-	// a change of auth style waits for a restart, and when the new style
-	// takes another kind of credential, that credential waits with it.
-	if na, ca := next.Route.AuthStyle, cur.Route.AuthStyle; na.UsesSecret() == ca.UsesSecret() && na.UsesCertificate() == ca.UsesCertificate() {
-		applied.Route.ClientSecret, applied.Route.ClientSecretFile = next.Route.ClientSecret, next.Route.ClientSecretFile
-		applied.Route.ClientKey, applied.Route.ClientKeyFile = next.Route.ClientKey, next.Route.ClientKeyFile
-		applied.Route.ClientCert, applied.Route.ClientCertFile = next.Route.ClientCert, next.Route.ClientCertFile
-	}
-	// An inbound secret in effect is never switched off by a reload: the
-	// listener it guards is the one in effect. Settings without one (the
-	// file setting gone) wait for a restart, and are reported so below.
-	if next.Route.InboundSecret != "" || cur.Route.InboundSecret == "" {
-		applied.Route.InboundSecret, applied.Route.InboundSecretFile = next.Route.InboundSecret, next.Route.InboundSecretFile
-	}
 	applied.LogLevel = next.LogLevel
-
-	secretChanged := applied.Route.ClientSecret != cur.Route.ClientSecret
-	// A key's String is its algorithm and public key thumbprint.
-	keyChanged := applied.Route.ClientKey.String() != cur.Route.ClientKey.String() ||
-		!sameCertificate(applied.Route.ClientCert, cur.Route.ClientCert)
-	if secretChanged || keyChanged {
-		// The grant keeps its client id, token URL and scopes (its store
-		// key): only its credential changes.
-		srv.tokens.Stored.SetGrant(routeGrant(&applied.Route, srv.tokens.Discovery, srv.opts.Now))
-		srv.tokens.Cache.RetryNow()
+	applied.Routes = nil
+	var restart []string
+	for _, f := range config.ChangedProcess(&applied, next) {
+		restart = append(restart, config.SettingName(f.Name))
 	}
-	inboundChanged := applied.Route.InboundSecret != cur.Route.InboundSecret
-	if inboundChanged {
-		srv.handler.SetInboundSecret(applied.Route.InboundSecret.Reveal())
+
+	nextAll := next.AllRoutes()
+	nextRoutes := map[string]*config.Route{}
+	for i := range nextAll {
+		nextRoutes[nextAll[i].Name] = &nextAll[i]
+	}
+	var routes []*route // a new slice: readers range over the old one without mu
+	for _, rt := range srv.routes {
+		nr, ok := nextRoutes[rt.name]
+		if !ok {
+			srv.log.Info("route removed: draining it", zap.String("route", rt.name))
+			srv.detachLocked(rt)
+			continue
+		}
+		delete(nextRoutes, rt.name)
+		for _, f := range srv.reloadRoute(rt, nr) {
+			restart = append(restart, routeSettingName(cur, rt.name, f))
+		}
+		routes = append(routes, rt)
+		applied.Routes = append(applied.Routes, *rt.cfg())
+	}
+	for _, nr := range nextAll {
+		if _, added := nextRoutes[nr.Name]; !added {
+			continue
+		}
+		rt, err := srv.addRouteLocked(&nr, nextAll, applied.MaxHeaderBytes)
+		if err != nil {
+			srv.log.Error("route added, but it cannot start: keeping the others as they are", zap.String("route", nr.Name), zap.Error(err))
+			continue
+		}
+		srv.log.Info("route added", zap.String("route", nr.Name), zap.String("listen", nr.Listen), zap.String("path_prefix", nr.PathPrefix))
+		routes = append(routes, rt)
+		applied.Routes = append(applied.Routes, nr)
+	}
+	srv.routes = routes
+	// Route stays the one it was, when it is still there.
+	if i := slices.IndexFunc(applied.Routes, func(r config.Route) bool { return r.Name == cur.Route.Name }); i >= 0 {
+		applied.Route = applied.Routes[i]
+	} else if len(applied.Routes) > 0 {
+		applied.Route = applied.Routes[0]
+	}
+	if applied.Config == "" {
+		applied.Routes = nil // the environment's route is Route alone
 	}
 	if srv.opts.Level != (zap.AtomicLevel{}) {
 		srv.opts.Level.SetLevel(applied.LogLevel.Level)
 	}
 	srv.settings.Store(&applied)
-
-	srv.log.Info("settings reloaded", zap.Bool("client_secret_changed", secretChanged), zap.Bool("client_key_changed", keyChanged),
-		zap.Bool("inbound_secret_changed", inboundChanged), zap.Stringer("log_level", applied.LogLevel.Level))
-	var restart []string
-	for _, f := range config.Changed(&applied, next) {
-		restart = append(restart, config.SettingName(f.Name))
-	}
+	srv.log.Info("settings reloaded", zap.Stringer("log_level", applied.LogLevel.Level), zap.Int("routes", len(routes)))
 	if len(restart) > 0 {
 		srv.log.Warn("these settings changed and take effect only on restart", zap.Strings("settings", restart))
 	}
+}
+
+// addRouteLocked builds a route a reload adds and, when the server runs,
+// starts serving it; peers are the routes of the new settings. Callers
+// hold mu.
+func (srv *Server) addRouteLocked(r *config.Route, peers []config.Route, maxHeaderBytes int) (*route, error) {
+	rt, err := srv.newRoute(r, maxHeaderBytes)
+	if err != nil {
+		return nil, err
+	}
+	if srv.run != nil {
+		if err := srv.attachLocked(rt, peers, srv.run); err != nil {
+			srv.detachLocked(rt)
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// routeSettingName names a route setting as the user wrote it: its
+// environment variable, or its key in the configuration file.
+func routeSettingName(s *config.Settings, route string, f config.Field) string {
+	if s.Config == "" {
+		return config.SettingName(f.Name)
+	}
+	return "route " + route + ": " + config.FileKey(f)
+}
+
+// reloadRoute applies to a route in effect what can change live of its new
+// settings next, and returns the settings that differ still (on restart).
+func (srv *Server) reloadRoute(rt *route, next *config.Route) []config.Field {
+	cur := rt.cfg()
+	applied := *cur
+	// The client's credential (secret, key or certificate) changes live;
+	// a change of auth style waits for a restart, and when the new style
+	// takes another kind of credential, that credential waits with it.
+	if na, ca := next.AuthStyle, cur.AuthStyle; na.UsesSecret() == ca.UsesSecret() && na.UsesCertificate() == ca.UsesCertificate() {
+		applied.ClientSecret, applied.ClientSecretFile = next.ClientSecret, next.ClientSecretFile
+		applied.ClientKey, applied.ClientKeyFile = next.ClientKey, next.ClientKeyFile
+		applied.ClientCert, applied.ClientCertFile = next.ClientCert, next.ClientCertFile
+	}
+	// An inbound secret in effect is never switched off by a reload: the
+	// listener it guards is the one in effect. Settings without one (the
+	// file setting gone) wait for a restart, and are reported so.
+	if next.InboundSecret != "" || cur.InboundSecret == "" {
+		applied.InboundSecret, applied.InboundSecretFile = next.InboundSecret, next.InboundSecretFile
+	}
+
+	secretChanged := applied.ClientSecret != cur.ClientSecret
+	// A key's String is its algorithm and public key thumbprint.
+	keyChanged := applied.ClientKey.String() != cur.ClientKey.String() || !sameCertificate(applied.ClientCert, cur.ClientCert)
+	if secretChanged || keyChanged {
+		// The grant keeps its client id, token URL and scopes (its store
+		// key): only its credential changes.
+		tk := rt.tokens.tokens
+		tk.Stored.SetGrant(routeGrant(&applied, tk.Discovery, srv.opts.Now))
+		tk.Cache.RetryNow()
+	}
+	inboundChanged := applied.InboundSecret != cur.InboundSecret
+	if inboundChanged {
+		rt.handler.SetInboundSecret(applied.InboundSecret.Reveal())
+	}
+	rt.settings.Store(&applied)
+	srv.log.Info("route settings reloaded", zap.String("route", rt.name), zap.Bool("client_secret_changed", secretChanged),
+		zap.Bool("client_key_changed", keyChanged), zap.Bool("inbound_secret_changed", inboundChanged))
+	return config.ChangedRoute(&applied, next)
 }
 
 // sameCertificate reports whether a and b are the same chain. Their keys
@@ -140,12 +225,17 @@ func (a fileState) same(b fileState) bool {
 	return a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime()) && os.SameFile(a.info, b.info)
 }
 
-// secretFiles returns the state of the client secret, client key, client
-// certificate and inbound secret files.
-func (srv *Server) secretFiles() [4]fileState {
-	r := &srv.settings.Load().Route
-	var st [4]fileState
-	for i, path := range []string{r.ClientSecretFile, r.ClientKeyFile, r.ClientCertFile, r.InboundSecretFile} {
+// secretFiles returns the state of every route's client secret, client
+// key, client certificate and inbound secret files, and of the
+// configuration file.
+func (srv *Server) secretFiles() []fileState {
+	s := srv.settings.Load()
+	paths := []string{s.Config}
+	for _, r := range s.AllRoutes() {
+		paths = append(paths, r.ClientSecretFile, r.ClientKeyFile, r.ClientCertFile, r.InboundSecretFile)
+	}
+	st := make([]fileState, len(paths))
+	for i, path := range paths {
 		if info, err := os.Stat(path); path != "" && err == nil {
 			st[i] = fileState{info}
 		}
@@ -153,12 +243,7 @@ func (srv *Server) secretFiles() [4]fileState {
 	return st
 }
 
-// unchanged reports whether the secret files are as they were seen.
-func unchanged(seen, now [4]fileState) bool {
-	for i := range seen {
-		if !seen[i].same(now[i]) {
-			return false
-		}
-	}
-	return true
+// unchanged reports whether the files are as they were seen.
+func unchanged(seen, now []fileState) bool {
+	return slices.EqualFunc(seen, now, fileState.same)
 }

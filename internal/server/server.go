@@ -9,9 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
-	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,9 +33,13 @@ const fetchGrace = 2 * time.Second
 // adminPaths are served by the admin listener and never forwarded.
 var adminPaths = []string{"/healthz", "/readyz", "/metrics"}
 
-// Addrs are the addresses the server listens on; Admin is "" without an
-// admin listener.
-type Addrs struct{ Proxy, Admin string }
+// Addrs are the addresses the server listens on: Proxy is the first
+// route's, Routes each route's by name; Admin is "" without an admin
+// listener.
+type Addrs struct {
+	Proxy, Admin string
+	Routes       map[string]string
+}
 
 // Options carry what the server needs beside its settings.
 type Options struct {
@@ -52,139 +57,130 @@ type Options struct {
 	TokenOptions
 }
 
-// Server is one coop-proxy process's serving state.
+// Server is one coop-proxy process's serving state: its routes, the token
+// stacks behind them (one per store key), and the listeners in front.
 type Server struct {
 	settings atomic.Pointer[config.Settings] // in effect; replaced whole by Reload
 	opts     Options
 	log      *zap.Logger
-	tokens   *Tokens
-	handler  *proxy.Handler
-	reg      *prometheus.Registry
+	reg      *prometheus.Registry // the process's metrics; each route has its own registry
 	draining atomic.Bool
+
+	// mu guards what reloads change: the routes, the stacks and the
+	// listeners. It is never held across network I/O or a drain.
+	mu     sync.Mutex
+	routes []*route          // in the order of the settings
+	stacks map[string]*stack // by store key
+	fronts map[string]*front // by config.Route.ListenKey
+	run    *runState         // nil until Run starts, and after it ends
+	// reloads counts the drains of what reloads removed, which Run's
+	// shutdown waits for.
+	reloads sync.WaitGroup
 }
 
-// New builds the server: it opens the token store and builds the token
-// stack and the handler; it neither listens nor fetches a token yet.
+// New builds the server: it opens the token store and builds each route's
+// token stack and handler; it neither listens nor fetches a token yet.
 func New(s *config.Settings, o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	srv := &Server{opts: o, log: o.Log, reg: prometheus.NewRegistry()}
+	srv := &Server{opts: o, log: o.Log, reg: prometheus.NewRegistry(), stacks: map[string]*stack{}, fronts: map[string]*front{}}
 	srv.settings.Store(s)
 	srv.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var metrics *proxy.Metrics
-	tokenLog := o.Log.Named("tokens")
-	tk, err := NewTokens(&s.Route, s.Store, o.Log, o.TokenOptions, func(err error) {
-		metrics.TokenFetched(fetchOutcome(err))
-		var te *tokensource.Error
-		if errors.As(err, &te) {
-			tokenLog.Warn("no token", zap.String("error", string(te.Code)), zap.String("reason", te.Description), zap.Duration("retry_in", te.RetryAfter))
+	for _, r := range s.AllRoutes() {
+		rt, err := srv.newRoute(&r, s.MaxHeaderBytes)
+		if err != nil {
+			return nil, err
 		}
-	})
-	if err != nil {
-		return nil, err
+		srv.routes = append(srv.routes, rt)
 	}
-	srv.tokens = tk
-	metrics = proxy.NewMetrics(srv.reg, srv.expiresIn, tk.Stored.Durable)
-	r := &s.Route
-	upstream, err := url.Parse(r.Upstream)
-	if err != nil {
-		return nil, err
-	}
-	// A whole request takes at most RequestTimeout (the server's deadlines,
-	// see Run), so COOP's answer is awaited no longer than that either.
-	base := proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
-	base.MaxConnsPerHost = r.MaxUpstreamConns
-	srv.handler = proxy.New(proxy.Options{
-		Upstream:       upstream,
-		Tokens:         tk.Cache,
-		Base:           base,
-		RetryBodyLimit: r.RetryBodyLimit,
-		LoopbackOnly:   config.IsLoopback(r.Listen),
-		AdminPaths:     adminPaths,
-		MaxHeaderBytes: s.MaxHeaderBytes,
-		MaxBodyBytes:   r.MaxBodyBytes,
-		RequestTimeout: r.RequestTimeout,
-		Log:            o.Log.Named("proxy"),
-		Requests:       o.Requests,
-		Metrics:        metrics,
-	})
-	srv.handler.SetInboundSecret(r.InboundSecret.Reveal())
 	return srv, nil
 }
 
-// Run listens at once, fetches a token in the background (callers get 503
+// runState is what Run started: the background work of the stacks and
+// listeners a reload adds is started under it.
+type runState struct {
+	bg    context.Context
+	wg    *sync.WaitGroup
+	fatal chan error
+	errc  chan error
+}
+
+// Run listens at once, fetches tokens in the background (callers get 503
 // with Retry-After until one is held), serves until ctx ends, then drains:
-// readiness goes false, a token fetch in flight is cancelled, the proxy
-// listener closes and in-flight requests get ShutdownTimeout to finish,
+// readiness goes false, token fetches in flight are cancelled, the proxy
+// listeners close and in-flight requests get ShutdownTimeout to finish,
 // while the admin listener keeps answering. With an issuer, its metadata
 // is read meanwhile; a provider that cannot serve the settings ends Run
 // the same way, with that problem as its error.
 func (srv *Server) Run(ctx context.Context) error {
 	s := srv.settings.Load()
-	r := &s.Route
-	if r.AllowUnauthenticatedCallers && r.InboundSecret == "" && !config.IsLoopback(r.Listen) {
-		srv.log.Warn("listening beyond loopback without an inbound secret: anyone who reaches coop-proxy acts as the farmer", zap.String("listen", r.Listen))
+	for _, r := range s.AllRoutes() {
+		if r.AllowUnauthenticatedCallers && r.InboundSecret == "" && !config.IsLoopback(r.Listen) {
+			srv.log.Warn("listening beyond loopback without an inbound secret: anyone who reaches coop-proxy acts as the farmer", zap.String("route", r.Name), zap.String("listen", r.Listen))
+		}
 	}
-	ln, err := listen(r.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", r.Listen, err)
+	bg, stopBg := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	rs := &runState{bg: bg, wg: &wg, fatal: make(chan error, 1), errc: make(chan error, 1)}
+	fail := func(err error) error {
+		stopBg()
+		srv.closeFronts()
+		wg.Wait()
+		return err
 	}
-	ln = newLimitListener(ln, s.MaxConns)
-	// Every caller connection has deadlines: its request (body included)
-	// must arrive within RequestTimeout, its answer be taken within
-	// RequestTimeout and a little more (a 504 for COOP's silence comes first),
-	// and an idle keep-alive connection is closed. http.Server's header
-	// limit (a plain-text 431) is a backstop; the handler answers
-	// MaxHeaderBytes with JSON.
-	main := &http.Server{Handler: srv.handler, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: r.RequestTimeout, WriteTimeout: r.RequestTimeout + 5*time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
-	servers := []*http.Server{main}
-	lns := []net.Listener{ln}
-	addrs := Addrs{Proxy: ln.Addr().String()}
+	srv.mu.Lock()
+	for _, rt := range srv.routes {
+		if err := srv.attachLocked(rt, s.AllRoutes(), rs); err != nil {
+			srv.mu.Unlock()
+			return fail(err)
+		}
+	}
+	srv.run = rs
+	srv.mu.Unlock()
+
+	var admin *http.Server
+	addrs := srv.addrs()
 	if s.AdminEnabled() {
 		aln, err := net.Listen("tcp", s.AdminListen)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("cannot listen on %s (admin): %w", s.AdminListen, err)
+			return fail(fmt.Errorf("cannot listen on %s (admin): %w", s.AdminListen, err))
 		}
-		servers = append(servers, &http.Server{Handler: srv.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second})
-		lns = append(lns, aln)
+		admin = &http.Server{Handler: srv.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+		go func() { rs.serveError(admin.Serve(aln)) }()
 		addrs.Admin = aln.Addr().String()
 	}
-
-	bg, stopBg := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.tokens.maintain(bg, srv.log.Named("tokens")) })
 	if srv.opts.Reread != nil {
-		wg.Go(func() { srv.watchReloads(bg) })
-	}
-	fatal := make(chan error, 1)
-	if srv.tokens.Discovery != nil {
-		wg.Go(func() { srv.watchProvider(bg, fatal) })
+		seen := srv.secretFiles() // now: a change made once Ready is sent is a change
+		wg.Go(func() { srv.watchReloads(bg, seen) })
 	}
 	defer func() {
 		stopBg()
-		srv.tokens.Cache.Close()
+		srv.mu.Lock()
+		srv.run = nil
+		stacks := slices.Collect(maps.Values(srv.stacks))
+		srv.mu.Unlock()
+		for _, st := range stacks {
+			st.tokens.Cache.Close()
+		}
 		wg.Wait()
 		// Tokens still only in memory are the farmer's grant: one more try,
 		// bounded, as another process may hold the store's lock.
 		fctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
 		defer cancel()
-		if err := srv.tokens.Stored.Flush(fctx); err != nil {
-			srv.log.Error("EXITING WITH NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: the grant may be lost; run `coop-proxy login` if the next start says login_required", zap.Error(err))
+		for _, st := range stacks {
+			if err := st.tokens.Stored.Flush(fctx); err != nil {
+				srv.log.Error("EXITING WITH NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: the grant may be lost; run `coop-proxy login` if the next start says login_required", zap.Error(err))
+			}
 		}
 	}()
 
-	errc := make(chan error, len(servers))
-	for i, hs := range servers {
-		go func() { errc <- hs.Serve(lns[i]) }()
+	for _, r := range s.AllRoutes() {
+		srv.log.Info("coop-proxy listening", zap.String("route", r.Name), zap.String("listen", addrs.Routes[r.Name]), zap.String("path_prefix", r.PathPrefix),
+			zap.String("admin", addrs.Admin), zap.String("upstream", r.Upstream), zap.String("grant", string(r.Grant)), zap.String("client_id", r.ClientID),
+			zap.String("store", StorePath(s, StoreKey(&r))))
 	}
-	srv.log.Info("coop-proxy listening", zap.String("listen", addrs.Proxy), zap.String("admin", addrs.Admin),
-		zap.String("upstream", r.Upstream), zap.String("grant", string(r.Grant)), zap.String("client_id", r.ClientID),
-		zap.String("store", srv.tokens.Store.Path()))
 	_ = srv.log.Sync() // the line operators and scripts wait for, at once
 	if srv.opts.Ready != nil {
 		srv.opts.Ready <- addrs
@@ -193,26 +189,74 @@ func (srv *Server) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
+	case err := <-rs.errc:
+		srv.closeFronts()
 		return err
-	case runErr = <-fatal: // the provider cannot serve these settings: drain, then say so
+	case runErr = <-rs.fatal: // a provider cannot serve these settings: drain, then say so
 	}
 	srv.draining.Store(true)
 	srv.log.Info("shutting down: finishing in-flight requests", zap.Duration("timeout", s.ShutdownTimeout))
 	// A fetch in flight would hold up callers waiting for a token, and
 	// with them the drain: it gets a moment to finish (a refresh COOP is
 	// answering carries the rotated refresh token), then it is cancelled.
-	srv.tokens.Cache.CloseAfter(fetchGrace)
+	srv.mu.Lock()
+	stacks := slices.Collect(maps.Values(srv.stacks))
+	fronts := slices.Collect(maps.Values(srv.fronts))
+	srv.mu.Unlock()
+	var cwg sync.WaitGroup
+	for _, st := range stacks {
+		cwg.Go(func() { st.tokens.Cache.CloseAfter(fetchGrace) })
+	}
+	cwg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
 	defer cancel()
 	var shutErr error
-	for _, hs := range servers {
-		if err := hs.Shutdown(sctx); err != nil {
+	for _, f := range fronts {
+		if err := f.hs.Shutdown(sctx); err != nil {
 			shutErr = fmt.Errorf("requests still in flight after %s: %w", s.ShutdownTimeout, err)
 		}
 	}
+	srv.reloads.Wait() // fronts a reload is draining
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
 	srv.log.Info("coop-proxy stopped")
 	return cmp.Or(runErr, shutErr)
+}
+
+// serveError reports a listener's end other than a shutdown: Run stops.
+func (rs *runState) serveError(err error) {
+	if errors.Is(err, http.ErrServerClosed) {
+		return
+	}
+	select {
+	case rs.errc <- err:
+	default: // Run is stopping for another listener already
+	}
+}
+
+// addrs are the addresses the routes listen on.
+func (srv *Server) addrs() Addrs {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	a := Addrs{Routes: map[string]string{}}
+	for i, rt := range srv.routes {
+		addr := srv.fronts[rt.cfg().ListenKey()].ln.Addr().String()
+		a.Routes[rt.name] = addr
+		if i == 0 {
+			a.Proxy = addr
+		}
+	}
+	return a
+}
+
+// closeFronts closes every listener at once (Run failed to start).
+func (srv *Server) closeFronts() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, f := range srv.fronts {
+		_ = f.hs.Close()
+	}
 }
 
 func fetchOutcome(err error) string {

@@ -79,6 +79,7 @@ func (f *farm) settings(t *testing.T, kv ...string) *config.Settings {
 type running struct {
 	srv        *Server
 	proxy, adm string
+	addrs      Addrs
 	logs       *syncBuffer
 	stop       func() error
 }
@@ -117,7 +118,7 @@ func start(t *testing.T, s *config.Settings, o Options) *running {
 	r := &running{srv: srv, logs: logs}
 	select {
 	case a := <-ready:
-		r.proxy, r.adm = "http://"+a.Proxy, "http://"+a.Admin
+		r.proxy, r.adm, r.addrs = "http://"+a.Proxy, "http://"+a.Admin, a
 	case err := <-done:
 		cancel()
 		t.Fatal(err)
@@ -181,7 +182,7 @@ func TestAReloadNeverSwitchesTheInboundSecretOff(t *testing.T) {
 		r.srv.reread()
 		req := httptest.NewRequest("GET", "http://127.0.0.1/api/me", nil)
 		w := httptest.NewRecorder()
-		r.srv.handler.ServeHTTP(w, req)
+		r.srv.routes[0].handler.ServeHTTP(w, req)
 		if w.Code != http.StatusUnauthorized {
 			open++
 		}

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,7 +30,8 @@ type Tokens struct {
 	// Discovery holds the issuer's metadata; nil without an issuer.
 	Discovery *provider.Discovery
 	key       tokenstore.Key
-	farmer    bool // the grant is a farmer's (authorization code), which logout can remove
+	route     *config.Route // the settings it was built with (the first of the routes sharing it)
+	farmer    bool          // the grant is a farmer's (authorization code), which logout can remove
 }
 
 // tokenWait is the longest a caller waits for a token when none is held
@@ -48,6 +52,12 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 	if err != nil {
 		return nil, err
 	}
+	return newTokens(r, st, log, o, onFetch)
+}
+
+// newTokens builds the token stack for the route's grant over the store st
+// (one per process, shared by the routes' stacks).
+func newTokens(r *config.Route, st *tokenstore.Store, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
 	disc := newDiscovery(r)
 	grant := routeGrant(r, disc, o.Now)
 	var store tokensource.Store = st
@@ -65,7 +75,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 		Now:     o.Now,
 		OnFetch: onFetch,
 	}
-	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), farmer: r.Grant == config.AuthorizationCode}, nil
+	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), route: r, farmer: r.Grant == config.AuthorizationCode}, nil
 }
 
 // OpenStore opens the token store file; a corrupt file is logged with its
@@ -88,6 +98,21 @@ func OpenStore(path string, log *zap.Logger) (*tokenstore.Store, error) {
 		return nil, fmt.Errorf("token store %s: %w", path, err)
 	}
 	return st, nil
+}
+
+// StorePath is the token store file holding the grant under key k: STORE
+// itself without a configuration file; with one, a file per store key
+// beside it (tokens-1a2b3c4d5e6f7a8b.json). A refresh holds its file's lock
+// while the token endpoint answers, so with one file a route whose token
+// endpoint hangs would hold up every other route's refresh; status, token,
+// login and logout find the file the same way.
+func StorePath(s *config.Settings, k tokenstore.Key) string {
+	if s.Config == "" {
+		return s.Store
+	}
+	sum := sha256.Sum256([]byte(k.String()))
+	ext := filepath.Ext(s.Store)
+	return fmt.Sprintf("%s-%x%s", strings.TrimSuffix(s.Store, ext), sum[:8], ext)
 }
 
 // StoreKey is the key the route's grant is stored under; it needs no

@@ -1,0 +1,312 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
+	"github.com/coop-proxy/coop-proxy/proxy"
+)
+
+// route is one upstream API: its handler, its metrics and the token stack
+// it takes tokens from.
+type route struct {
+	name     string
+	settings atomic.Pointer[config.Route] // in effect; replaced whole by Reload
+	tokens   *stack
+	handler  *proxy.Handler
+	metrics  *proxy.Metrics
+	reg      *prometheus.Registry // its series, labelled route="name"
+	upstream *http.Transport      // its connections to the upstream, closed when a reload removes it
+}
+
+func (rt *route) cfg() *config.Route { return rt.settings.Load() }
+
+// stack is a token stack shared by the routes whose grants have one store
+// key: two caches on one key would both refresh it, and with a rotating
+// refresh token one of them would lose the grant.
+type stack struct {
+	key    string
+	tokens *Tokens
+	users  []*route                         // guarded by Server.mu
+	counts atomic.Pointer[[]*proxy.Metrics] // the users' metrics, for token fetches counted outside mu
+	stop   func()                           // ends its background work; nil until started
+}
+
+// newRoute builds the route's handler and metrics, and finds or builds
+// the token stack for its store key.
+func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error) {
+	upstream, err := url.Parse(r.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	rt := &route{name: r.Name, reg: prometheus.NewRegistry()}
+	rt.settings.Store(r)
+	st, err := srv.stackFor(r)
+	if err != nil {
+		return nil, err
+	}
+	rt.tokens = st
+	rt.metrics = proxy.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"route": r.Name}, rt.reg),
+		func() float64 { return expiresIn(st.tokens) }, st.tokens.Stored.Durable)
+	// A whole request takes at most RequestTimeout (the server's deadlines,
+	// see openFront), so the upstream's answer is awaited no longer than that either.
+	rt.upstream = proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
+	rt.upstream.MaxConnsPerHost = r.MaxUpstreamConns
+	rt.handler = proxy.New(proxy.Options{
+		Upstream:       upstream,
+		Tokens:         st.tokens.Cache,
+		Base:           rt.upstream,
+		RetryBodyLimit: r.RetryBodyLimit,
+		LoopbackOnly:   config.IsLoopback(r.Listen),
+		AdminPaths:     adminPaths,
+		MaxHeaderBytes: maxHeaderBytes,
+		MaxBodyBytes:   r.MaxBodyBytes,
+		RequestTimeout: r.RequestTimeout,
+		Log:            srv.log.Named("proxy").With(zap.String("route", r.Name)),
+		Requests:       srv.opts.Requests,
+		Route:          routeLabel(srv.settings.Load(), r.Name),
+		Metrics:        rt.metrics,
+	})
+	rt.handler.SetInboundSecret(r.InboundSecret.Reveal())
+	st.users = append(st.users, rt)
+	st.publishCounts()
+	return rt, nil
+}
+
+// routeLabel names a route in its request lines: with a configuration
+// file, by its name; without, not at all (a single route's lines are as
+// they always were).
+func routeLabel(s *config.Settings, name string) string {
+	if s.Config == "" {
+		return ""
+	}
+	return name
+}
+
+// stackFor returns the stack of the route's store key, building it when
+// no route uses that key yet. Callers hold mu, or own srv alone (New).
+func (srv *Server) stackFor(r *config.Route) (*stack, error) {
+	k := StoreKey(r)
+	key := k.String()
+	if st, ok := srv.stacks[key]; ok {
+		return st, nil
+	}
+	store, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
+	if err != nil {
+		return nil, err
+	}
+	st := &stack{key: key}
+	log := srv.log.With(zap.String("route", r.Name))
+	tokenLog := log.Named("tokens")
+	tk, err := newTokens(r, store, log, srv.opts.TokenOptions, func(err error) {
+		for _, m := range *st.counts.Load() {
+			m.TokenFetched(fetchOutcome(err))
+		}
+		var te *tokensource.Error
+		if errors.As(err, &te) {
+			tokenLog.Warn("no token", zap.String("error", string(te.Code)), zap.String("reason", te.Description), zap.Duration("retry_in", te.RetryAfter))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.tokens = tk
+	st.counts.Store(&[]*proxy.Metrics{})
+	srv.stacks[key] = st
+	return st, nil
+}
+
+func (st *stack) publishCounts() {
+	ms := make([]*proxy.Metrics, len(st.users))
+	for i, u := range st.users {
+		ms[i] = u.metrics
+	}
+	st.counts.Store(&ms)
+}
+
+// attachLocked starts serving the route: its stack's background work (once
+// per stack) and its place on the listener of its listen address (opened
+// when it is the first route there; peers are the routes being started
+// with it). Callers hold mu.
+func (srv *Server) attachLocked(rt *route, peers []config.Route, rs *runState) error {
+	r := rt.cfg()
+	f, ok := srv.fronts[r.ListenKey()]
+	if !ok {
+		var err error
+		if f, err = srv.openFront(r, peers, rs); err != nil {
+			return err
+		}
+		srv.fronts[r.ListenKey()] = f
+	}
+	f.add(rt)
+	if st := rt.tokens; st.stop == nil {
+		// Settings a provider cannot serve stop the process at start, as
+		// check-config would have said; added by a reload, they stop no
+		// other route (srv.run is set once Run has started its routes).
+		fatal := rs.fatal
+		if srv.run != nil {
+			fatal = nil
+		}
+		srv.startStack(st, rs, fatal)
+	}
+	return nil
+}
+
+// startStack runs the stack's maintenance (and the watch of its issuer's
+// metadata) until the run ends or the stack's last route is removed.
+func (srv *Server) startStack(st *stack, rs *runState, fatal chan<- error) {
+	ctx, stop := context.WithCancel(rs.bg)
+	log := srv.log.Named("tokens").With(zap.String("route", st.users[0].name))
+	rs.wg.Go(func() { st.tokens.maintain(ctx, log) })
+	if st.tokens.Discovery != nil {
+		rs.wg.Go(func() { srv.watchProvider(ctx, st, fatal) })
+	}
+	st.stop = stop
+}
+
+// detachLocked stops serving the route (removed by a reload): it leaves its
+// listener, which is drained and closed when it was the last route there,
+// and its stack, which is stopped and flushed when it was the last user.
+// The drains run in the background, counted by srv.reloads. Callers hold mu.
+func (srv *Server) detachLocked(rt *route) {
+	r := rt.cfg()
+	timeout := srv.settings.Load().ShutdownTimeout
+	if f := srv.fronts[r.ListenKey()]; f != nil && f.remove(rt) == 0 {
+		delete(srv.fronts, r.ListenKey())
+		srv.reloads.Go(func() {
+			f.drain(timeout, srv.log)
+			rt.upstream.CloseIdleConnections()
+		})
+	} else {
+		// Its requests in flight keep their connections; idle ones go now.
+		rt.upstream.CloseIdleConnections()
+	}
+	st := rt.tokens
+	st.users = slices.DeleteFunc(st.users, func(u *route) bool { return u == rt })
+	st.publishCounts()
+	if len(st.users) == 0 {
+		delete(srv.stacks, st.key)
+		srv.reloads.Go(func() {
+			st.tokens.Cache.CloseAfter(fetchGrace)
+			if st.stop != nil {
+				st.stop()
+			}
+			fctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if err := st.tokens.Stored.Flush(fctx); err != nil {
+				srv.log.Error("a removed route's new tokens are not written to the token store: the grant may be lost", zap.String("route", rt.name), zap.Error(err))
+			}
+		})
+	}
+}
+
+// front is one listener and the routes reached through it: by path
+// prefix, the longest that matches winning; a route without a prefix
+// alone on its listener gets every request, as a single route always has.
+type front struct {
+	listen string
+	ln     net.Listener
+	hs     *http.Server
+	routes atomic.Pointer[[]*route] // longest prefix first; read by every request without a lock
+}
+
+// openFront listens on the address and serves it. Every caller connection
+// has deadlines: its request (body included) must arrive within
+// RequestTimeout, its answer be taken within RequestTimeout and a little
+// more (a 504 for the upstream's silence comes first), and an idle
+// keep-alive connection is closed. http.Server's header limit (a plain-text
+// 431) is a backstop; the handler answers MaxHeaderBytes with JSON. A
+// listener shared by routes takes the longest RequestTimeout among them
+// (first and its peers) at its opening: each handler still bounds its own
+// requests.
+func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runState) (*front, error) {
+	s := srv.settings.Load()
+	addr, timeout := first.Listen, first.RequestTimeout
+	for _, r := range peers {
+		if r.ListenKey() == first.ListenKey() {
+			timeout = max(timeout, r.RequestTimeout)
+		}
+	}
+	ln, err := listen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns)}
+	f.routes.Store(&[]*route{})
+	f.hs = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: timeout, WriteTimeout: timeout + 5*time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
+	go func() { rs.serveError(f.hs.Serve(f.ln)) }()
+	return f, nil
+}
+
+func (f *front) add(rt *route) {
+	rs := append(slices.Clone(*f.routes.Load()), rt)
+	// Longest prefix first: the first that matches is the longest.
+	slices.SortStableFunc(rs, func(a, b *route) int { return len(b.cfg().PathPrefix) - len(a.cfg().PathPrefix) })
+	f.routes.Store(&rs)
+}
+
+// remove takes the route off the listener and returns how many are left.
+func (f *front) remove(rt *route) int {
+	rs := slices.DeleteFunc(slices.Clone(*f.routes.Load()), func(u *route) bool { return u == rt })
+	f.routes.Store(&rs)
+	return len(rs)
+}
+
+// drain stops accepting and lets the requests in flight finish.
+func (f *front) drain(timeout time.Duration, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := f.hs.Shutdown(ctx); err != nil {
+		log.Warn("a removed route's requests were still in flight when its listener closed", zap.String("listen", f.listen), zap.Error(err))
+	}
+}
+
+// ServeHTTP hands the request to the route whose prefix it is under, the
+// prefix removed: /coop/api/me under /coop is forwarded as /api/me.
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rs := *f.routes.Load()
+	for _, rt := range rs {
+		prefix := rt.cfg().PathPrefix
+		if prefix == "" {
+			rt.handler.ServeHTTP(w, r)
+			return
+		}
+		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
+		if !ok || rest != "" && rest[0] != '/' {
+			continue // /coopers is not under /coop
+		}
+		r2 := new(http.Request)
+		*r2 = *r
+		u := *r.URL
+		u.Path = cmp.Or(rest, "/")
+		u.RawPath = ""
+		if raw, ok := strings.CutPrefix(r.URL.RawPath, prefix); ok {
+			u.RawPath = cmp.Or(raw, "/")
+		}
+		r2.URL = &u
+		rt.handler.ServeHTTP(w, r2)
+		return
+	}
+	var prefixes []string
+	for _, rt := range rs {
+		prefixes = append(prefixes, rt.cfg().PathPrefix)
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found",
+		"error_description": "no route serves this path; the path prefixes here are " + strings.Join(prefixes, ", ")})
+}
