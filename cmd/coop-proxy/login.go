@@ -32,6 +32,9 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	client := tokensource.WithParams(server.TokenHTTPClient(&r), r.TokenRequestParams())
 	lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
 		Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
+	if r.Issuer == "" && r.Provider == "" {
+		lc.Server = "COOP"
+	}
 	if !s.NoBrowser && !s.Paste {
 		lc.OpenBrowser = login.BrowserOpener()
 	}

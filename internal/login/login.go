@@ -59,6 +59,9 @@ type Config struct {
 	In io.Reader
 	// Out receives the URL to open and the instructions; nil discards them.
 	Out io.Writer
+	// Server names the authorization server in what Out is told: "COOP",
+	// or empty for any other ("the authorization server").
+	Server string
 }
 
 // Result is a successful login.
@@ -227,7 +230,11 @@ func (f *flow) preflight(ctx context.Context) error {
 
 // printURL tells the farmer where to log in.
 func (f *flow) printURL() {
-	fmt.Fprintf(f.cfg.Out, "Open this address in a browser to log in to COOP: %s\n", f.authURL)
+	where := "to " + f.cfg.Server
+	if f.cfg.Server == "" {
+		where = "at the authorization server"
+	}
+	fmt.Fprintf(f.cfg.Out, "Open this address in a browser to log in %s: %s\n", where, f.authURL)
 }
 
 // timeoutError is ErrTimeout with how long Run waited and the likely cause.

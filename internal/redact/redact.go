@@ -72,7 +72,7 @@ var word = regexp.MustCompile(`^[a-z]{1,15}([_-][a-z]{1,15})*$`)
 // 16 letters or more, any digit or capital letter, a repeated separator
 // is not: hex and base64 tokens, JWTs and random secrets hold those
 // (a random base64url run of 16 characters is all lowercase letters and
-// separators once in a million; one of 32, once in 10^12). Secrets known
+// separators about twice in a million; one of 32, 3 times in 10^12). Secrets known
 // to the caller are removed before, whatever they look like.
 func wordy(run string) bool {
 	parts := strings.FieldsFunc(run, func(r rune) bool { return r == '=' || r == '/' || r == '+' })
@@ -88,8 +88,8 @@ func wordy(run string) bool {
 // authorization server's error_description, a host name), fit for a log
 // line, an error or an answer: every value in secrets (as given and
 // form-encoded) and every token-like run but one made of words (wordy) is
-// replaced by "[redacted]", and only the characters RFC 6749 §5.2 allows in an error_description are
-// kept (printable ASCII but `"` and `\`), on one line of at most 120.
+// replaced by "[redacted]", and only the characters RFC 6749 §5.2 allows
+// in an error_description are kept (printable ASCII but `"` and `\`), on one line of at most 120.
 func Text(text string, secrets ...string) string {
 	for _, s := range secrets {
 		if s != "" {
