@@ -530,10 +530,12 @@ func TestOIDCLoginThenServeRefreshesWithRotation(t *testing.T) {
 			// holds it valid (a lifetime under 30 s counts as 30 s): the
 			// API's invalid_token leads to a refresh too.
 			clock.Advance(15 * time.Second)
-			p.SetAccessTokenLifetime(time.Second)
+			// 2 s: the token's exp is in whole seconds, so it may end up
+			// to a second early, and the retry must still find it alive.
+			p.SetAccessTokenLifetime(2 * time.Second)
 			p.RevokeAccessTokens()
-			callAPI(t, proxy, "/things/4") // gets a 1 s token
-			time.Sleep(1100 * time.Millisecond)
+			callAPI(t, proxy, "/things/4") // gets a 2 s token
+			time.Sleep(2100 * time.Millisecond)
 			clock.Advance(15 * time.Second)
 			if got := callAPI(t, proxy, "/things/5"); got.Sub != "brent" {
 				t.Fatalf("after the provider's expiry the API saw %+v", got)
