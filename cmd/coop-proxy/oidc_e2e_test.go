@@ -621,3 +621,41 @@ func TestOIDCAPIThatChecksTokens(t *testing.T) {
 		}
 	})
 }
+
+// (c) A grant the provider ends: its refusal of the refresh token is
+// 503 login_required for the callers, naming the token endpoint; a new
+// login is picked up by the running proxy, without a restart.
+func TestOIDCGrantEndedByTheProviderThenLoginAgain(t *testing.T) {
+	p := oidctest.New(t)
+	c := loginClient(t)
+	r := newOIDCRig(t, p, c, "GRANT", "authorization_code", "AUTH_STYLE", "client_secret_basic",
+		"SCOPES", "openid offline_access", "REDIRECT_URI", c.RedirectURIs[0], "NO_BROWSER", "true", "LOGIN_TIMEOUT", "10s")
+	if code, out := r.login(t); code != 0 {
+		t.Fatalf("login: exit %d\n%s", code, out)
+	}
+	proxy := r.serve(t, nil)
+	if got := callAPI(t, proxy, "/things/1"); got.Sub != "alice" {
+		t.Fatalf("the API saw %+v", got)
+	}
+
+	p.RevokeRefreshTokens()
+	p.RevokeAccessTokens()
+	a := call(t, "GET", proxy.url+"/things/2", nil)
+	desc, _ := a.json["error_description"].(string)
+	if a.status != 503 || a.json["error"] != "login_required" || a.header.Get("Retry-After") == "" ||
+		!strings.HasPrefix(desc, "the token endpoint refused the stored grant (expired or revoked)") || !strings.Contains(desc, "coop-proxy login") {
+		t.Fatalf("after the provider ended the grant: %d %s", a.status, a.body)
+	}
+	r.noSecretsIn(t, "the answer", a.body)
+
+	p.SetUser("bob")
+	if code, out := r.login(t); code != 0 {
+		t.Fatalf("login again: exit %d\n%s", code, out)
+	}
+	waitUntil(t, "the new grant to be used", func() bool {
+		return call(t, "GET", proxy.url+"/things/3", nil).status == http.StatusOK
+	})
+	if got := callAPI(t, proxy, "/things/4"); got.Sub != "bob" {
+		t.Errorf("after the new login the API saw %+v, want bob", got)
+	}
+}
