@@ -262,6 +262,17 @@ func TestOIDCDiscoveryByIssuer(t *testing.T) {
 			}
 			r.noSecretsIn(t, "status", out)
 
+			// `token` prints the stored token and nothing else; the API
+			// takes it.
+			code, out, errOut = r.command(t, "token")
+			tok, ok := strings.CutSuffix(out, "\n")
+			if code != 0 || !ok || strings.ContainsAny(tok, " \n") {
+				t.Fatalf("token: exit %d, %q %q", code, out, errOut)
+			}
+			if a := call(t, "GET", p.APIURL+"/direct", map[string]string{"Authorization": "Bearer " + tok}); a.status != 200 {
+				t.Errorf("the printed token at the API: %d %s", a.status, a.body)
+			}
+
 			// A provider that cannot serve the settings is a check-config
 			// problem: zitadel lists no tls_client_auth.
 			r.env["AUTH_STYLE"] = "tls_client_auth"
@@ -359,6 +370,24 @@ func TestOIDCClientCredentialsWithEachAuthStyle(t *testing.T) {
 			}
 		})
 	}
+
+	// A key the provider does not know: invalid_client, and no assertion
+	// in the answer.
+	t.Run("private_key_jwt with another key", func(t *testing.T) {
+		other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newOIDCRig(t, p, oidctest.Client{AuthMethod: oidctest.PrivateKeyJWT,
+			PublicKey: &jose.JSONWebKey{Key: ecKey.Public(), Algorithm: string(jose.ES256), Use: "sig"}}, "AUTH_STYLE", "private_key_jwt")
+		r.env["CLIENT_KEY_FILE"] = writeKey(t, r.dir, "other.pem", other)
+		proxy := r.serve(t, nil)
+		a := call(t, "GET", proxy.url+"/things/1", nil)
+		if a.status != 503 || a.json["error"] != "invalid_client" {
+			t.Errorf("%d %s", a.status, a.body)
+		}
+		r.noSecretsIn(t, "the answer", a.body)
+	})
 
 	// The wrong method for the client: the provider's refusal reaches the
 	// caller as invalid_client, its description naming both methods.
