@@ -477,7 +477,11 @@ func (r *oidcRig) login(t *testing.T, args ...string) (int, string) {
 			t.Errorf("the redirect to login's listener: %v", err)
 			continue
 		}
+		page, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if strings.Contains(string(page), "COOP") {
+			t.Errorf("login's page names COOP:\n%s", page)
+		}
 	}
 	code := <-done
 	out.WriteString(stderr.String())
@@ -686,5 +690,24 @@ func TestOIDCGrantEndedByTheProviderThenLoginAgain(t *testing.T) {
 	})
 	if got := callAPI(t, proxy, "/things/4"); got.Sub != "bob" {
 		t.Errorf("after the new login the API saw %+v, want bob", got)
+	}
+}
+
+// The user refuses at the provider (RFC 6749 §4.1.2.1 access_denied): login
+// ends with one line that says so, sends nobody to COOP, and stores nothing.
+func TestOIDCLoginRefused(t *testing.T) {
+	p := oidctest.New(t)
+	p.DenyConsent(true)
+	c := loginClient(t)
+	r := newOIDCRig(t, p, c, "GRANT", "authorization_code", "AUTH_STYLE", "client_secret_basic",
+		"SCOPES", "openid offline_access", "REDIRECT_URI", c.RedirectURIs[0], "NO_BROWSER", "true", "LOGIN_TIMEOUT", "10s")
+	code, out := r.login(t)
+	if code != 1 || !strings.Contains(out, "coop-proxy login: login refused at the authorization server (access_denied): nothing was saved") || strings.Contains(out, "COOP") {
+		t.Fatalf("login refused: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(r.env["STORE"]); err == nil {
+		if code, status, _ := r.command(t, "status"); code != 0 || !strings.Contains(status, "no farmer logged in") {
+			t.Errorf("a grant is stored after a refusal:\n%s", status)
+		}
 	}
 }
