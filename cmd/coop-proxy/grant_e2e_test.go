@@ -30,7 +30,7 @@ func (f *farm) farmerConfig(t *testing.T) *config.Settings {
 	return f.config(t, "GRANT", "authorization_code", "SCOPES", "eggs-collect eggs-count profile")
 }
 
-var authURLLine = regexp.MustCompile(`Open this address in a browser to log in to COOP: (\S+)`)
+var authURLLine = regexp.MustCompile(`Open this address in a browser to log in (?:to COOP|at the authorization server): (\S+)`)
 
 // login runs `coop-proxy login` with Brent's browser approving (or
 // denying), and returns its output and error.

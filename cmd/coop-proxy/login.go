@@ -42,10 +42,14 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	} else {
 		lc := login.Config{OAuth: *server.OAuthConfig(&r, ep), AuthParams: r.AuthorizationParams(), HTTPClient: client,
 			Timeout: s.LoginTimeout, Paste: s.Paste, In: os.Stdin, Out: out}
+		if r.Issuer == "" && r.Provider == "" {
+			lc.Server = "COOP"
+		}
 		if !s.NoBrowser && !s.Paste {
 			lc.OpenBrowser = login.BrowserOpener()
 		}
 		res, err = login.Run(dpop.WithKey(ctx, key), lc)
+
 	}
 	if err != nil {
 		return err

@@ -54,6 +54,7 @@ type callbackHandler struct {
 	claimed   atomic.Bool
 	callbacks chan<- callback // buffered 1: only the first request sends
 	done      <-chan struct{} // closed when Run stops waiting
+	server    string          // Config.Server: who gave the grant, for the page
 }
 
 func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -88,8 +89,12 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusBadRequest, page{Title: "coop-proxy: login failed", Heading: "The login to coop-proxy failed", Text: sentence(err.Error())})
 		return
 	}
+	gave := "The authorization server"
+	if h.server != "" {
+		gave = h.server
+	}
 	writePage(w, http.StatusOK, page{Title: "coop-proxy: logged in", Heading: "You are logged in to coop-proxy",
-		Text: "COOP gave coop-proxy your grant. The terminal where you ran the login says who is logged in and where the grant is stored."})
+		Text: gave + " gave coop-proxy your grant. The terminal where you ran the login says who is logged in and where the grant is stored."})
 }
 
 // page is what the browser shows: how the login went (Title, Heading), why
@@ -138,7 +143,7 @@ func (f *flow) serve(ctx context.Context, ln net.Listener) (*Result, error) {
 	callbacks := make(chan callback, 1)
 	done := make(chan struct{})
 	srv := &http.Server{
-		Handler:           &callbackHandler{path: pathOrRoot(f.redirect.Path), callbacks: callbacks, done: done},
+		Handler:           &callbackHandler{path: pathOrRoot(f.redirect.Path), callbacks: callbacks, done: done, server: f.cfg.Server},
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readHeaderTimeout,
 		IdleTimeout:       readHeaderTimeout,

@@ -49,6 +49,7 @@ func (f *farm) config(t *testing.T, clientID, redirect, registered string, style
 		},
 		HTTPClient: f.srv.Client(),
 		Timeout:    wait,
+		Server:     "COOP",
 	}
 }
 

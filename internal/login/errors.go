@@ -54,10 +54,16 @@ func detailed(kind error, format string, args ...any) error {
 type AuthorizationError struct {
 	Code        string // RFC 6749 "error", e.g. "invalid_grant"
 	Description string // RFC 6749 "error_description", as COOP wrote it
+	// Server is who answered, as Config.Server names it: "COOP", or empty
+	// for "the authorization server".
+	Server string
 }
 
 func (e *AuthorizationError) Error() string {
-	what := "COOP refused the login"
+	what := "the authorization server refused the login"
+	if e.Server != "" {
+		what = e.Server + " refused the login"
+	}
 	if e.Code != "" {
 		what += ": " + oneLine(e.Code)
 	}
@@ -70,10 +76,19 @@ func (e *AuthorizationError) Error() string {
 func (e *AuthorizationError) advice() string {
 	switch e.Code {
 	case "invalid_grant":
+		if e.Server != "COOP" {
+			return "the code is single-use and short-lived; run coop-proxy login again and approve without delay"
+		}
 		return "the code is single-use and lives 30 seconds; run coop-proxy login again and approve without delay"
 	case "invalid_scope":
+		if e.Server != "COOP" {
+			return "ask only for scopes the client is allowed at the authorization server (--scopes)"
+		}
 		return "ask only for scopes the application was given on COOP, or tick more scopes for it there"
 	case "invalid_client", "unauthorized_client":
+		if e.Server != "COOP" {
+			return "check the client id, its credential and the auth style registered for it at the authorization server"
+		}
 		return "check the client id and client secret of the application on COOP"
 	case "redirect_uri_mismatch":
 		return "the redirect URI registered for the application must equal the configured one exactly"

@@ -209,5 +209,6 @@ func (s *stubCOOP) config(redirectURI string) Config {
 		},
 		HTTPClient: s.Client(),
 		Timeout:    wait,
+		Server:     "COOP",
 	}
 }

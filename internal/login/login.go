@@ -59,6 +59,9 @@ type Config struct {
 	In io.Reader
 	// Out receives the URL to open and the instructions; nil discards them.
 	Out io.Writer
+	// Server names the authorization server in what Out is told: "COOP",
+	// or empty for any other ("the authorization server").
+	Server string
 }
 
 // Result is a successful login.
@@ -227,11 +230,19 @@ func (f *flow) preflight(ctx context.Context) error {
 
 // printURL tells the farmer where to log in.
 func (f *flow) printURL() {
-	fmt.Fprintf(f.cfg.Out, "Open this address in a browser to log in to COOP: %s\n", f.authURL)
+	where := "to " + f.cfg.Server
+	if f.cfg.Server == "" {
+		where = "at the authorization server"
+	}
+	fmt.Fprintf(f.cfg.Out, "Open this address in a browser to log in %s: %s\n", where, f.authURL)
 }
 
 // timeoutError is ErrTimeout with how long Run waited and the likely cause.
 func (f *flow) timeoutError() error {
+	if f.cfg.Server != "COOP" {
+		return detailed(ErrTimeout, "no answer to the login after %s: if the authorization server showed an error page, check that the client id %q is right and that its registered redirect URIs include %s exactly; otherwise run coop-proxy login again",
+			f.cfg.Timeout, f.cfg.OAuth.ClientID, f.cfg.OAuth.RedirectURL)
+	}
 	return detailed(ErrTimeout, "no answer to the login after %s: if COOP showed the error page %q, the redirect URI registered for the application must equal %s exactly; if it showed %q, the client id %q is not an application's name on COOP; otherwise run coop-proxy login again",
 		f.cfg.Timeout, consentPageErrors[1], f.cfg.OAuth.RedirectURL, consentPageErrors[0], f.cfg.OAuth.ClientID)
 }
@@ -249,13 +260,16 @@ func (f *flow) finish(ctx context.Context, q url.Values) (*Result, error) {
 	// RFC 6749 §4.1.2.1
 	if code := q.Get("error"); code != "" {
 		if code == "access_denied" {
+			if f.cfg.Server != "COOP" {
+				return nil, detailed(ErrDenied, "login refused at the authorization server (access_denied): nothing was saved; run coop-proxy login again and approve the access")
+			}
 			return nil, ErrDenied
 		}
 		return nil, f.authorizationError(code, q.Get("error_description"))
 	}
 	code := q.Get("code")
 	if code == "" {
-		return nil, &AuthorizationError{Code: "invalid_request", Description: "the answer carried neither a code nor an error"}
+		return nil, &AuthorizationError{Code: "invalid_request", Description: "the answer carried neither a code nor an error", Server: f.cfg.Server}
 	}
 	// Exchange sends redirect_uri, which RFC 6749 §4.1.3 requires because
 	// the authorization request had it.
@@ -274,7 +288,7 @@ func (f *flow) finish(ctx context.Context, q url.Values) (*Result, error) {
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = fmt.Errorf("%s %s: %v", ue.Op, f.cfg.OAuth.Endpoint.TokenURL, redact.Text(ue.Err.Error(), f.cfg.OAuth.ClientSecret, code))
 		}
-		return nil, fmt.Errorf("exchanging the authorization code at COOP's token endpoint: %v", err)
+		return nil, fmt.Errorf("exchanging the authorization code at the token endpoint: %v", err)
 	}
 	return &Result{Token: tok, Scopes: grantedScopes(tok, f.cfg.OAuth.Scopes)}, nil
 }
@@ -286,7 +300,7 @@ func (f *flow) authorizationError(code, description string) *AuthorizationError 
 	if !slices.Contains(oauthErrorCodes, code) {
 		code = ""
 	}
-	return &AuthorizationError{Code: code, Description: redact.Text(description, f.cfg.OAuth.ClientSecret)}
+	return &AuthorizationError{Code: code, Description: redact.Text(description, f.cfg.OAuth.ClientSecret), Server: f.cfg.Server}
 }
 
 // oauthErrorCodes are the error codes of the authorization endpoint

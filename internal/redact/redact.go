@@ -61,12 +61,35 @@ const maxText = 120
 // of (hex, base64, base64url, percent-encoding).
 var tokenLike = regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`)
 
+// word is a name as OAuth and OpenID write theirs, lowercase letters in
+// parts of at most 15 joined by "_" or "-" (client_secret_basic,
+// authorization_pending, client-assertion-type, x-www-form-urlencoded).
+var word = regexp.MustCompile(`^[a-z]{1,15}([_-][a-z]{1,15})*$`)
+
+// wordy reports whether a token-like run is made of words, such as
+// "client_secret_basic" or "grant_type=client_credentials", and not a
+// credential: split at "=", "/" and "+", every part is a word. A part of
+// 16 letters or more, any digit or capital letter, a repeated separator
+// is not: hex and base64 tokens, JWTs and random secrets hold those
+// (a random base64url run of 16 characters is all lowercase letters and
+// separators about twice in a million; one of 32, 3 times in 10^12). Secrets known
+// to the caller are removed before, whatever they look like.
+func wordy(run string) bool {
+	parts := strings.FieldsFunc(run, func(r rune) bool { return r == '=' || r == '/' || r == '+' })
+	for _, part := range parts {
+		if !word.MatchString(part) {
+			return false
+		}
+	}
+	return len(parts) > 0
+}
+
 // Text returns a short printable form of text that came from outside (an
 // authorization server's error_description, a host name), fit for a log
 // line, an error or an answer: every value in secrets (as given and
-// form-encoded) and every token-like run is replaced by "[redacted]", and
-// only the characters RFC 6749 §5.2 allows in an error_description are
-// kept (printable ASCII but `"` and `\`), on one line of at most 120.
+// form-encoded) and every token-like run but one made of words (wordy) is
+// replaced by "[redacted]", and only the characters RFC 6749 §5.2 allows
+// in an error_description are kept (printable ASCII but `"` and `\`), on one line of at most 120.
 func Text(text string, secrets ...string) string {
 	for _, s := range secrets {
 		if s != "" {
@@ -74,7 +97,12 @@ func Text(text string, secrets ...string) string {
 			text = strings.ReplaceAll(text, url.QueryEscape(s), redacted)
 		}
 	}
-	text = tokenLike.ReplaceAllLiteralString(text, redacted)
+	text = tokenLike.ReplaceAllStringFunc(text, func(run string) string {
+		if wordy(run) {
+			return run
+		}
+		return redacted
+	})
 	text = strings.Map(func(r rune) rune {
 		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
 			return ' '

@@ -299,7 +299,7 @@ func (c *Cache) Invalidate(t *Token) {
 	}
 	c.rejections = t.replaces + 1
 	c.retryAt = now.Add(c.Backoff.delay(t.replaces))
-	c.lastErr = &Error{Code: TokenRejected, Description: "COOP's API rejects (invalid_token) the tokens the token endpoint has just issued: " +
+	c.lastErr = &Error{Code: TokenRejected, Description: "the API rejects (invalid_token) the tokens the token endpoint has just issued: " +
 		"check that the upstream and the token endpoint belong together, the scopes asked for, and the clock"}
 }
 

@@ -19,18 +19,20 @@ import (
 type Code string
 
 const (
-	// LoginRequired: there is no stored grant, or COOP refused it
+	// LoginRequired: there is no stored grant, or the token endpoint refused it
 	// (invalid_grant). Only `coop-proxy login` can mend it.
 	LoginRequired Code = "login_required"
-	// ClientRejected: COOP refused the client id or secret (invalid_client).
+	// ClientRejected: the token endpoint refused the client id or its
+	// credential (invalid_client).
 	ClientRejected Code = "invalid_client"
-	// ScopeRejected: COOP refused the requested scopes (invalid_scope).
+	// ScopeRejected: the token endpoint refused the requested scopes
+	// (invalid_scope).
 	ScopeRejected Code = "invalid_scope"
 	// Unavailable: the token endpoint could not be reached, timed out, or
 	// answered with something other than a token or an OAuth error; or the
 	// token store holding the farmer's grant cannot be read.
 	Unavailable Code = "token_endpoint_unavailable"
-	// TokenRejected: COOP's API rejects (invalid_token) the tokens the token
+	// TokenRejected: the API rejects (invalid_token) the tokens the token
 	// endpoint has just issued, so fetching more would not help; the cache
 	// backs off (see Cache.Invalidate).
 	TokenRejected Code = "token_rejected"
@@ -105,11 +107,11 @@ func answerError(re *oauth2.RetrieveError, clientID string, sent []string) *Erro
 	switch code := re.ErrorCode; code {
 	case "invalid_client", "unauthorized_client":
 		return &Error{Code: ClientRejected, Description: fmt.Sprintf(
-			"COOP rejected the client credentials of %q (%s)%s: check the client id, its secret (or key, or certificate) and the auth style", clientID, code, said)}
+			"the token endpoint rejected the client credentials of %q (%s)%s: check the client id, its secret (or key, or certificate) and the auth style", clientID, code, said)}
 	case "invalid_grant":
-		return &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked)" + said + ": run `coop-proxy login` to log in again"}
+		return &Error{Code: LoginRequired, Description: "the token endpoint refused the stored grant (expired or revoked)" + said + ": run `coop-proxy login` to log in again"}
 	case "invalid_scope":
-		return &Error{Code: ScopeRejected, Description: fmt.Sprintf("COOP refused the requested scopes for %q%s: ask only for scopes the application has", clientID, said)}
+		return &Error{Code: ScopeRejected, Description: fmt.Sprintf("the token endpoint refused the requested scopes for %q%s: ask only for scopes the application has", clientID, said)}
 	case "":
 		return &Error{Code: Unavailable, Description: fmt.Sprintf("the token endpoint answered HTTP %d without a token%s", status, said)}
 	default:

@@ -148,7 +148,7 @@ func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // dead grant costs no further requests until a new login replaces it.
 func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
 	if ok && cur.RefreshToken != "" && cur.RefreshToken == s.dead {
-		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "COOP refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
+		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "the token endpoint refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
 	}
 	key := s.DPoP.For(cur, ok)
 	next, err := grant.Fetch(dpop.WithKey(ctx, key), cur, ok)

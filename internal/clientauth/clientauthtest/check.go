@@ -66,9 +66,12 @@ func Check(r *http.Request, w Want) (jti string, err error) {
 	if err := tok.Claims(w.Public, &c); err != nil {
 		return "", fmt.Errorf("go-jose does not verify the signature: %v", err)
 	}
+	// w.Now is taken when the test begins: once a second has begun since,
+	// iat (whole seconds) is after it, which go-jose calls "issued in the
+	// future" without leeway; it gets the same 5 s as the check of iat below.
 	if err := c.ValidateWithLeeway(jwt.Expected{
 		Issuer: w.ClientID, Subject: w.ClientID, AnyAudience: jwt.Audience{w.Audience}, Time: w.Now,
-	}, 5*time.Second); err != nil { // as below: w.Now is when the test began, iat a whole second
+	}, 5*time.Second); err != nil {
 		return "", fmt.Errorf("claims %+v: %v", c, err)
 	}
 	if len(c.Audience) != 1 {
