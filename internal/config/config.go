@@ -221,7 +221,7 @@ func (r *Route) resolve(need Needs, p *Problems) {
 		r.ClientSecret = secret
 	}
 	if need.Client && r.AuthStyle == AuthPrivateKeyJWT {
-		key, err := readKey(r.ClientKeyFile)
+		key, err := readKey("ClientKeyFile", r.ClientKeyFile)
 		p.Add(err)
 		r.ClientKey = key
 	}
@@ -231,7 +231,7 @@ func (r *Route) resolve(need Needs, p *Problems) {
 		r.ClientCert = cert
 	}
 	if need.Client && r.DPoP && r.DPoPKeyFile != "" {
-		key, err := readDPoPKey(r.DPoPKeyFile)
+		key, err := readKey("DPoPKeyFile", r.DPoPKeyFile)
 		p.Add(err)
 		r.DPoPKey = key
 	}
@@ -279,33 +279,20 @@ func readSecret(field, fileField string, value redact.Secret, file string) (reda
 	return value, nil
 }
 
-// readKey reads the client's private key from its file (PEM; see
-// clientauth.ParseKey for the keys taken).
-func readKey(file string) (*clientauth.Key, error) {
-	if file == "" {
-		return nil, problem("ClientKeyFile", "no client key: set it to the PEM file of the private key whose public key is registered with the provider")
+// readKey reads a private key from the file the setting field names (PEM;
+// see clientauth.ParseKey for the keys taken): the client's, or the DPoP
+// key pair's.
+func readKey(field, file string) (*clientauth.Key, error) {
+	if file == "" { // the client's: a DPoP key file is optional
+		return nil, problem(field, "no client key: set it to the PEM file of the private key whose public key is registered with the provider")
 	}
-	b, err := readCredentialFile("ClientKeyFile", "key", file)
+	b, err := readCredentialFile(field, "key", file)
 	if err != nil {
 		return nil, err
 	}
 	key, err := clientauth.ParseKey(b)
 	if err != nil {
-		return nil, problem("ClientKeyFile", "%s %v", file, err)
-	}
-	return key, nil
-}
-
-// readDPoPKey reads the DPoP key pair's private key from its file (PEM;
-// see clientauth.ParseKey for the keys taken).
-func readDPoPKey(file string) (*clientauth.Key, error) {
-	b, err := readCredentialFile("DPoPKeyFile", "key", file)
-	if err != nil {
-		return nil, err
-	}
-	key, err := clientauth.ParseKey(b)
-	if err != nil {
-		return nil, problem("DPoPKeyFile", "%s %v", file, err)
+		return nil, problem(field, "%s %v", file, err)
 	}
 	return key, nil
 }
