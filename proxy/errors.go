@@ -84,16 +84,16 @@ func (e *rejection) Error() string { return e.code + ": " + e.description }
 
 var (
 	// errTokenRejected is bearer's: COOP rejected the token sent.
-	errTokenRejected = &rejection{"token_rejected", "COOP rejected the access token"}
-	errBodyNotKept   = &rejection{"token_rejected", "COOP rejected the access token, and the request was not sent again with a new one: " +
+	errTokenRejected = &rejection{"token_rejected", "the API rejected the access token"}
+	errBodyNotKept   = &rejection{"token_rejected", "the API rejected the access token, and the request was not sent again with a new one: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again"}
-	errRejectedTwice = &rejection{"token_rejected", "COOP rejected a newly fetched access token too. Send the request again later"}
+	errRejectedTwice = &rejection{"token_rejected", "the API rejected a newly fetched access token too. Send the request again later"}
 
 	// errNonceRequired is bearer's: COOP asked for a DPoP nonce, and gave one.
-	errNonceRequired    = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce"}
-	errNonceBodyNotKept = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request was not sent again with it: " +
+	errNonceRequired    = &rejection{"use_dpop_nonce", "the API asked for a DPoP nonce"}
+	errNonceBodyNotKept = &rejection{"use_dpop_nonce", "the API asked for a DPoP nonce, and the request was not sent again with it: " +
 		"its body was not kept (it is larger than COOP_PROXY_RETRY_BODY_LIMIT). Send the request again: it will carry the nonce"}
-	errNonceRequiredAgain = &rejection{"use_dpop_nonce", "COOP asked for a DPoP nonce, and the request had already been sent again once. Send the request again: it will carry the nonce"}
+	errNonceRequiredAgain = &rejection{"use_dpop_nonce", "the API asked for a DPoP nonce, and the request had already been sent again once. Send the request again: it will carry the nonce"}
 	// errNoTokenInTime: the request's deadline passed while it waited for a
 	// token, a token failure (503), not an upstream timeout.
 	errNoTokenInTime = &tokensource.Error{Code: tokensource.Unavailable, RetryAfter: time.Second,
@@ -137,7 +137,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		h.bodyRefused(w, r, bodyFailed(w, r))
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() || pastDeadline(w, r):
 		writeProblem(w, http.StatusGatewayTimeout, "upstream_timeout",
-			fmt.Sprintf("COOP (%s) did not answer in time", h.upstream.Host))
+			fmt.Sprintf("the API (%s) did not answer in time", h.upstream.Host))
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		if rw, ok := w.(*recorder); ok {
 			rw.status = statusClientClosed
@@ -150,7 +150,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		panic(http.ErrAbortHandler)
 	default:
 		writeProblem(w, http.StatusBadGateway, "upstream_unreachable",
-			fmt.Sprintf("COOP (%s) could not be reached", h.upstream.Host))
+			fmt.Sprintf("the API (%s) could not be reached", h.upstream.Host))
 	}
 }
 
