@@ -137,7 +137,8 @@ func fetchOne(ctx context.Context, client *http.Client, u, issuer string) (*Meta
 		return nil, &DocumentError{u, fmt.Sprintf("the document is for issuer %q, not %q (RFC 8414 §3.3): set COOP_PROXY_ISSUER to the issuer exactly as the provider names it", shorten(md.Issuer), issuer)}
 	}
 	for name, e := range map[string]string{"token_endpoint": md.TokenEndpoint, "authorization_endpoint": md.AuthorizationEndpoint,
-		"device_authorization_endpoint": md.DeviceAuthorizationEndpoint, "mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"]} {
+		"device_authorization_endpoint": md.DeviceAuthorizationEndpoint, "mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"],
+		"mtls_endpoint_aliases.device_authorization_endpoint": md.MTLSEndpointAliases["device_authorization_endpoint"]} {
 		if e != "" && CheckURL(e) != nil {
 			return nil, &DocumentError{u, fmt.Sprintf("%s %q: %v", name, shorten(e), CheckURL(e))}
 		}

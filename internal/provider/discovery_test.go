@@ -93,12 +93,13 @@ func TestFetchReadsRFC8414FirstThenOpenIDConnect(t *testing.T) {
 // tried then, and fetching again would not help.
 func TestFetchRefusesADocumentForAnotherIssuer(t *testing.T) {
 	for name, doc := range map[string]string{
-		"another host":          `{"issuer":"https://evil.example","token_endpoint":"https://evil.example/token"}`,
-		"a trailing slash":      `{"issuer":"{issuer}/","token_endpoint":"{issuer}/token"}`,
-		"no issuer at all":      `{"token_endpoint":"{issuer}/token"}`,
-		"plain-http token":      `{"issuer":"{issuer}","token_endpoint":"http://idp.example/token"}`,
-		"plain-http mTLS alias": `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"token_endpoint":"http://idp.example/mtls"}}`,
-		"token with a user":     `{"issuer":"{issuer}","token_endpoint":"https://u:p@idp.example/token"}`,
+		"another host":                 `{"issuer":"https://evil.example","token_endpoint":"https://evil.example/token"}`,
+		"a trailing slash":             `{"issuer":"{issuer}/","token_endpoint":"{issuer}/token"}`,
+		"no issuer at all":             `{"token_endpoint":"{issuer}/token"}`,
+		"plain-http token":             `{"issuer":"{issuer}","token_endpoint":"http://idp.example/token"}`,
+		"plain-http mTLS alias":        `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"token_endpoint":"http://idp.example/mtls"}}`,
+		"token with a user":            `{"issuer":"{issuer}","token_endpoint":"https://u:p@idp.example/token"}`,
+		"plain-http mTLS device alias": `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"device_authorization_endpoint":"http://idp.example/mtls"}}`,
 	} {
 		p := newIDP(t, "", map[string]string{"/.well-known/oauth-authorization-server": doc, "/.well-known/openid-configuration": goodDoc})
 		_, err := Fetch(context.Background(), NewHTTPClient(), p.URL)
