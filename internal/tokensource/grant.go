@@ -11,9 +11,12 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -119,10 +122,7 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 // tok.Expiry, which x/oauth2 computes itself, is not used. See lifetime for
 // the range of expires_in accepted.
 func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokenstore.Record {
-	scopes := fallback
-	if s, ok := tok.Extra("scope").(string); ok && s != "" {
-		scopes = strings.Fields(s)
-	}
+	scopes := GrantedScopes(tok, fallback)
 	var expiry time.Time // unknown
 	if life, ok := lifetime(tok); ok {
 		expiry = now.Add(life)
@@ -134,6 +134,21 @@ func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokens
 		Expiry:       expiry,
 		Scopes:       scopes,
 	}
+}
+
+// GrantedScopes are the scopes of a token response: its "scope", or the
+// scopes requested when it has none (RFC 6749 §5.1). A "scope" holding a
+// control character or bytes that are not UTF-8 (a form answer is not
+// decoded as JSON is) is no list of scope-tokens (§3.3) and counts as
+// none: the token store could not hold it, and the answer's rotated
+// refresh token would then never reach the disk.
+func GrantedScopes(tok *oauth2.Token, requested []string) []string {
+	s, _ := tok.Extra("scope").(string)
+	scopes := strings.Fields(s)
+	if len(scopes) == 0 || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return slices.Clone(requested)
+	}
+	return scopes
 }
 
 // The range of token lifetimes accepted from expires_in. Much under
