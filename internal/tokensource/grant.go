@@ -108,11 +108,36 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
 	}
 	if err := checkToken(tok, dpop.KeyFrom(ctx) != nil, g.Config.ClientSecret, cur.RefreshToken); err != nil {
-		return tokenstore.Record{}, err
+		return tokenstore.Record{}, refused(err, tok, cur)
 	}
 	// §6: the server MAY issue a new refresh token; x/oauth2 keeps the old
 	// one when it does not.
 	return RecordFromToken(tok, cur.Scopes, now(g.Now)), nil
+}
+
+// refusedRotation is an answer to a refresh that checkToken refused but
+// that carries a new refresh token: the server rotated it, so the one sent
+// is dead and this one is the grant's only live one. Stored writes keep
+// (that refresh token, no access token) and fails with err all the same:
+// when the setting the error names is changed (DPoP off), the grant still
+// works.
+type refusedRotation struct {
+	keep tokenstore.Record
+	err  *Error
+}
+
+func (e *refusedRotation) Error() string { return e.err.Error() }
+func (e *refusedRotation) Unwrap() error { return e.err }
+
+// refused is the error of a refresh answer tok that checkToken refused
+// with err: a *refusedRotation when the answer rotated cur's refresh token
+// (x/oauth2 keeps the old one when the answer has none) and the store can
+// hold the new one.
+func refused(err *Error, tok *oauth2.Token, cur tokenstore.Record) error {
+	if tok.RefreshToken == "" || tok.RefreshToken == cur.RefreshToken || !printable(tok.RefreshToken, 0x20) {
+		return err
+	}
+	return &refusedRotation{keep: tokenstore.Record{RefreshToken: tok.RefreshToken, Scopes: cur.Scopes}, err: err}
 }
 
 // RecordFromToken turns a token response into a store record; fallback is
