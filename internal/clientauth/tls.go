@@ -2,6 +2,7 @@ package clientauth
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"time"
@@ -21,7 +22,12 @@ func LoadCertificate(certPEM, keyPEM []byte, now time.Time) (*tls.Certificate, e
 		// input"), never the key.
 		return nil, err
 	}
-	leaf := cert.Leaf // parsed by X509KeyPair since Go 1.23
+	leaf := cert.Leaf // parsed by X509KeyPair since Go 1.23, unless GODEBUG=x509keypairleaf=0
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case now.After(leaf.NotAfter):
 		return nil, fmt.Errorf("the certificate expired on %s", leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -59,3 +59,14 @@ func TestLoadCertificateRefusesACertificateNotYetValid(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// GODEBUG=x509keypairleaf=0, a setting Go documents, leaves Leaf unset:
+// the validity check must not read through nil (a panic at start).
+func TestLoadCertificateWithoutTheLeafParsedByX509KeyPair(t *testing.T) {
+	t.Setenv("GODEBUG", "x509keypairleaf=0")
+	now := time.Now()
+	certPEM, keyPEM := clientauthtest.SelfSigned(t, "farm-app", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	if _, err := clientauth.LoadCertificate(certPEM, keyPEM, now); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("%v; want the certificate expired", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -340,9 +341,12 @@ const maxSecretFile = 64 << 10
 
 // readBounded reads file, refusing one over maxSecretFile (a setting naming
 // /dev/zero or a large file by mistake would otherwise be read until memory
-// runs out).
+// runs out). The open does not block (O_NONBLOCK, which changes nothing for
+// a regular file): a FIFO at the path would otherwise hold the load, and
+// every reload after it, until a writer came; without one it reads as
+// empty. A pipe with a writer (a shell's <(...)) is still read to its end.
 func readBounded(file string) ([]byte, error) {
-	f, err := os.Open(file)
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

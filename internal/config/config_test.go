@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -390,4 +391,38 @@ func mustP384(t *testing.T) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// A FIFO at a key, certificate or secret file's path (a mistake, or
+// planted) must not hang the load: check-config, start and every reload
+// after it would wait forever for a writer that never comes.
+func TestAFIFOAsACredentialFileIsAnErrorNotAHang(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	for _, env := range []map[string]string{
+		{"CLIENT_ID": "app", "CLIENT_SECRET_FILE": fifo},
+		{"CLIENT_ID": "app", "AUTH_STYLE": "private_key_jwt", "CLIENT_KEY_FILE": fifo},
+		{"CLIENT_ID": "app", "CLIENT_SECRET": "s", "DPOP": "true", "DPOP_KEY_FILE": fifo},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := load(t, nil, env, Everything)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), fifo) {
+				t.Errorf("%v: %v; want a problem naming %s", env, err, fifo)
+			}
+		case <-time.After(5 * time.Second):
+			// Unblock the open so the goroutine ends.
+			if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+				_ = f.Close()
+			}
+			t.Fatalf("%v: reading a FIFO as a credential file did not end", env)
+		}
+	}
 }

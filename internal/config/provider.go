@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"net/url"
 	"slices"
@@ -153,13 +154,16 @@ func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
 	if md == nil {
 		return ep, nil
 	}
+	if r.AuthStyle.UsesCertificate() {
+		// RFC 8705 §5: a client authenticating with its certificate uses
+		// the endpoints the provider names for mutual TLS, when it does:
+		// the device authorization request authenticates the client too
+		// (RFC 8628 §3.1).
+		ep.TokenURL = cmp.Or(ep.TokenURL, md.MTLSEndpointAliases["token_endpoint"])
+		ep.DeviceAuthorizationURL = cmp.Or(ep.DeviceAuthorizationURL, md.MTLSEndpointAliases["device_authorization_endpoint"])
+	}
 	if ep.DeviceAuthorizationURL == "" {
 		ep.DeviceAuthorizationURL = md.DeviceAuthorizationEndpoint // RFC 8628 §4
-	}
-	if ep.TokenURL == "" && r.AuthStyle.UsesCertificate() {
-		// RFC 8705 §5: a client authenticating with its certificate uses
-		// the endpoints the provider names for mutual TLS, when it does.
-		ep.TokenURL = md.MTLSEndpointAliases["token_endpoint"]
 	}
 	if ep.TokenURL == "" {
 		if ep.TokenURL = md.TokenEndpoint; ep.TokenURL == "" {

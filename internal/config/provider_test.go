@@ -182,3 +182,22 @@ func TestKeyURLIsTheTokenEndpointElseTheIssuer(t *testing.T) {
 		t.Errorf("issuer: %q %q", s.Route.TokenEndpoint(), s.Route.KeyURL())
 	}
 }
+
+// RFC 8705 §5: a client doing mutual TLS uses the alias of every endpoint
+// that has one, the device authorization endpoint among them (login
+// --device authenticates there too, RFC 8628 §3.1): at the plain one no
+// certificate is asked for, and the client is refused.
+func TestMutualTLSUsesTheDeviceAuthorizationEndpointsAlias(t *testing.T) {
+	md := &provider.Metadata{Issuer: "https://idp.example", TokenEndpoint: "https://idp.example/token",
+		DeviceAuthorizationEndpoint: "https://idp.example/device",
+		MTLSEndpointAliases:         map[string]string{"token_endpoint": "https://mtls.idp.example/token", "device_authorization_endpoint": "https://mtls.idp.example/device"}}
+	for style, want := range map[string]string{"tls_client_auth": "https://mtls.idp.example/device", "basic": "https://idp.example/device"} {
+		s, err := load(t, nil, map[string]string{"ISSUER": "https://idp.example", "AUTH_STYLE": style}, Needs{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ep, err := s.Route.Endpoints(md); err != nil || ep.DeviceAuthorizationURL != want {
+			t.Errorf("%s: %q, %v; want %s", style, ep.DeviceAuthorizationURL, err, want)
+		}
+	}
+}

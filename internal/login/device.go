@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/internal/redact"
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 )
 
 // ErrExpired means the device code expired before the user approved it
@@ -100,7 +101,7 @@ func Device(ctx context.Context, cfg DeviceConfig) (*Result, error) {
 	if err != nil {
 		return nil, pollError(ctx, waitCtx, &cfg, da, err)
 	}
-	return &Result{Token: tok, Scopes: grantedScopes(tok, cfg.OAuth.Scopes)}, nil
+	return &Result{Token: tok, Scopes: tokensource.GrantedScopes(tok, cfg.OAuth.Scopes)}, nil
 }
 
 // authorizeDevice makes the device authorization request (RFC 8628 §3.1)

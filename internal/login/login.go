@@ -24,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/internal/redact"
+	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 )
 
 // DefaultTimeout is how long Run waits for the browser's answer when
@@ -290,7 +291,7 @@ func (f *flow) finish(ctx context.Context, q url.Values) (*Result, error) {
 		}
 		return nil, fmt.Errorf("exchanging the authorization code at the token endpoint: %v", err)
 	}
-	return &Result{Token: tok, Scopes: grantedScopes(tok, f.cfg.OAuth.Scopes)}, nil
+	return &Result{Token: tok, Scopes: tokensource.GrantedScopes(tok, f.cfg.OAuth.Scopes)}, nil
 }
 
 // authorizationError keeps of an authorization server's answer only an
@@ -309,15 +310,6 @@ func (f *flow) authorizationError(code, description string) *AuthorizationError 
 var oauthErrorCodes = []string{"invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
 	"invalid_scope", "server_error", "temporarily_unavailable", "invalid_client", "invalid_grant", "unsupported_grant_type",
 	"redirect_uri_mismatch"}
-
-// grantedScopes reads the token response's "scope" (RFC 6749 §5.1: omitted
-// when it is the requested scope).
-func grantedScopes(tok *oauth2.Token, requested []string) []string {
-	if s, ok := tok.Extra("scope").(string); ok && strings.TrimSpace(s) != "" {
-		return strings.Fields(s)
-	}
-	return slices.Clone(requested)
-}
 
 // withParams adds params to the query of the authorization URL u, leaving
 // those it carries as they are. (x/oauth2's SetAuthURLParam keeps one value

@@ -82,24 +82,30 @@ func MetadataURLs(issuer string) ([]string, error) {
 // Fetch reads the issuer's metadata: RFC 8414's document, else OpenID
 // Connect's. The document's issuer must equal the one asked for exactly
 // (RFC 8414 §3.3, OpenID Connect Discovery §4.3), which stops a document
-// served for one issuer from steering a client to another's endpoints; a
-// document that fails that is a *DocumentError, and the other address is
-// not tried.
+// served for one issuer from steering a client to another's endpoints. A
+// document that fails that is not used, but the other address is still
+// tried (some hosts answer RFC 8414's address with their root issuer's
+// document, whatever the path inserted); when it has no usable document
+// either, the first *DocumentError is the answer.
 func Fetch(ctx context.Context, client *http.Client, issuer string) (*Metadata, error) {
 	urls, err := MetadataURLs(issuer)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
+	var refused error
 	for _, u := range urls {
 		md, err := fetchOne(ctx, client, u, issuer)
 		if err == nil {
 			return md, nil
 		}
-		if _, ok := errors.AsType[*DocumentError](err); ok {
-			return nil, err
+		if _, ok := errors.AsType[*DocumentError](err); ok && refused == nil {
+			refused = err
 		}
 		errs = append(errs, err)
+	}
+	if refused != nil {
+		return nil, refused
 	}
 	return nil, fmt.Errorf("no metadata for issuer %s: %w", issuer, errors.Join(errs...))
 }
@@ -137,7 +143,8 @@ func fetchOne(ctx context.Context, client *http.Client, u, issuer string) (*Meta
 		return nil, &DocumentError{u, fmt.Sprintf("the document is for issuer %q, not %q (RFC 8414 §3.3): set COOP_PROXY_ISSUER to the issuer exactly as the provider names it", shorten(md.Issuer), issuer)}
 	}
 	for name, e := range map[string]string{"token_endpoint": md.TokenEndpoint, "authorization_endpoint": md.AuthorizationEndpoint,
-		"device_authorization_endpoint": md.DeviceAuthorizationEndpoint, "mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"]} {
+		"device_authorization_endpoint": md.DeviceAuthorizationEndpoint, "mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"],
+		"mtls_endpoint_aliases.device_authorization_endpoint": md.MTLSEndpointAliases["device_authorization_endpoint"]} {
 		if e != "" && CheckURL(e) != nil {
 			return nil, &DocumentError{u, fmt.Sprintf("%s %q: %v", name, shorten(e), CheckURL(e))}
 		}

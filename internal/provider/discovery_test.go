@@ -93,20 +93,18 @@ func TestFetchReadsRFC8414FirstThenOpenIDConnect(t *testing.T) {
 // tried then, and fetching again would not help.
 func TestFetchRefusesADocumentForAnotherIssuer(t *testing.T) {
 	for name, doc := range map[string]string{
-		"another host":          `{"issuer":"https://evil.example","token_endpoint":"https://evil.example/token"}`,
-		"a trailing slash":      `{"issuer":"{issuer}/","token_endpoint":"{issuer}/token"}`,
-		"no issuer at all":      `{"token_endpoint":"{issuer}/token"}`,
-		"plain-http token":      `{"issuer":"{issuer}","token_endpoint":"http://idp.example/token"}`,
-		"plain-http mTLS alias": `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"token_endpoint":"http://idp.example/mtls"}}`,
-		"token with a user":     `{"issuer":"{issuer}","token_endpoint":"https://u:p@idp.example/token"}`,
+		"another host":                 `{"issuer":"https://evil.example","token_endpoint":"https://evil.example/token"}`,
+		"a trailing slash":             `{"issuer":"{issuer}/","token_endpoint":"{issuer}/token"}`,
+		"no issuer at all":             `{"token_endpoint":"{issuer}/token"}`,
+		"plain-http token":             `{"issuer":"{issuer}","token_endpoint":"http://idp.example/token"}`,
+		"plain-http mTLS alias":        `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"token_endpoint":"http://idp.example/mtls"}}`,
+		"token with a user":            `{"issuer":"{issuer}","token_endpoint":"https://u:p@idp.example/token"}`,
+		"plain-http mTLS device alias": `{"issuer":"{issuer}","token_endpoint":"https://idp.example/token","mtls_endpoint_aliases":{"device_authorization_endpoint":"http://idp.example/mtls"}}`,
 	} {
-		p := newIDP(t, "", map[string]string{"/.well-known/oauth-authorization-server": doc, "/.well-known/openid-configuration": goodDoc})
+		p := newIDP(t, "", map[string]string{"/.well-known/oauth-authorization-server": doc})
 		_, err := Fetch(context.Background(), NewHTTPClient(), p.URL)
 		if _, ok := errors.AsType[*DocumentError](err); !ok {
 			t.Errorf("%s: %v; want a *DocumentError", name, err)
-		}
-		if p.hits["/.well-known/openid-configuration"].Load() != 0 {
-			t.Errorf("%s: OpenID's document was tried after a refused one", name)
 		}
 		if strings.Contains(fmt.Sprint(err), "u:p@") {
 			t.Errorf("%s: %v repeats credentials", name, err)
@@ -233,4 +231,20 @@ func FuzzFetchDocument(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A host that answers RFC 8414's address with another issuer's document
+// (its root issuer's, whatever the path inserted, as some servers do) while
+// OpenID Connect's address has the issuer's own: the refused document is
+// not used (RFC 8414 §3.3), and the other address, checked as strictly,
+// is read.
+func TestARefusedDocumentDoesNotStopTheOtherAddress(t *testing.T) {
+	p := newIDP(t, "/tenant", map[string]string{
+		"/.well-known/oauth-authorization-server/tenant": `{"issuer":"https://root.example","token_endpoint":"https://root.example/token"}`,
+		"/tenant/.well-known/openid-configuration":       goodDoc,
+	})
+	md, err := Fetch(context.Background(), NewHTTPClient(), p.URL+"/tenant")
+	if err != nil || md.Issuer != p.URL+"/tenant" || md.TokenEndpoint != p.URL+"/tenant/token" {
+		t.Fatalf("%+v, %v; want OpenID Connect's document", md, err)
+	}
 }

@@ -11,9 +11,12 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -105,11 +108,36 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 		return tokenstore.Record{}, classify(err, g.Config.ClientID, g.Config.ClientSecret, cur.RefreshToken)
 	}
 	if err := checkToken(tok, dpop.KeyFrom(ctx) != nil, g.Config.ClientSecret, cur.RefreshToken); err != nil {
-		return tokenstore.Record{}, err
+		return tokenstore.Record{}, refused(err, tok, cur)
 	}
 	// §6: the server MAY issue a new refresh token; x/oauth2 keeps the old
 	// one when it does not.
 	return RecordFromToken(tok, cur.Scopes, now(g.Now)), nil
+}
+
+// refusedRotation is an answer to a refresh that checkToken refused but
+// that carries a new refresh token: the server rotated it, so the one sent
+// is dead and this one is the grant's only live one. Stored writes keep
+// (that refresh token, no access token) and fails with err all the same:
+// when the setting the error names is changed (DPoP off), the grant still
+// works.
+type refusedRotation struct {
+	keep tokenstore.Record
+	err  *Error
+}
+
+func (e *refusedRotation) Error() string { return e.err.Error() }
+func (e *refusedRotation) Unwrap() error { return e.err }
+
+// refused is the error of a refresh answer tok that checkToken refused
+// with err: a *refusedRotation when the answer rotated cur's refresh token
+// (x/oauth2 keeps the old one when the answer has none) and the store can
+// hold the new one.
+func refused(err *Error, tok *oauth2.Token, cur tokenstore.Record) error {
+	if tok.RefreshToken == "" || tok.RefreshToken == cur.RefreshToken || !printable(tok.RefreshToken, 0x20) {
+		return err
+	}
+	return &refusedRotation{keep: tokenstore.Record{RefreshToken: tok.RefreshToken, Scopes: cur.Scopes}, err: err}
 }
 
 // RecordFromToken turns a token response into a store record; fallback is
@@ -119,10 +147,7 @@ func (g *Refresh) Fetch(ctx context.Context, cur tokenstore.Record, ok bool) (to
 // tok.Expiry, which x/oauth2 computes itself, is not used. See lifetime for
 // the range of expires_in accepted.
 func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokenstore.Record {
-	scopes := fallback
-	if s, ok := tok.Extra("scope").(string); ok && s != "" {
-		scopes = strings.Fields(s)
-	}
+	scopes := GrantedScopes(tok, fallback)
 	var expiry time.Time // unknown
 	if life, ok := lifetime(tok); ok {
 		expiry = now.Add(life)
@@ -134,6 +159,21 @@ func RecordFromToken(tok *oauth2.Token, fallback []string, now time.Time) tokens
 		Expiry:       expiry,
 		Scopes:       scopes,
 	}
+}
+
+// GrantedScopes are the scopes of a token response: its "scope", or the
+// scopes requested when it has none (RFC 6749 §5.1). A "scope" holding a
+// control character or bytes that are not UTF-8 (a form answer is not
+// decoded as JSON is) is no list of scope-tokens (§3.3) and counts as
+// none: the token store could not hold it, and the answer's rotated
+// refresh token would then never reach the disk.
+func GrantedScopes(tok *oauth2.Token, requested []string) []string {
+	s, _ := tok.Extra("scope").(string)
+	scopes := strings.Fields(s)
+	if len(scopes) == 0 || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return slices.Clone(requested)
+	}
+	return scopes
 }
 
 // The range of token lifetimes accepted from expires_in. Much under

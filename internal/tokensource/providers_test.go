@@ -160,3 +160,29 @@ func TestAnErrorAnsweredWith200AndAFormIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// A refresh answer whose scope the store file cannot hold (a control
+// character, bytes that are not UTF-8: a form answer is not decoded as
+// JSON is) must not make its rotated refresh token unwritable: kept only
+// in memory, the grant would be lost at the next restart. Such a scope is
+// no RFC 6749 §3.3 scope; the scopes held before are kept.
+func TestAGrantedScopeTheStoreCannotHoldDoesNotStopTheWrite(t *testing.T) {
+	for name, answer := range map[string][2]string{
+		"an escape in JSON": {"application/json", `{"access_token":"t","token_type":"Bearer","refresh_token":"r2","scope":"read\u001b[2Jwrite"}`},
+		"a NUL in JSON":     {"application/json", `{"access_token":"t","token_type":"Bearer","refresh_token":"r2","scope":"read\u0000"}`},
+		"not UTF-8, a form": {"application/x-www-form-urlencoded", `access_token=t&token_type=bearer&refresh_token=r2&scope=repo+%FF`},
+	} {
+		srv := tokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", answer[0])
+			_, _ = io.WriteString(w, answer[1])
+		})
+		rec, err := refreshGrant(srv.URL, NewHTTPClient(time.Minute)).Fetch(context.Background(),
+			tokenstore.Record{RefreshToken: testRefresh, Scopes: []string{"read"}}, true)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := tokenstore.Encode(map[string]tokenstore.Record{"k": rec}); err != nil || rec.RefreshToken != "r2" {
+			t.Errorf("%s: scopes %q, refresh token %q: the store cannot write it: %v", name, rec.Scopes, rec.RefreshToken, err)
+		}
+	}
+}

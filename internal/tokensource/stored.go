@@ -65,6 +65,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 
 	var got, was tokenstore.Record
 	fetched := false
+	var refusedErr error // the fetch failed, but rotated the refresh token kept in got (see refusedRotation)
 	storeCtx, cancel := storeContext(ctx)
 	defer cancel()
 	_, err := s.Store.Update(storeCtx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
@@ -81,10 +82,10 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 			return nil, nil
 		}
 		next, err := s.fetch(ctx, grant, cur, ok)
-		if err != nil {
+		if err != nil && next.RefreshToken == "" {
 			return nil, fnError{err}
 		}
-		got, was, fetched = next, cur, true
+		got, was, fetched, refusedErr = next, cur, err == nil, err
 		return &next, nil
 	})
 	// Logged once written: nothing stands between a rotated refresh
@@ -97,12 +98,10 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	switch {
 	case err == nil:
 		s.pending.Store(nil)
-		return got, nil
 	case errors.As(err, &fe):
 		return tokenstore.Record{}, fe.err
 	case errors.As(err, &we):
 		s.keepPending(got, err)
-		return got, nil
 	default:
 		// The store cannot be locked or read: work from memory rather than
 		// stop serving, and keep trying to write.
@@ -115,6 +114,9 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 			}
 		}
 		next, ferr := s.fetch(ctx, grant, cur, ok)
+		if ferr != nil && next.RefreshToken != "" {
+			s.keepPending(next, err)
+		}
 		var te *Error
 		if !ok && errors.As(ferr, &te) && te.Code == LoginRequired {
 			// The grant needs the stored record, which could not be read:
@@ -129,6 +131,10 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		s.logObtained(grant, next, cur)
 		return next, nil
 	}
+	if refusedErr != nil {
+		return tokenstore.Record{}, refusedErr
+	}
+	return got, nil
 }
 
 // storeContext bounds the wait for the store (its cross-process lock) to
@@ -145,19 +151,25 @@ func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // fetch asks the grant, remembering a refresh token COOP refused so that a
-// dead grant costs no further requests until a new login replaces it.
+// dead grant costs no further requests until a new login replaces it. With
+// an error the record is empty, but for an answer refused that rotated the
+// refresh token: it holds that token, to be written (see refusedRotation).
 func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
 	if ok && cur.RefreshToken != "" && cur.RefreshToken == s.dead {
 		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "the token endpoint refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
 	}
 	key := s.DPoP.For(cur, ok)
 	next, err := grant.Fetch(dpop.WithKey(ctx, key), cur, ok)
-	if err != nil {
+	rot, rotated := errors.AsType[*refusedRotation](err)
+	if err != nil && !rotated {
 		var te *Error
 		if errors.As(err, &te) && te.Code == LoginRequired && cur.RefreshToken != "" {
 			s.dead = cur.RefreshToken
 		}
 		return tokenstore.Record{}, err
+	}
+	if rotated {
+		next = rot.keep
 	}
 	// Who the grant is for and since when outlive every token of it.
 	if ok {
@@ -168,7 +180,7 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	if next.GrantedAt.IsZero() {
 		next.GrantedAt = next.UpdatedAt
 	}
-	return next, nil
+	return next, err
 }
 
 // logObtained logs a token fetched to replace cur.

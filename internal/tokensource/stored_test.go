@@ -3,13 +3,18 @@ package tokensource
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
@@ -158,5 +163,43 @@ func TestStoredLockedStoreIsNotLoginRequired(t *testing.T) {
 	}
 	if !strings.Contains(te.Description, storeLockPath) || strings.Contains(te.Description, "no farmer") {
 		t.Fatalf("description %q, want the store's trouble and its path, not a missing login", te.Description)
+	}
+}
+
+// DPoP switched on for a grant stored as bearer tokens, at a provider that
+// answers the refresh's proof with Bearer tokens (it does not do DPoP for
+// the client): the answer is refused, but its rotated refresh token is the
+// grant's only live one. It must reach the store, so that following the
+// error's advice (DPoP off again) finds a grant that still works.
+func TestStoredKeepsARotatedRefreshTokenOfAnAnswerItCannotUse(t *testing.T) {
+	var mu sync.Mutex
+	live, n := "refresh-login", 0
+	srv := tokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if r.FormValue("refresh_token") != live {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"error":"invalid_grant"}`)
+			return
+		}
+		n++
+		live = fmt.Sprintf("refresh-%d", n)
+		_, _ = fmt.Fprintf(w, `{"access_token":"access-%d","token_type":"Bearer","expires_in":3600,"refresh_token":%q}`, n, live)
+	})
+	g := refreshGrant(srv.URL, NewHTTPClient(time.Minute))
+	st := newMemStore()
+	st.put(g.Key(), tokenstore.Record{AccessToken: "access-login", TokenType: "Bearer", RefreshToken: "refresh-login", Expiry: time.Now().Add(-time.Minute)})
+
+	on := &Stored{Grant: g, Store: st, Margin: 5 * time.Minute, Log: zap.NewNop(), DPoP: &dpop.Keys{}}
+	if _, err := on.Token(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "Bearer") {
+		t.Fatalf("%v; want the Bearer answer refused", err)
+	}
+	if rec, _ := st.get(g.Key()); rec.RefreshToken != "refresh-1" || rec.AccessToken != "" {
+		t.Errorf("the store holds refresh token %q, access token %q; want the rotated refresh-1 and no access token", rec.RefreshToken, rec.AccessToken)
+	}
+	off := &Stored{Grant: g, Store: st, Margin: 5 * time.Minute, Log: zap.NewNop()}
+	if rec, err := off.Token(context.Background(), ""); err != nil || rec.AccessToken != "access-2" {
+		t.Fatalf("DPoP off again: %v, %v; want the grant to work", rec, err)
 	}
 }
