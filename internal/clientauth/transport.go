@@ -1,14 +1,12 @@
 package clientauth
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokenform"
 )
 
 // AssertionTransport adds a fresh client assertion (RFC 7523 §2.2) to every
@@ -28,27 +26,16 @@ type AssertionTransport struct {
 	Now      func() time.Time
 }
 
-// maxForm bounds what is read of a token request's form: x/oauth2 sends a
-// few hundred bytes.
-const maxForm = 1 << 20
-
 // RoundTrip implements http.RoundTripper.
 func (t *AssertionTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method != http.MethodPost || req.Body == nil {
+	if !tokenform.Is(req) {
 		return t.Base.RoundTrip(req)
 	}
-	if mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
-		return t.Base.RoundTrip(req)
-	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, maxForm+1))
-	_ = req.Body.Close() // a RoundTripper closes the body, even on failure
-	if err == nil && len(body) > maxForm {
-		err = errors.New("larger than 1 MiB")
-	}
+	body, err := tokenform.Read(req)
 	if err != nil {
 		return nil, fmt.Errorf("client assertion: reading the token request's form: %w", err)
 	}
-	form, err := url.ParseQuery(string(body))
+	form, err := url.ParseQuery(body)
 	if err != nil {
 		return nil, fmt.Errorf("client assertion: the token request's form does not parse: %w", err)
 	}
@@ -70,12 +57,5 @@ func (t *AssertionTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	form.Set("client_assertion_type", AssertionType)
 	form.Set("client_assertion", assertion)
-	encoded := form.Encode()
-
-	// A RoundTripper must not change the request it is given.
-	out := req.Clone(req.Context())
-	out.Body = io.NopCloser(strings.NewReader(encoded))
-	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(encoded)), nil }
-	out.ContentLength = int64(len(encoded))
-	return t.Base.RoundTrip(out)
+	return t.Base.RoundTrip(tokenform.WithBody(req, form.Encode()))
 }

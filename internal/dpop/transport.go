@@ -3,12 +3,13 @@ package dpop
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokenform"
 )
 
 // TokenTransport adds a DPoP proof (RFC 9449 §5) to every token request
@@ -25,21 +26,17 @@ type TokenTransport struct {
 	Now    func() time.Time
 }
 
-// maxForm bounds what is read of a token request's form (x/oauth2 sends
-// a few hundred bytes), and of a 400 answer checked for use_dpop_nonce.
-const maxForm = 1 << 20
+// maxAnswer bounds what is read of a 400 answer checked for
+// use_dpop_nonce.
+const maxAnswer = 1 << 20
 
 // RoundTrip implements http.RoundTripper.
 func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := KeyFrom(req.Context())
-	if key == nil || req.Method != http.MethodPost || req.Body == nil {
+	if key == nil || !tokenform.Is(req) {
 		return t.Base.RoundTrip(req)
 	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, maxForm+1))
-	_ = req.Body.Close() // a RoundTripper closes the body, even on failure
-	if err == nil && len(body) > maxForm {
-		err = errors.New("larger than 1 MiB")
-	}
+	body, err := tokenform.Read(req)
 	if err != nil {
 		return nil, fmt.Errorf("DPoP: reading the token request's form: %w", err)
 	}
@@ -49,11 +46,7 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DPoP: signing the proof: %w", err)
 		}
-		// A RoundTripper must not change the request it is given.
-		out := req.Clone(req.Context())
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		out.ContentLength = int64(len(body))
+		out := tokenform.WithBody(req, body)
 		out.Header.Set("DPoP", proof)
 		resp, err := t.Base.RoundTrip(out)
 		if err != nil {
@@ -77,7 +70,7 @@ func useNonce(resp *http.Response) (*http.Response, bool) {
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "application/json" {
 		return resp, false
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxForm))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	_ = resp.Body.Close()
 	var e struct {
 		Error string `json:"error"`

@@ -23,6 +23,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
+	"github.com/coop-proxy/coop-proxy/internal/tokenform"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
@@ -256,7 +257,7 @@ const maxAnswer = 1 << 20
 type answerTransport struct{ base http.RoundTripper }
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if isTokenRequest(req) && req.Header.Get("Accept") == "" {
+	if tokenform.Is(req) && req.Header.Get("Accept") == "" {
 		req = req.Clone(req.Context())
 		req.Header.Set("Accept", "application/json")
 	}

@@ -1,12 +1,12 @@
 package tokensource
 
 import (
-	"io"
-	"mime"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
+
+	"github.com/coop-proxy/coop-proxy/internal/tokenform"
 )
 
 // paramsTransport adds further parameters (RFC 8707 resource, audience,
@@ -21,41 +21,23 @@ type paramsTransport struct {
 }
 
 func (t paramsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !isTokenRequest(req) {
+	if !tokenform.Is(req) {
 		return t.base.RoundTrip(req)
 	}
-	body, err := io.ReadAll(req.Body)
-	_ = req.Body.Close()
+	body, err := tokenform.Read(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the token request's form: %w", err)
 	}
-	form, err := url.ParseQuery(string(body))
+	form, err := url.ParseQuery(body)
 	if err != nil || form.Get("grant_type") == "" {
-		return t.base.RoundTrip(withBody(req, string(body)))
+		return t.base.RoundTrip(tokenform.WithBody(req, body))
 	}
 	for k, vs := range t.params {
 		if _, set := form[k]; !set {
 			form[k] = vs
 		}
 	}
-	return t.base.RoundTrip(withBody(req, form.Encode()))
-}
-
-// isTokenRequest: a POSTed form, as every token request is. Other requests
-// (login's preflight, /api/me) pass untouched.
-func isTokenRequest(req *http.Request) bool {
-	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
-	return req.Method == http.MethodPost && ct == "application/x-www-form-urlencoded" && req.Body != nil
-}
-
-// withBody returns a copy of req with body (a RoundTripper must not change
-// the request it was given).
-func withBody(req *http.Request, body string) *http.Request {
-	r := req.Clone(req.Context())
-	r.Body = io.NopCloser(strings.NewReader(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
-	r.ContentLength = int64(len(body))
-	return r
+	return t.base.RoundTrip(tokenform.WithBody(req, form.Encode()))
 }
 
 // WithParams returns a copy of c (from NewHTTPClient) whose token requests
