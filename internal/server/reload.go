@@ -88,12 +88,11 @@ func (srv *Server) Reload(next *config.Settings) {
 	for i := range nextAll {
 		nextRoutes[nextAll[i].Name] = &nextAll[i]
 	}
-	var routes []*route // a new slice: readers range over the old one without mu
+	var routes, removed []*route // a new slice: readers range over the old one without mu
 	for _, rt := range srv.routes {
 		nr, ok := nextRoutes[rt.name]
 		if !ok {
-			srv.log.Info("route removed: draining it", zap.String("route", rt.name))
-			srv.detachLocked(rt)
+			removed = append(removed, rt)
 			continue
 		}
 		delete(nextRoutes, rt.name)
@@ -115,6 +114,14 @@ func (srv *Server) Reload(next *config.Settings) {
 		srv.log.Info("route added", zap.String("route", nr.Name), zap.String("listen", nr.Listen), zap.String("path_prefix", nr.PathPrefix))
 		routes = append(routes, rt)
 		applied.Routes = append(applied.Routes, nr)
+	}
+	// Removed after the additions: a route added at a removed one's listen
+	// address (a route renamed) joins its listener rather than failing to
+	// listen while it drains, and one with its store key takes over its
+	// token stack rather than a second stack reading the same file.
+	for _, rt := range removed {
+		srv.log.Info("route removed: draining it", zap.String("route", rt.name))
+		srv.detachLocked(rt)
 	}
 	srv.routes = routes
 	// Route stays the one it was, when it is still there.
