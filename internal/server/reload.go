@@ -56,6 +56,9 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 // it is rewritten in place) changes nothing.
 func (srv *Server) reread() {
 	next, err := srv.opts.Reread()
+	if err == nil {
+		err = CheckSharedStacks(next.AllRoutes()) // what would stop the next start
+	}
 	if err != nil {
 		srv.log.Error("reload failed: keeping the settings in use", zap.Error(err))
 		return

@@ -103,6 +103,9 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	k := StoreKey(r)
 	key := k.String()
 	if st, ok := srv.stacks[key]; ok {
+		if err := sameStack(st.tokens.route, r); err != nil {
+			return nil, err
+		}
 		return st, nil
 	}
 	store, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
@@ -128,6 +131,43 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	st.counts.Store(&[]*proxy.Metrics{})
 	srv.stacks[key] = st
 	return st, nil
+}
+
+// stackSettings are the route settings, beside its store key, that a
+// token stack is built with (those of its first route).
+var stackSettings = []string{"Issuer", "Provider", "TokenURL", "Scopes", "AuthStyle", "ClientSecretFile", "ClientKeyFile",
+	"ClientKeyID", "ClientAssertionAudience", "ClientCertFile", "DPoP", "DPoPKeyFile", "RefreshMargin"}
+
+// sameStack refuses a route r that would share the token stack of the
+// route first (the same store key) with other stack settings: it would
+// silently get first's tokens, credential and DPoP choice, not its own.
+func sameStack(first, r *config.Route) error {
+	for _, f := range config.ChangedRoute(first, r) {
+		if slices.Contains(stackSettings, f.Name) {
+			return &config.Problem{Setting: "route " + r.Name + ": " + config.FileKey(f),
+				Msg: fmt.Sprintf("differs from the route %s's, whose store key (token endpoint, client id, grant, scopes, parameters) it has: routes with one store key share their tokens, so they must agree on it", first.Name)}
+		}
+	}
+	return nil
+}
+
+// CheckSharedStacks checks, for check-config, that routes sharing a store
+// key agree on their stack's settings (see sameStack).
+func CheckSharedStacks(routes []config.Route) error {
+	var p config.Problems
+	first := map[string]*config.Route{}
+	for i := range routes {
+		key := StoreKey(&routes[i]).String()
+		if f, ok := first[key]; ok {
+			p.Add(sameStack(f, &routes[i]))
+		} else {
+			first[key] = &routes[i]
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return p
 }
 
 func (st *stack) publishCounts() {

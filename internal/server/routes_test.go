@@ -329,3 +329,20 @@ func TestThePathPrefixOfTheEnvironmentsRoute(t *testing.T) {
 		t.Fatalf("/api/me: %d %s", code, body)
 	}
 }
+
+// Routes with one store key share one token stack, built with the first
+// route's settings: a second route asking for DPoP (or another credential
+// or auth style) would silently get the first's plain bearer tokens.
+func TestRoutesSharingAStoreKeyMustAgreeOnTheStacksSettings(t *testing.T) {
+	f := newFarm(t)
+	s := fileSettings(t, t.TempDir(), "routes:\n"+
+		f.route("plain", "listen: 127.0.0.1:0", "scopes: eggs-count")+
+		f.route("bound", "listen: 127.0.0.1:0", "scopes: eggs-count", "dpop: true"))
+	err := CheckSharedStacks(s.AllRoutes())
+	if err == nil || !strings.Contains(err.Error(), "route bound: dpop") || !strings.Contains(err.Error(), "plain") {
+		t.Fatalf("CheckSharedStacks: %v", err)
+	}
+	if _, err := New(s, Options{}); err == nil || !strings.Contains(err.Error(), "route bound: dpop") {
+		t.Fatalf("New: %v", err)
+	}
+}
