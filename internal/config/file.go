@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -139,11 +140,23 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 		Routes []map[string]yaml.Node `yaml:"routes"`
 		Rest   map[string]yaml.Node   `yaml:",inline"`
 	}
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		// yaml.v3 lists its errors a line each: one problem is one line
 		return nil, nil, fmt.Errorf("%s: %s", file, strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", ";")), " "))
 	}
-	return doc.Rest, doc.Routes, nil
+	// Unmarshal would read the first document alone, and routes listed
+	// after a "---" (files concatenated) would silently not be served. An
+	// empty document (a trailing "---") is nothing.
+	for {
+		var more any
+		switch err := dec.Decode(&more); {
+		case err == io.EOF:
+			return doc.Rest, doc.Routes, nil
+		case err != nil || more != nil:
+			return nil, nil, fmt.Errorf("%s: more than one YAML document (a line \"---\"): list every route in one", file)
+		}
+	}
 }
 
 // readRoute reads and checks the i-th route as the environment's route is

@@ -94,6 +94,10 @@ func TestFileProblemsNameTheRouteAndTheKey(t *testing.T) {
 			"route a: client_secret_file: not used with auth_style=private_key_jwt: the client authenticates with its key (client_key_file); remove the secret"},
 		{"duplicate key", "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    listen: 127.0.0.1:2\n", `line 4: mapping key "listen" already defined at line 3`},
 		{"no routes", "log_level: info\n", "lists no routes"},
+		// A second document would be ignored: a route appended after "---"
+		// (files concatenated) must not silently go unserved.
+		{"two documents", "routes:\n  - name: a\n---\nroutes:\n  - name: b\n", "more than one YAML document"},
+		{"an empty document after", "routes:\n  - name: a\n---\n", "route a: client_id: no client id"},
 		{"a map as a value", "routes:\n  - name: a\n    scopes: {a: b}\n", "route a: scopes: line 3"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
