@@ -19,9 +19,9 @@ import (
 const secretWatchInterval = 5 * time.Second
 
 // watchReloads reloads on SIGHUP and when a secret or key file or the
-// configuration file changes from how they were seen (Kubernetes updates a
-// mounted Secret or ConfigMap in place, and nothing in a pod can send
-// SIGHUP), until ctx ends.
+// configuration file has changed from how they were seen and stayed so for
+// one look (Kubernetes updates a mounted Secret or ConfigMap in place, and
+// nothing in a pod can send SIGHUP), until ctx ends.
 func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -32,13 +32,25 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	}
 	watch := time.NewTicker(every)
 	defer watch.Stop()
+	var pending []fileState // the files changed as last looked at, not read yet
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		case <-watch.C:
-			if unchanged(seen, srv.secretFiles()) {
+			now := srv.secretFiles()
+			if unchanged(seen, now) {
+				pending = nil
+				continue
+			}
+			// A file seen while being written (a script appending its
+			// routes one by one, an editor writing in place) can read as
+			// valid settings with routes missing: a change is read once the
+			// files stay as they were at the last look.
+			if !unchanged(pending, now) {
+				pending = now
+				srv.log.Debug("a secret file changed (or the configuration file): reloading once it stays unchanged")
 				continue
 			}
 			srv.log.Info("a secret file changed (or the configuration file): reloading")
@@ -46,6 +58,7 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 		// The files' state is taken before they are read: a file rewritten
 		// while being read (truncated, then written) differs from it at the
 		// next look, and is read again then.
+		pending = nil
 		seen = srv.secretFiles()
 		srv.reread()
 	}

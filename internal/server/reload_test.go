@@ -3,7 +3,12 @@ package server
 import (
 	"net"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
 )
 
 // freePort is a loopback address no one listens on now.
@@ -36,5 +41,34 @@ func TestAReloadRenamingARouteKeepsItsListenAddressServed(t *testing.T) {
 	}
 	if code, body := post(t, "http://"+addr+"/api/1/eggs-count"); code != 200 {
 		t.Fatalf("b, renamed from a: %d %s", code, body)
+	}
+}
+
+// A configuration file seen while it is being written (a script appending
+// its routes one by one, an editor writing in place) can read as valid
+// settings with routes missing: the watcher reads a change once the file
+// has stayed as it was at the last look, and a route is not switched off
+// by a moment of the write.
+func TestAFileBeingWrittenIsReadOnceItSettles(t *testing.T) {
+	f := newFarm(t)
+	dir := t.TempDir()
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	routeA := f.route("a", "listen: unix:"+sockA, "scopes: eggs-count")
+	routeB := f.route("b", "listen: unix:"+sockB, "scopes: eggs-count")
+	s := fileSettings(t, dir, "routes:\n"+routeA+routeB)
+	reread := func() (*config.Settings, error) {
+		return config.Load("test", nil, map[string]string{config.EnvPrefix + "CONFIG": s.Config, config.EnvPrefix + "STORE": s.Store,
+			config.EnvPrefix + "ADMIN_LISTEN": "127.0.0.1:0"}, config.Everything)
+	}
+	r := start(t, s, Options{Reread: reread, WatchEvery: 300 * time.Millisecond})
+	writeFile(t, s.Config, "routes:\n"+routeA) // half written: b is yet to come
+	waitFor(t, "the change seen", func() bool { return strings.Contains(r.logs.String(), "reloading once it stays unchanged") })
+	writeFile(t, s.Config, "routes:\n"+routeA+routeB)
+	waitFor(t, "the reload", func() bool { return strings.Contains(r.logs.String(), "settings reloaded") })
+	if logs := r.logs.String(); strings.Contains(logs, "route removed") {
+		t.Fatalf("a route was removed by a file half written:\n%s", logs)
+	}
+	if code, _ := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 200 {
+		t.Fatalf("b: %d", code)
 	}
 }
