@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
@@ -128,6 +129,9 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
 	}
 	defer f.Close()
+	if err := checkTrusted(file, f); err != nil {
+		return nil, nil, err
+	}
 	// Bounded: a setting naming /dev/zero by mistake must not eat the memory.
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
 	switch {
@@ -157,6 +161,29 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 			return nil, nil, fmt.Errorf("%s: more than one YAML document (a line \"---\"): list every route in one", file)
 		}
 	}
+}
+
+// checkTrusted refuses a configuration file another user could have
+// written: its routes say where the tokens and the client's credentials go,
+// so that user could add a route to a server of theirs. The rules are the
+// token store's (sshd's): owned by this user or root, writable by no other
+// user, and by its group only when it is this process's (fsGroup). A link
+// is followed: Kubernetes mounts a ConfigMap's files as links.
+func checkTrusted(file string, f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot read the configuration file: %w", err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	switch mode := fi.Mode(); {
+	case st.Uid != uint32(os.Geteuid()) && st.Uid != 0:
+		return fmt.Errorf("%s is owned by uid %d, not %d, and its routes say where the tokens go: chown %d %s", file, st.Uid, os.Geteuid(), os.Geteuid(), file)
+	case mode&0o002 != 0:
+		return fmt.Errorf("%s is writable by other users, and its routes say where the tokens go: chmod o-w %s", file, file)
+	case mode&0o020 != 0 && st.Gid != uint32(os.Getegid()):
+		return fmt.Errorf("%s is writable by group %d, not this process's group %d, and its routes say where the tokens go: chmod g-w %s", file, st.Gid, os.Getegid(), file)
+	}
+	return nil
 }
 
 // readRoute reads and checks the i-th route as the environment's route is

@@ -186,3 +186,33 @@ func FuzzConfigFile(f *testing.F) {
 		}
 	})
 }
+
+// The file's routes say where tokens and the client's credentials go: one
+// that another user can write would let that user add a route to a server
+// of theirs, with the farmer's grant. A link is followed (Kubernetes mounts
+// a ConfigMap's files as links).
+func TestAConfigurationFileOthersCanWriteIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "coop-proxy.yaml")
+	if err := os.WriteFile(file, []byte("routes:\n  - name: a\n    client_id: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, link} {
+		if _, err := load(t, nil, map[string]string{"CONFIG": path, "STORE": filepath.Join(dir, "t.json")}, Needs{}); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	if err := os.Chmod(file, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, link} {
+		_, err := load(t, nil, map[string]string{"CONFIG": path, "STORE": filepath.Join(dir, "t.json")}, Needs{})
+		if err == nil || !strings.Contains(err.Error(), "writable by other users") || !strings.Contains(err.Error(), "chmod o-w") {
+			t.Fatalf("%s, mode 0666: %v", path, err)
+		}
+	}
+}
