@@ -327,16 +327,19 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.handler.ServeHTTP(w, r)
 			return
 		}
-		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
-		if !ok || rest != "" && rest[0] != '/' {
+		// Matched as sent: an encoded slash (/coop%2Fx) is within a
+		// segment, not a boundary, and no other spelling of the prefix
+		// (/co%6Fp) is it. The decoded path then starts with it too.
+		raw, ok := strings.CutPrefix(r.URL.EscapedPath(), (&url.URL{Path: prefix}).EscapedPath())
+		if !ok || raw != "" && raw[0] != '/' {
 			continue // /coopers is not under /coop
 		}
 		r2 := new(http.Request)
 		*r2 = *r
 		u := *r.URL
-		u.Path = cmp.Or(rest, "/")
+		u.Path = cmp.Or(strings.TrimPrefix(r.URL.Path, prefix), "/")
 		u.RawPath = ""
-		if raw, ok := strings.CutPrefix(r.URL.RawPath, prefix); ok {
+		if r.URL.RawPath != "" {
 			u.RawPath = cmp.Or(raw, "/")
 		}
 		r2.URL = &u

@@ -346,3 +346,27 @@ func TestRoutesSharingAStoreKeyMustAgreeOnTheStacksSettings(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 }
+
+// A prefix ends at a slash as sent: an encoded slash (%2F) is part of a
+// segment, so /coop%2Fx is not under /coop (it was, and reached the
+// upstream as /%2Fx, a path the caller never sent under /coop).
+func TestAnEncodedSlashIsNoPrefixBoundary(t *testing.T) {
+	f := newFarm(t)
+	up := echoUpstream(t)
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	s := fileSettings(t, t.TempDir(), "routes:\n"+
+		f.route("coop", "upstream: "+up, "token_url: "+f.url+"/token", "listen: unix:"+sock, "path_prefix: /coop")+
+		f.route("other", "upstream: "+up, "token_url: "+f.url+"/token", "listen: unix:"+sock, "path_prefix: /café", "scopes: eggs-count"))
+	start(t, s, Options{})
+	if code, body := unixDo(t, sock, "GET", "/caf%C3%A9/x"); code != 200 || !strings.Contains(body, `"path":"/x"`) {
+		t.Errorf("/café/x: %d %s", code, body)
+	}
+	for _, path := range []string{"/coop%2Fx", "/coop%2F..%2Fother/x", "/co%6Fp/x"} {
+		if code, body := unixDo(t, sock, "GET", path); code != 404 {
+			t.Errorf("%s: %d %s; want 404", path, code, body)
+		}
+	}
+	if code, body := unixDo(t, sock, "GET", "/coop/a%2Fb"); code != 200 || !strings.Contains(body, `"path":"/a/b"`) {
+		t.Errorf("/coop/a%%2Fb: %d %s", code, body)
+	}
+}
