@@ -124,7 +124,9 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 // readFile decodes the file: the top-level keys other than routes, and
 // each route's mapping. Duplicate keys are an error (yaml.v3's own check).
 func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error) {
-	f, err := os.Open(file)
+	// Without blocking (nothing changes for a regular file): a FIFO at the
+	// path would hold up the load, a reload, and the shutdown waiting for it.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
 	}
@@ -163,8 +165,8 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 	}
 }
 
-// checkTrusted refuses a configuration file another user could have
-// written: its routes say where the tokens and the client's credentials go,
+// checkTrusted refuses a configuration file that is not a regular file,
+// or that another user could have written: its routes say where the tokens and the client's credentials go,
 // so that user could add a route to a server of theirs. The rules are the
 // token store's (sshd's): owned by this user or root, writable by no other
 // user, and by its group only when it is this process's (fsGroup). A link
@@ -176,6 +178,8 @@ func checkTrusted(file string, f *os.File) error {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	switch mode := fi.Mode(); {
+	case !mode.IsRegular():
+		return fmt.Errorf("%s is not a regular file (%s)", file, mode.Type())
 	case st.Uid != uint32(os.Geteuid()) && st.Uid != 0:
 		return fmt.Errorf("%s is owned by uid %d, not %d, and its routes say where the tokens go: chown %d %s", file, st.Uid, os.Geteuid(), os.Geteuid(), file)
 	case mode&0o002 != 0:

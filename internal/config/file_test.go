@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // loadYAML writes a configuration file holding text and loads it, with
@@ -214,5 +216,31 @@ func TestAConfigurationFileOthersCanWriteIsRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "writable by other users") || !strings.Contains(err.Error(), "chmod o-w") {
 			t.Fatalf("%s, mode 0666: %v", path, err)
 		}
+	}
+}
+
+// A configuration file that is not a regular file is refused at once: a
+// FIFO put at its path would block the read (and a reload, and with it
+// the shutdown that waits for the watcher) until someone writes to it.
+func TestAConfigurationFileThatIsAFIFOIsRefusedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "coop-proxy.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := load(t, nil, map[string]string{"CONFIG": fifo, "STORE": filepath.Join(dir, "t.json")}, Needs{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("%v", err)
+		}
+	case <-time.After(5 * time.Second):
+		w, _ := os.OpenFile(fifo, os.O_WRONLY, 0) // unblock the read
+		w.Close()
+		t.Fatal("the load waited on the FIFO")
 	}
 }
