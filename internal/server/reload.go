@@ -90,6 +90,12 @@ func (srv *Server) reread() {
 func (srv *Server) Reload(next *config.Settings) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	if srv.draining.Load() {
+		// The drain has listed the listeners and stacks to stop: a route
+		// added now would outlive it, and one removed would race its wait.
+		srv.log.Warn("reload ignored: shutting down")
+		return
+	}
 	cur := srv.settings.Load()
 	applied := *cur
 	applied.LogLevel = next.LogLevel

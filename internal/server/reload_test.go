@@ -72,3 +72,35 @@ func TestAFileBeingWrittenIsReadOnceItSettles(t *testing.T) {
 		t.Fatalf("b: %d", code)
 	}
 }
+
+// A reload that comes while the server drains (SIGHUP, or the file
+// changing, just after SIGTERM) changes nothing: a route it added opened a
+// listener after the drain had listed them, which then outlived Run.
+func TestAReloadWhileDrainingChangesNothing(t *testing.T) {
+	f := newFarm(t)
+	release := make(chan struct{})
+	up := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	dir := t.TempDir()
+	addrA, addrC := freePort(t), freePort(t)
+	routeA := f.route("a", "listen: "+addrA, "upstream: "+up, "token_url: "+f.url+"/token")
+	r := start(t, fileSettings(t, dir, "routes:\n"+routeA), Options{})
+	inFlight := make(chan struct{})
+	go func() {
+		defer close(inFlight)
+		if resp, err := http.Get("http://" + addrA + "/x"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "a token", func() bool { return r.srv.current()[0].tokens.tokens.Cache.Current() != nil })
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	waitFor(t, "the drain", func() bool { return strings.Contains(r.logs.String(), "shutting down") })
+	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA+f.route("c", "listen: "+addrC, "scopes: eggs-count")))
+	close(release)
+	<-inFlight
+	<-stopped
+	if c, err := net.Dial("tcp", addrC); err == nil {
+		c.Close()
+		t.Fatalf("route c, added while draining, still listens after Run returned:\n%s", r.logs.String())
+	}
+}
