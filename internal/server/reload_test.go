@@ -104,3 +104,26 @@ func TestAReloadWhileDrainingChangesNothing(t *testing.T) {
 		t.Fatalf("route c, added while draining, still listens after Run returned:\n%s", r.logs.String())
 	}
 }
+
+// A route's prefix and listen address change on restart only, so a route a
+// reload adds at the prefix another still has in effect would never be
+// reached: its callers' requests would go to the other route's API. It is
+// refused, and says why.
+func TestAReloadAddingARouteAtAPrefixInEffectRefusesIt(t *testing.T) {
+	f := newFarm(t)
+	upA, upB := echoUpstream(t), echoUpstream(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	routeA := func(prefix string) string {
+		return f.route("a", "listen: "+addr, "path_prefix: "+prefix, "upstream: "+upA, "token_url: "+f.url+"/token")
+	}
+	r := start(t, fileSettings(t, dir, "routes:\n"+routeA("/x")), Options{})
+	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA("/y")+
+		f.route("b", "listen: "+addr, "path_prefix: /x", "upstream: "+upB, "token_url: "+f.url+"/token", "scopes: eggs-count")))
+	if !strings.Contains(r.logs.String(), `"route added, but it cannot start: keeping the others as they are","route":"b"`) {
+		t.Fatalf("b, at a's prefix in effect, was not refused:\n%s", r.logs.String())
+	}
+	if routes := r.srv.current(); len(routes) != 1 || routes[0].name != "a" {
+		t.Fatalf("routes: %d", len(routes))
+	}
+}

@@ -191,6 +191,8 @@ func (srv *Server) attachLocked(rt *route, peers []config.Route, rs *runState) e
 			return err
 		}
 		srv.fronts[r.ListenKey()] = f
+	} else if other := f.taken(r.PathPrefix, peers); other != "" {
+		return fmt.Errorf("the path prefix %q on %s is the route %s's until a restart (a route's prefix and listen address change on restart only): its requests would go to that route", r.PathPrefix, r.Listen, other)
 	}
 	f.add(rt)
 	if st := rt.tokens; st.stop == nil {
@@ -299,6 +301,21 @@ func (f *front) add(rt *route) {
 	// Longest prefix first: the first that matches is the longest.
 	slices.SortStableFunc(rs, func(a, b *route) int { return len(b.cfg().PathPrefix) - len(a.cfg().PathPrefix) })
 	f.routes.Store(&rs)
+}
+
+// taken names the route on the listener that would get the requests of a
+// route added with prefix, among those staying (named in peers, the new
+// settings): one with that prefix, or without one, or any when prefix is
+// "". A route a reload removes takes none: it leaves in the same reload.
+func (f *front) taken(prefix string, peers []config.Route) string {
+	for _, rt := range *f.routes.Load() {
+		p := rt.cfg().PathPrefix
+		stays := slices.ContainsFunc(peers, func(r config.Route) bool { return r.Name == rt.name })
+		if stays && (p == prefix || p == "" || prefix == "") {
+			return rt.name
+		}
+	}
+	return ""
 }
 
 // remove takes the route off the listener and returns how many are left.
