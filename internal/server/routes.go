@@ -363,10 +363,18 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.handler.ServeHTTP(w, r2)
 		return
 	}
+	desc := "no route serves this path"
 	var prefixes []string
 	for _, rt := range rs {
+		if rt.cfg().InboundSecret != "" {
+			// the caller may not be one: it learns no route's prefix
+			prefixes = nil
+			break
+		}
 		prefixes = append(prefixes, rt.cfg().PathPrefix)
 	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found",
-		"error_description": "no route serves this path; the path prefixes here are " + strings.Join(prefixes, ", ")})
+	if len(prefixes) > 0 {
+		desc += "; the path prefixes here are " + strings.Join(prefixes, ", ")
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": desc})
 }

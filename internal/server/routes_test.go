@@ -370,3 +370,21 @@ func TestAnEncodedSlashIsNoPrefixBoundary(t *testing.T) {
 		t.Errorf("/coop/a%%2Fb: %d %s", code, body)
 	}
 }
+
+// The 404 for a path under no prefix names the prefixes, unless a route
+// there asks callers for an inbound secret: a caller without it must not
+// learn which APIs the listener serves.
+func TestThe404NamesNoPrefixToCallersOfAGuardedListener(t *testing.T) {
+	f := newFarm(t)
+	dir := t.TempDir()
+	inbound := filepath.Join(dir, "inbound")
+	writeFile(t, inbound, "open-sesame")
+	addr := freePort(t)
+	s := fileSettings(t, dir, "routes:\n"+
+		f.route("coop", "listen: "+addr, "path_prefix: /coop", "inbound_secret_file: "+inbound)+
+		f.route("internal-billing", "listen: "+addr, "path_prefix: /billing", "inbound_secret_file: "+inbound, "scopes: eggs-count"))
+	start(t, s, Options{})
+	if code, body := get(t, "http://"+addr+"/nope"); code != 404 || strings.Contains(body, "/billing") || strings.Contains(body, "/coop") {
+		t.Fatalf("/nope: %d %s", code, body)
+	}
+}
