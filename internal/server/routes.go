@@ -103,7 +103,9 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	k := StoreKey(r)
 	key := k.String()
 	if st, ok := srv.stacks[key]; ok {
-		if err := sameStack(st.tokens.route, r); err != nil {
+		// Compared with a user's settings in effect: a reload may have
+		// changed its credential files live.
+		if err := sameStack(st.users[0].cfg(), r); err != nil {
 			return nil, err
 		}
 		return st, nil
