@@ -165,12 +165,13 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 	}
 }
 
-// checkTrusted refuses a configuration file that is not a regular file,
-// or that another user could have written: its routes say where the tokens and the client's credentials go,
-// so that user could add a route to a server of theirs. The rules are the
-// token store's (sshd's): owned by this user or root, writable by no other
-// user, and by its group only when it is this process's (fsGroup). A link
-// is followed: Kubernetes mounts a ConfigMap's files as links.
+// checkTrusted refuses a configuration file that is not a regular file, or
+// that another user could have written: its routes say where the tokens
+// and the client's credentials go, so that user could add a route to a
+// server of theirs. The rules are the token store's (sshd's): owned by this
+// user or root, writable by no other user, and by its group only when it
+// is this process's (fsGroup). A link is followed: Kubernetes mounts a
+// ConfigMap's files as links.
 func checkTrusted(file string, f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {

@@ -110,10 +110,14 @@ func (srv *Server) Reload(next *config.Settings) {
 	for i := range nextAll {
 		nextRoutes[nextAll[i].Name] = &nextAll[i]
 	}
-	var routes, removed []*route // a new slice: readers range over the old one without mu
+	var routes []*route // a new slice: readers range over the old one without mu
+	var removed []*route
 	for _, rt := range srv.routes {
 		nr, ok := nextRoutes[rt.name]
 		if !ok {
+			// Off its stack now, so that a route added with its store key
+			// and settings of its own gets a stack of its own.
+			srv.leaveStackLocked(rt)
 			removed = append(removed, rt)
 			continue
 		}
@@ -137,13 +141,12 @@ func (srv *Server) Reload(next *config.Settings) {
 		routes = append(routes, rt)
 		applied.Routes = append(applied.Routes, nr)
 	}
-	// Removed after the additions: a route added at a removed one's listen
-	// address (a route renamed) joins its listener rather than failing to
-	// listen while it drains, and one with its store key takes over its
-	// token stack rather than a second stack reading the same file.
+	// Off their listeners after the additions: a route added at a removed
+	// one's listen address (a route renamed) joins its listener rather than
+	// failing to listen while it drains.
 	for _, rt := range removed {
 		srv.log.Info("route removed: draining it", zap.String("route", rt.name))
-		srv.detachLocked(rt)
+		srv.leaveFrontLocked(rt)
 	}
 	srv.routes = routes
 	// Route stays the one it was, when it is still there.

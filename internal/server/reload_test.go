@@ -25,8 +25,15 @@ func freePort(t *testing.T) string {
 
 // A route renamed in the file (removed and added at once) keeps its
 // listen address: the new route must be served there, not fail to listen
-// while the old listener drains.
+// while the old listener drains; and with settings of its own for the
+// token stack of its store key, it gets a stack of its own.
 func TestAReloadRenamingARouteKeepsItsListenAddressServed(t *testing.T) {
+	for _, changed := range []string{"refresh_margin: 5m", "refresh_margin: 1m"} {
+		t.Run(changed, func(t *testing.T) { testRenaming(t, changed) })
+	}
+}
+
+func testRenaming(t *testing.T, changed string) {
 	f := newFarm(t)
 	dir := t.TempDir()
 	addr := freePort(t)
@@ -35,7 +42,7 @@ func TestAReloadRenamingARouteKeepsItsListenAddressServed(t *testing.T) {
 		t.Fatalf("a: %d", code)
 	}
 	http.DefaultClient.CloseIdleConnections() // a drained listener closes its idle connections
-	r.srv.Reload(fileSettings(t, dir, "routes:\n"+f.route("b", "listen: "+addr, "scopes: eggs-count")))
+	r.srv.Reload(fileSettings(t, dir, "routes:\n"+f.route("b", "listen: "+addr, "scopes: eggs-count", changed)))
 	if names := r.srv.current(); len(names) != 1 || names[0].name != "b" {
 		t.Fatalf("routes after the rename: %d\n%s", len(names), r.logs.String())
 	}

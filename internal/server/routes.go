@@ -136,7 +136,7 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 }
 
 // stackSettings are the route settings, beside its store key, that a
-// token stack is built with (those of its first route).
+// token stack is built with.
 var stackSettings = []string{"Issuer", "Provider", "TokenURL", "Scopes", "AuthStyle", "ClientSecretFile", "ClientKeyFile",
 	"ClientKeyID", "ClientAssertionAudience", "ClientCertFile", "DPoP", "DPoPKeyFile", "RefreshMargin"}
 
@@ -153,8 +153,9 @@ func sameStack(first, r *config.Route) error {
 	return nil
 }
 
-// CheckSharedStacks checks, for check-config, that routes sharing a store
-// key agree on their stack's settings (see sameStack).
+// CheckSharedStacks checks that routes sharing a store key agree on their
+// stack's settings (see sameStack), as serve would at start: for
+// check-config, and for a reload.
 func CheckSharedStacks(routes []config.Route) error {
 	var p config.Problems
 	first := map[string]*config.Route{}
@@ -223,10 +224,16 @@ func (srv *Server) startStack(st *stack, rs *runState, fatal chan<- error) {
 }
 
 // detachLocked stops serving the route (removed by a reload): it leaves its
-// listener, which is drained and closed when it was the last route there,
-// and its stack, which is stopped and flushed when it was the last user.
-// The drains run in the background, counted by srv.reloads. Callers hold mu.
+// listener and its stack. Callers hold mu.
 func (srv *Server) detachLocked(rt *route) {
+	srv.leaveFrontLocked(rt)
+	srv.leaveStackLocked(rt)
+}
+
+// leaveFrontLocked takes the route off its listener, which is drained and
+// closed in the background (counted by srv.reloads) when it was the last
+// route there. Callers hold mu.
+func (srv *Server) leaveFrontLocked(rt *route) {
 	r := rt.cfg()
 	timeout := srv.settings.Load().ShutdownTimeout
 	if f := srv.fronts[r.ListenKey()]; f != nil && f.remove(rt) == 0 {
@@ -239,11 +246,18 @@ func (srv *Server) detachLocked(rt *route) {
 		// Its requests in flight keep their connections; idle ones go now.
 		rt.upstream.CloseIdleConnections()
 	}
+}
+
+// leaveStackLocked takes the route off its token stack, which is stopped
+// and flushed in the background (counted by srv.reloads) when it was the
+// last user. Callers hold mu.
+func (srv *Server) leaveStackLocked(rt *route) {
 	st := rt.tokens
 	st.users = slices.DeleteFunc(st.users, func(u *route) bool { return u == rt })
 	st.publishCounts()
 	if len(st.users) == 0 {
 		delete(srv.stacks, st.key)
+		timeout := srv.settings.Load().ShutdownTimeout
 		srv.reloads.Go(func() {
 			st.tokens.Cache.CloseAfter(fetchGrace)
 			if st.stop != nil {
