@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -132,5 +133,34 @@ func TestAReloadAddingARouteAtAPrefixInEffectRefusesIt(t *testing.T) {
 	}
 	if routes := r.srv.current(); len(routes) != 1 || routes[0].name != "a" {
 		t.Fatalf("routes: %d", len(routes))
+	}
+}
+
+// A route a reload adds to a listener already open gets its own
+// REQUEST_TIMEOUT, not the one the listener was opened with for the routes
+// then: its answers were cut off at the listener's write deadline.
+func TestARouteAddedToAnOpenListenerKeepsItsRequestTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 7 s")
+	}
+	f := newFarm(t)
+	slow := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(7 * time.Second) // past the listener's 1 s + 5 s
+		_, _ = w.Write([]byte("report"))
+	}))
+	dir := t.TempDir()
+	addr := freePort(t)
+	routeA := f.route("a", "listen: "+addr, "path_prefix: /a", "request_timeout: 1s", "scopes: eggs-count")
+	r := start(t, fileSettings(t, dir, "routes:\n"+routeA), Options{})
+	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA+
+		f.route("b", "listen: "+addr, "path_prefix: /b", "upstream: "+slow, "token_url: "+f.url+"/token", "request_timeout: 30s", "upstream_timeout: 30s")))
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get("http://" + addr + "/b/report")
+	if err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode != 200 || string(b) != "report" {
+		t.Fatalf("b: %d %q %v", resp.StatusCode, b, err)
 	}
 }

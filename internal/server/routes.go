@@ -276,11 +276,16 @@ func (srv *Server) leaveStackLocked(rt *route) {
 // prefix, the longest that matches winning; a route without a prefix
 // alone on its listener gets every request, as a single route always has.
 type front struct {
-	listen string
-	ln     net.Listener
-	hs     *http.Server
-	routes atomic.Pointer[[]*route] // longest prefix first; read by every request without a lock
+	listen  string
+	ln      net.Listener
+	hs      *http.Server
+	timeout time.Duration            // the longest RequestTimeout at its opening, which its deadlines allow
+	routes  atomic.Pointer[[]*route] // longest prefix first; read by every request without a lock
 }
+
+// answerGrace is how long past its RequestTimeout a caller has to take an
+// answer: the 504 for the upstream's silence comes first.
+const answerGrace = 5 * time.Second
 
 // openFront listens on the address and serves it. Every caller connection
 // has deadlines: its request (body included) must arrive within
@@ -290,7 +295,8 @@ type front struct {
 // 431) is a backstop; the handler answers MaxHeaderBytes with JSON. A
 // listener shared by routes takes the longest RequestTimeout among them
 // (first and its peers) at its opening: each handler still bounds its own
-// requests.
+// requests, and a route added later with a longer one has its requests'
+// deadlines extended (allow).
 func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runState) (*front, error) {
 	s := srv.settings.Load()
 	addr, timeout := first.Listen, first.RequestTimeout
@@ -303,10 +309,10 @@ func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runS
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
-	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns)}
+	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns), timeout: timeout}
 	f.routes.Store(&[]*route{})
 	f.hs = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: timeout, WriteTimeout: timeout + 5*time.Second, IdleTimeout: 120 * time.Second,
+		ReadTimeout: timeout, WriteTimeout: timeout + answerGrace, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
 	go func() { rs.serveError(f.hs.Serve(f.ln)) }()
 	return f, nil
@@ -341,6 +347,20 @@ func (f *front) remove(rt *route) int {
 	return len(rs)
 }
 
+// allow extends the connection's deadlines for a request of a route whose
+// RequestTimeout is longer than the listener's deadlines allow (a route a
+// reload added to a listener open already): its request and answer would
+// be cut off at them.
+func (f *front) allow(w http.ResponseWriter, timeout time.Duration) {
+	if timeout <= f.timeout {
+		return
+	}
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	_ = rc.SetReadDeadline(now.Add(timeout))
+	_ = rc.SetWriteDeadline(now.Add(timeout + answerGrace))
+}
+
 // drain stops accepting and lets the requests in flight finish.
 func (f *front) drain(timeout time.Duration, log *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -357,6 +377,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, rt := range rs {
 		prefix := rt.cfg().PathPrefix
 		if prefix == "" {
+			f.allow(w, rt.cfg().RequestTimeout)
 			rt.handler.ServeHTTP(w, r)
 			return
 		}
@@ -367,6 +388,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok || raw != "" && raw[0] != '/' {
 			continue // /coopers is not under /coop
 		}
+		f.allow(w, rt.cfg().RequestTimeout)
 		r2 := new(http.Request)
 		*r2 = *r
 		u := *r.URL
