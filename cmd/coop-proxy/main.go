@@ -112,6 +112,10 @@ func findCommand(name string) *command {
 func checkConfig(out io.Writer, settings *config.Settings, err error) int {
 	var problems config.Problems
 	if err == nil {
+		var shared config.Problems
+		if errors.As(server.CheckSharedStacks(settings.AllRoutes()), &shared) {
+			problems = shared
+		}
 		for _, r := range settings.AllRoutes() {
 			if r.Issuer != "" {
 				_, err := server.Endpoints(context.Background(), &r)

@@ -171,3 +171,15 @@ func TestServeRunsTheRoutesOfTheFileAndSIGHUPReloadsIt(t *testing.T) {
 	}
 	c.stop(t)
 }
+
+// A route sharing another's store key with another stack setting is a
+// problem check-config names, as serve would refuse it.
+func TestCheckConfigNamesRoutesSharingAStoreKeyThatDisagree(t *testing.T) {
+	f := newFarm(t)
+	f.routesFile(t, "  - name: eggs-bound\n    upstream: "+f.url+"\n    client_id: "+f.app.ClientID+"\n    client_secret_file: "+f.secretFile+
+		"\n    scopes: eggs-count\n    dpop: true\n    listen: 127.0.0.1:0\n")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check-config"}, &stdout, &stderr); code != 1 || !strings.Contains(stdout.String(), "route eggs-bound: dpop: differs from the route eggs's") {
+		t.Fatalf("exit %d:\n%s", code, stdout.String())
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
@@ -122,11 +124,16 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 // readFile decodes the file: the top-level keys other than routes, and
 // each route's mapping. Duplicate keys are an error (yaml.v3's own check).
 func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error) {
-	f, err := os.Open(file)
+	// Without blocking (nothing changes for a regular file): a FIFO at the
+	// path would hold up the load, a reload, and the shutdown waiting for it.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
 	}
 	defer f.Close()
+	if err := checkTrusted(file, f); err != nil {
+		return nil, nil, err
+	}
 	// Bounded: a setting naming /dev/zero by mistake must not eat the memory.
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
 	switch {
@@ -139,11 +146,49 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 		Routes []map[string]yaml.Node `yaml:"routes"`
 		Rest   map[string]yaml.Node   `yaml:",inline"`
 	}
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		// yaml.v3 lists its errors a line each: one problem is one line
 		return nil, nil, fmt.Errorf("%s: %s", file, strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", ";")), " "))
 	}
-	return doc.Rest, doc.Routes, nil
+	// Unmarshal would read the first document alone, and routes listed
+	// after a "---" (files concatenated) would silently not be served. An
+	// empty document (a trailing "---") is nothing.
+	for {
+		var more any
+		switch err := dec.Decode(&more); {
+		case err == io.EOF:
+			return doc.Rest, doc.Routes, nil
+		case err != nil || more != nil:
+			return nil, nil, fmt.Errorf("%s: more than one YAML document (a line \"---\"): list every route in one", file)
+		}
+	}
+}
+
+// checkTrusted refuses a configuration file that is not a regular file, or
+// that another user could have written: its routes say where the tokens
+// and the client's credentials go, so that user could add a route to a
+// server of theirs. The rules are the token store's (sshd's): owned by this
+// user or root, writable by no other user, and by its group only when it
+// is this process's (fsGroup). A link is followed: Kubernetes mounts a
+// ConfigMap's files as links.
+func checkTrusted(file string, f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot read the configuration file: %w", err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	switch mode := fi.Mode(); {
+	case !mode.IsRegular():
+		return fmt.Errorf("%s is not a regular file (%s)", file, mode.Type())
+	case st.Uid != uint32(os.Geteuid()) && st.Uid != 0:
+		return fmt.Errorf("%s is owned by uid %d, not %d, and its routes say where the tokens go: chown %d %s", file, st.Uid, os.Geteuid(), os.Geteuid(), file)
+	case mode&0o002 != 0:
+		return fmt.Errorf("%s is writable by other users, and its routes say where the tokens go: chmod o-w %s", file, file)
+	case mode&0o020 != 0 && st.Gid != uint32(os.Getegid()):
+		return fmt.Errorf("%s is writable by group %d, not this process's group %d, and its routes say where the tokens go: chmod g-w %s", file, st.Gid, os.Getegid(), file)
+	}
+	return nil
 }
 
 // readRoute reads and checks the i-th route as the environment's route is

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // loadYAML writes a configuration file holding text and loads it, with
@@ -94,6 +96,10 @@ func TestFileProblemsNameTheRouteAndTheKey(t *testing.T) {
 			"route a: client_secret_file: not used with auth_style=private_key_jwt: the client authenticates with its key (client_key_file); remove the secret"},
 		{"duplicate key", "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    listen: 127.0.0.1:2\n", `line 4: mapping key "listen" already defined at line 3`},
 		{"no routes", "log_level: info\n", "lists no routes"},
+		// A second document would be ignored: a route appended after "---"
+		// (files concatenated) must not silently go unserved.
+		{"two documents", "routes:\n  - name: a\n---\nroutes:\n  - name: b\n", "more than one YAML document"},
+		{"an empty document after", "routes:\n  - name: a\n---\n", "route a: client_id: no client id"},
 		{"a map as a value", "routes:\n  - name: a\n    scopes: {a: b}\n", "route a: scopes: line 3"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,4 +187,60 @@ func FuzzConfigFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The file's routes say where tokens and the client's credentials go: one
+// that another user can write would let that user add a route to a server
+// of theirs, with the farmer's grant. A link is followed (Kubernetes mounts
+// a ConfigMap's files as links).
+func TestAConfigurationFileOthersCanWriteIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "coop-proxy.yaml")
+	if err := os.WriteFile(file, []byte("routes:\n  - name: a\n    client_id: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, link} {
+		if _, err := load(t, nil, map[string]string{"CONFIG": path, "STORE": filepath.Join(dir, "t.json")}, Needs{}); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	if err := os.Chmod(file, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, link} {
+		_, err := load(t, nil, map[string]string{"CONFIG": path, "STORE": filepath.Join(dir, "t.json")}, Needs{})
+		if err == nil || !strings.Contains(err.Error(), "writable by other users") || !strings.Contains(err.Error(), "chmod o-w") {
+			t.Fatalf("%s, mode 0666: %v", path, err)
+		}
+	}
+}
+
+// A configuration file that is not a regular file is refused at once: a
+// FIFO put at its path would block the read (and a reload, and with it
+// the shutdown that waits for the watcher) until someone writes to it.
+func TestAConfigurationFileThatIsAFIFOIsRefusedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "coop-proxy.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := load(t, nil, map[string]string{"CONFIG": fifo, "STORE": filepath.Join(dir, "t.json")}, Needs{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("%v", err)
+		}
+	case <-time.After(5 * time.Second):
+		w, _ := os.OpenFile(fifo, os.O_WRONLY, 0) // unblock the read
+		w.Close()
+		t.Fatal("the load waited on the FIFO")
+	}
 }

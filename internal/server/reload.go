@@ -19,9 +19,9 @@ import (
 const secretWatchInterval = 5 * time.Second
 
 // watchReloads reloads on SIGHUP and when a secret or key file or the
-// configuration file changes from how they were seen (Kubernetes updates a
-// mounted Secret or ConfigMap in place, and nothing in a pod can send
-// SIGHUP), until ctx ends.
+// configuration file has changed from how they were seen and stayed so for
+// one look (Kubernetes updates a mounted Secret or ConfigMap in place, and
+// nothing in a pod can send SIGHUP), until ctx ends.
 func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -32,13 +32,25 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	}
 	watch := time.NewTicker(every)
 	defer watch.Stop()
+	var pending []fileState // the files changed as last looked at, not read yet
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		case <-watch.C:
-			if unchanged(seen, srv.secretFiles()) {
+			now := srv.secretFiles()
+			if unchanged(seen, now) {
+				pending = nil
+				continue
+			}
+			// A file seen while being written (a script appending its
+			// routes one by one, an editor writing in place) can read as
+			// valid settings with routes missing: a change is read once the
+			// files stay as they were at the last look.
+			if !unchanged(pending, now) {
+				pending = now
+				srv.log.Debug("a secret file changed (or the configuration file): reloading once it stays unchanged")
 				continue
 			}
 			srv.log.Info("a secret file changed (or the configuration file): reloading")
@@ -46,6 +58,7 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 		// The files' state is taken before they are read: a file rewritten
 		// while being read (truncated, then written) differs from it at the
 		// next look, and is read again then.
+		pending = nil
 		seen = srv.secretFiles()
 		srv.reread()
 	}
@@ -56,6 +69,9 @@ func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 // it is rewritten in place) changes nothing.
 func (srv *Server) reread() {
 	next, err := srv.opts.Reread()
+	if err == nil {
+		err = CheckSharedStacks(next.AllRoutes()) // what would stop the next start
+	}
 	if err != nil {
 		srv.log.Error("reload failed: keeping the settings in use", zap.Error(err))
 		return
@@ -74,6 +90,12 @@ func (srv *Server) reread() {
 func (srv *Server) Reload(next *config.Settings) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	if srv.draining.Load() {
+		// The drain has listed the listeners and stacks to stop: a route
+		// added now would outlive it, and one removed would race its wait.
+		srv.log.Warn("reload ignored: shutting down")
+		return
+	}
 	cur := srv.settings.Load()
 	applied := *cur
 	applied.LogLevel = next.LogLevel
@@ -89,11 +111,14 @@ func (srv *Server) Reload(next *config.Settings) {
 		nextRoutes[nextAll[i].Name] = &nextAll[i]
 	}
 	var routes []*route // a new slice: readers range over the old one without mu
+	var removed []*route
 	for _, rt := range srv.routes {
 		nr, ok := nextRoutes[rt.name]
 		if !ok {
-			srv.log.Info("route removed: draining it", zap.String("route", rt.name))
-			srv.detachLocked(rt)
+			// Off its stack now, so that a route added with its store key
+			// and settings of its own gets a stack of its own.
+			srv.leaveStackLocked(rt)
+			removed = append(removed, rt)
 			continue
 		}
 		delete(nextRoutes, rt.name)
@@ -115,6 +140,13 @@ func (srv *Server) Reload(next *config.Settings) {
 		srv.log.Info("route added", zap.String("route", nr.Name), zap.String("listen", nr.Listen), zap.String("path_prefix", nr.PathPrefix))
 		routes = append(routes, rt)
 		applied.Routes = append(applied.Routes, nr)
+	}
+	// Off their listeners after the additions: a route added at a removed
+	// one's listen address (a route renamed) joins its listener rather than
+	// failing to listen while it drains.
+	for _, rt := range removed {
+		srv.log.Info("route removed: draining it", zap.String("route", rt.name))
+		srv.leaveFrontLocked(rt)
 	}
 	srv.routes = routes
 	// Route stays the one it was, when it is still there.

@@ -103,6 +103,11 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	k := StoreKey(r)
 	key := k.String()
 	if st, ok := srv.stacks[key]; ok {
+		// Compared with a user's settings in effect: a reload may have
+		// changed its credential files live.
+		if err := sameStack(st.users[0].cfg(), r); err != nil {
+			return nil, err
+		}
 		return st, nil
 	}
 	store, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
@@ -130,6 +135,44 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	return st, nil
 }
 
+// stackSettings are the route settings, beside its store key, that a
+// token stack is built with.
+var stackSettings = []string{"Issuer", "Provider", "TokenURL", "Scopes", "AuthStyle", "ClientSecretFile", "ClientKeyFile",
+	"ClientKeyID", "ClientAssertionAudience", "ClientCertFile", "DPoP", "DPoPKeyFile", "RefreshMargin"}
+
+// sameStack refuses a route r that would share the token stack of the
+// route first (the same store key) with other stack settings: it would
+// silently get first's tokens, credential and DPoP choice, not its own.
+func sameStack(first, r *config.Route) error {
+	for _, f := range config.ChangedRoute(first, r) {
+		if slices.Contains(stackSettings, f.Name) {
+			return &config.Problem{Setting: "route " + r.Name + ": " + config.FileKey(f),
+				Msg: fmt.Sprintf("differs from the route %s's, whose store key (token endpoint, client id, grant, scopes, parameters) it has: routes with one store key share their tokens, so they must agree on it", first.Name)}
+		}
+	}
+	return nil
+}
+
+// CheckSharedStacks checks that routes sharing a store key agree on their
+// stack's settings (see sameStack), as serve would at start: for
+// check-config, and for a reload.
+func CheckSharedStacks(routes []config.Route) error {
+	var p config.Problems
+	first := map[string]*config.Route{}
+	for i := range routes {
+		key := StoreKey(&routes[i]).String()
+		if f, ok := first[key]; ok {
+			p.Add(sameStack(f, &routes[i]))
+		} else {
+			first[key] = &routes[i]
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
 func (st *stack) publishCounts() {
 	ms := make([]*proxy.Metrics, len(st.users))
 	for i, u := range st.users {
@@ -151,6 +194,8 @@ func (srv *Server) attachLocked(rt *route, peers []config.Route, rs *runState) e
 			return err
 		}
 		srv.fronts[r.ListenKey()] = f
+	} else if other := f.taken(r.PathPrefix, peers); other != "" {
+		return fmt.Errorf("the path prefix %q on %s is the route %s's until a restart (a route's prefix and listen address change on restart only): its requests would go to that route", r.PathPrefix, r.Listen, other)
 	}
 	f.add(rt)
 	if st := rt.tokens; st.stop == nil {
@@ -179,10 +224,16 @@ func (srv *Server) startStack(st *stack, rs *runState, fatal chan<- error) {
 }
 
 // detachLocked stops serving the route (removed by a reload): it leaves its
-// listener, which is drained and closed when it was the last route there,
-// and its stack, which is stopped and flushed when it was the last user.
-// The drains run in the background, counted by srv.reloads. Callers hold mu.
+// listener and its stack. Callers hold mu.
 func (srv *Server) detachLocked(rt *route) {
+	srv.leaveFrontLocked(rt)
+	srv.leaveStackLocked(rt)
+}
+
+// leaveFrontLocked takes the route off its listener, which is drained and
+// closed in the background (counted by srv.reloads) when it was the last
+// route there. Callers hold mu.
+func (srv *Server) leaveFrontLocked(rt *route) {
 	r := rt.cfg()
 	timeout := srv.settings.Load().ShutdownTimeout
 	if f := srv.fronts[r.ListenKey()]; f != nil && f.remove(rt) == 0 {
@@ -195,11 +246,18 @@ func (srv *Server) detachLocked(rt *route) {
 		// Its requests in flight keep their connections; idle ones go now.
 		rt.upstream.CloseIdleConnections()
 	}
+}
+
+// leaveStackLocked takes the route off its token stack, which is stopped
+// and flushed in the background (counted by srv.reloads) when it was the
+// last user. Callers hold mu.
+func (srv *Server) leaveStackLocked(rt *route) {
 	st := rt.tokens
 	st.users = slices.DeleteFunc(st.users, func(u *route) bool { return u == rt })
 	st.publishCounts()
 	if len(st.users) == 0 {
 		delete(srv.stacks, st.key)
+		timeout := srv.settings.Load().ShutdownTimeout
 		srv.reloads.Go(func() {
 			st.tokens.Cache.CloseAfter(fetchGrace)
 			if st.stop != nil {
@@ -218,11 +276,16 @@ func (srv *Server) detachLocked(rt *route) {
 // prefix, the longest that matches winning; a route without a prefix
 // alone on its listener gets every request, as a single route always has.
 type front struct {
-	listen string
-	ln     net.Listener
-	hs     *http.Server
-	routes atomic.Pointer[[]*route] // longest prefix first; read by every request without a lock
+	listen  string
+	ln      net.Listener
+	hs      *http.Server
+	timeout time.Duration            // the longest RequestTimeout at its opening, which its deadlines allow
+	routes  atomic.Pointer[[]*route] // longest prefix first; read by every request without a lock
 }
+
+// answerGrace is how long past its RequestTimeout a caller has to take an
+// answer: the 504 for the upstream's silence comes first.
+const answerGrace = 5 * time.Second
 
 // openFront listens on the address and serves it. Every caller connection
 // has deadlines: its request (body included) must arrive within
@@ -232,7 +295,8 @@ type front struct {
 // 431) is a backstop; the handler answers MaxHeaderBytes with JSON. A
 // listener shared by routes takes the longest RequestTimeout among them
 // (first and its peers) at its opening: each handler still bounds its own
-// requests.
+// requests, and a route added later with a longer one has its requests'
+// deadlines extended (allow).
 func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runState) (*front, error) {
 	s := srv.settings.Load()
 	addr, timeout := first.Listen, first.RequestTimeout
@@ -245,10 +309,10 @@ func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runS
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
-	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns)}
+	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns), timeout: timeout}
 	f.routes.Store(&[]*route{})
 	f.hs = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: timeout, WriteTimeout: timeout + 5*time.Second, IdleTimeout: 120 * time.Second,
+		ReadTimeout: timeout, WriteTimeout: timeout + answerGrace, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
 	go func() { rs.serveError(f.hs.Serve(f.ln)) }()
 	return f, nil
@@ -261,11 +325,40 @@ func (f *front) add(rt *route) {
 	f.routes.Store(&rs)
 }
 
+// taken names the route on the listener that would get the requests of a
+// route added with prefix, among those staying (named in peers, the new
+// settings): one with that prefix, or without one, or any when prefix is
+// "". A route a reload removes takes none: it leaves in the same reload.
+func (f *front) taken(prefix string, peers []config.Route) string {
+	for _, rt := range *f.routes.Load() {
+		p := rt.cfg().PathPrefix
+		stays := slices.ContainsFunc(peers, func(r config.Route) bool { return r.Name == rt.name })
+		if stays && (p == prefix || p == "" || prefix == "") {
+			return rt.name
+		}
+	}
+	return ""
+}
+
 // remove takes the route off the listener and returns how many are left.
 func (f *front) remove(rt *route) int {
 	rs := slices.DeleteFunc(slices.Clone(*f.routes.Load()), func(u *route) bool { return u == rt })
 	f.routes.Store(&rs)
 	return len(rs)
+}
+
+// allow extends the connection's deadlines for a request of a route whose
+// RequestTimeout is longer than the listener's deadlines allow (a route a
+// reload added to a listener open already): its request and answer would
+// be cut off at them.
+func (f *front) allow(w http.ResponseWriter, timeout time.Duration) {
+	if timeout <= f.timeout {
+		return
+	}
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	_ = rc.SetReadDeadline(now.Add(timeout))
+	_ = rc.SetWriteDeadline(now.Add(timeout + answerGrace))
 }
 
 // drain stops accepting and lets the requests in flight finish.
@@ -284,29 +377,42 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, rt := range rs {
 		prefix := rt.cfg().PathPrefix
 		if prefix == "" {
+			f.allow(w, rt.cfg().RequestTimeout)
 			rt.handler.ServeHTTP(w, r)
 			return
 		}
-		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
-		if !ok || rest != "" && rest[0] != '/' {
+		// Matched as sent: an encoded slash (/coop%2Fx) is within a
+		// segment, not a boundary, and no other spelling of the prefix
+		// (/co%6Fp) is it. The decoded path then starts with it too.
+		raw, ok := strings.CutPrefix(r.URL.EscapedPath(), (&url.URL{Path: prefix}).EscapedPath())
+		if !ok || raw != "" && raw[0] != '/' {
 			continue // /coopers is not under /coop
 		}
+		f.allow(w, rt.cfg().RequestTimeout)
 		r2 := new(http.Request)
 		*r2 = *r
 		u := *r.URL
-		u.Path = cmp.Or(rest, "/")
+		u.Path = cmp.Or(strings.TrimPrefix(r.URL.Path, prefix), "/")
 		u.RawPath = ""
-		if raw, ok := strings.CutPrefix(r.URL.RawPath, prefix); ok {
+		if r.URL.RawPath != "" {
 			u.RawPath = cmp.Or(raw, "/")
 		}
 		r2.URL = &u
 		rt.handler.ServeHTTP(w, r2)
 		return
 	}
+	desc := "no route serves this path"
 	var prefixes []string
 	for _, rt := range rs {
+		if rt.cfg().InboundSecret != "" {
+			// the caller may not be one: it learns no route's prefix
+			prefixes = nil
+			break
+		}
 		prefixes = append(prefixes, rt.cfg().PathPrefix)
 	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found",
-		"error_description": "no route serves this path; the path prefixes here are " + strings.Join(prefixes, ", ")})
+	if len(prefixes) > 0 {
+		desc += "; the path prefixes here are " + strings.Join(prefixes, ", ")
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": desc})
 }

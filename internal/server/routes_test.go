@@ -329,3 +329,62 @@ func TestThePathPrefixOfTheEnvironmentsRoute(t *testing.T) {
 		t.Fatalf("/api/me: %d %s", code, body)
 	}
 }
+
+// Routes with one store key share one token stack, built with the first
+// route's settings: a second route asking for DPoP (or another credential
+// or auth style) would silently get the first's plain bearer tokens.
+func TestRoutesSharingAStoreKeyMustAgreeOnTheStacksSettings(t *testing.T) {
+	f := newFarm(t)
+	s := fileSettings(t, t.TempDir(), "routes:\n"+
+		f.route("plain", "listen: 127.0.0.1:0", "scopes: eggs-count")+
+		f.route("bound", "listen: 127.0.0.1:0", "scopes: eggs-count", "dpop: true"))
+	err := CheckSharedStacks(s.AllRoutes())
+	if err == nil || !strings.Contains(err.Error(), "route bound: dpop") || !strings.Contains(err.Error(), "plain") {
+		t.Fatalf("CheckSharedStacks: %v", err)
+	}
+	if _, err := New(s, Options{}); err == nil || !strings.Contains(err.Error(), "route bound: dpop") {
+		t.Fatalf("New: %v", err)
+	}
+}
+
+// A prefix ends at a slash as sent: an encoded slash (%2F) is part of a
+// segment, so /coop%2Fx is not under /coop (it was, and reached the
+// upstream as /%2Fx, a path the caller never sent under /coop).
+func TestAnEncodedSlashIsNoPrefixBoundary(t *testing.T) {
+	f := newFarm(t)
+	up := echoUpstream(t)
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	s := fileSettings(t, t.TempDir(), "routes:\n"+
+		f.route("coop", "upstream: "+up, "token_url: "+f.url+"/token", "listen: unix:"+sock, "path_prefix: /coop")+
+		f.route("other", "upstream: "+up, "token_url: "+f.url+"/token", "listen: unix:"+sock, "path_prefix: /café", "scopes: eggs-count"))
+	start(t, s, Options{})
+	if code, body := unixDo(t, sock, "GET", "/caf%C3%A9/x"); code != 200 || !strings.Contains(body, `"path":"/x"`) {
+		t.Errorf("/café/x: %d %s", code, body)
+	}
+	for _, path := range []string{"/coop%2Fx", "/coop%2F..%2Fother/x", "/co%6Fp/x"} {
+		if code, body := unixDo(t, sock, "GET", path); code != 404 {
+			t.Errorf("%s: %d %s; want 404", path, code, body)
+		}
+	}
+	if code, body := unixDo(t, sock, "GET", "/coop/a%2Fb"); code != 200 || !strings.Contains(body, `"path":"/a/b"`) {
+		t.Errorf("/coop/a%%2Fb: %d %s", code, body)
+	}
+}
+
+// The 404 for a path under no prefix names the prefixes, unless a route
+// there asks callers for an inbound secret: a caller without it must not
+// learn which APIs the listener serves.
+func TestThe404NamesNoPrefixToCallersOfAGuardedListener(t *testing.T) {
+	f := newFarm(t)
+	dir := t.TempDir()
+	inbound := filepath.Join(dir, "inbound")
+	writeFile(t, inbound, "open-sesame")
+	addr := freePort(t)
+	s := fileSettings(t, dir, "routes:\n"+
+		f.route("coop", "listen: "+addr, "path_prefix: /coop", "inbound_secret_file: "+inbound)+
+		f.route("internal-billing", "listen: "+addr, "path_prefix: /billing", "inbound_secret_file: "+inbound, "scopes: eggs-count"))
+	start(t, s, Options{})
+	if code, body := get(t, "http://"+addr+"/nope"); code != 404 || strings.Contains(body, "/billing") || strings.Contains(body, "/coop") {
+		t.Fatalf("/nope: %d %s", code, body)
+	}
+}
