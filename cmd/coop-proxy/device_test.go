@@ -268,6 +268,9 @@ func TestDeviceLoginExpiresAndTimesOut(t *testing.T) {
 	if !strings.Contains(out.String(), "Waiting for the approval, up to 2s") {
 		t.Errorf("the wait shown is not the code's lifetime:\n%s", out.String())
 	}
+	if _, ok := storedGrant(t, s); ok {
+		t.Fatal("a login whose code expired stored a grant")
+	}
 
 	p = oidctest.New(t)
 	c = p.AddClient(deviceClient(oidctest.Client{AuthMethod: oidctest.ClientSecretPost}))
