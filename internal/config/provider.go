@@ -233,8 +233,16 @@ func styleFor(methods []string) string {
 		return "set " + EnvPrefix + "AUTH_STYLE to basic"
 	case slices.Contains(methods, "client_secret_post"):
 		return "set " + EnvPrefix + "AUTH_STYLE to body"
+	case slices.Contains(methods, string(AuthPrivateKeyJWT)):
+		return "set " + EnvPrefix + "AUTH_STYLE to private_key_jwt, with " + EnvPrefix + "CLIENT_KEY_FILE"
+	case slices.Contains(methods, string(AuthTLSClientAuth)), slices.Contains(methods, string(AuthSelfSignedTLSClientAuth)):
+		tls := AuthTLSClientAuth
+		if !slices.Contains(methods, string(tls)) {
+			tls = AuthSelfSignedTLSClientAuth
+		}
+		return "set " + EnvPrefix + "AUTH_STYLE to " + string(tls) + ", with " + EnvPrefix + "CLIENT_CERT_FILE and " + EnvPrefix + "CLIENT_KEY_FILE"
 	}
-	return "it takes no client secret, the only credential coop-proxy sends"
+	return "it takes none of the client credentials coop-proxy can send"
 }
 
 // checkProvider checks the issuer (RFC 8414 §2: https, no query or
