@@ -131,7 +131,6 @@ type Endpoints struct {
 	// DeviceAuthorizationURL is for login --device (RFC 8628 §3.1); ""
 	// when neither the settings, the preset nor the metadata name one.
 	DeviceAuthorizationURL string
-	Metadata               *provider.Metadata // nil without an issuer
 }
 
 // KeyURL is what the store key records as the token endpoint: the one
@@ -150,7 +149,7 @@ func (r *Route) KeyURL() string {
 // checks that the provider offers what the settings ask for. Each problem
 // is a *Problem naming the setting.
 func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
-	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), DeviceAuthorizationURL: r.deviceEndpoint(), Metadata: md}
+	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), DeviceAuthorizationURL: r.deviceEndpoint()}
 	if md == nil {
 		return ep, nil
 	}
