@@ -579,3 +579,24 @@ func TestAFailedListenerEndingRunClosesTheAdminListener(t *testing.T) {
 		t.Fatalf("the admin listener %s still accepts connections after Run returned", addrs.Admin)
 	}
 }
+
+// Without Options.Requests, request lines are Log.Named("proxy")'s as they
+// are with it: the environment's route is not named, a file's route once.
+func TestRequestLinesWithoutOptionsRequestsNameTheRouteAsRouteLabelSays(t *testing.T) {
+	f := newFarm(t)
+	r := start(t, f.settings(t), Options{})
+	get(t, r.proxy+"/api/me")
+	_ = r.stop()
+	found := false
+	for _, l := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			found = true
+			if strings.Contains(l, `"route"`) {
+				t.Errorf("the environment's route is named in its request line: %s", l)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no request line:\n%s", r.logs.String())
+	}
+}
