@@ -272,7 +272,11 @@ func IsLoopback(addr string) bool {
 func checkURL(field, s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return problem(field, "%q is not an http(s) URL with a host", s)
+		shown := "the value" // it does not parse: where a password in it ends is not known
+		if err == nil {
+			shown = strconv.Quote(u.Redacted()) // never a password in a message
+		}
+		return problem(field, "%s is not an http(s) URL with a host", shown)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return problem(field, "%q must not carry credentials, a query or a fragment", u.Redacted())

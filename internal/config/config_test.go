@@ -426,3 +426,17 @@ func TestAFIFOAsACredentialFileIsAnErrorNotAHang(t *testing.T) {
 		}
 	}
 }
+
+// A URL setting that is not http(s), or does not parse, is refused without
+// the password it may carry.
+func TestABadURLSettingNeverShowsItsPassword(t *testing.T) {
+	for _, v := range []string{"ftp://farmer:hunter2@idp.example/token", "http://farmer:hunter2@idp.example:port/token"} {
+		_, err := load(t, nil, map[string]string{"TOKEN_URL": v}, Needs{})
+		if err == nil || !strings.Contains(err.Error(), "TOKEN_URL") {
+			t.Fatalf("%s: %v", v, err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the problem shows the password: %v", v, err)
+		}
+	}
+}

@@ -131,7 +131,6 @@ type Endpoints struct {
 	// DeviceAuthorizationURL is for login --device (RFC 8628 §3.1); ""
 	// when neither the settings, the preset nor the metadata name one.
 	DeviceAuthorizationURL string
-	Metadata               *provider.Metadata // nil without an issuer
 }
 
 // KeyURL is what the store key records as the token endpoint: the one
@@ -150,7 +149,7 @@ func (r *Route) KeyURL() string {
 // checks that the provider offers what the settings ask for. Each problem
 // is a *Problem naming the setting.
 func (r *Route) Endpoints(md *provider.Metadata) (Endpoints, error) {
-	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), DeviceAuthorizationURL: r.deviceEndpoint(), Metadata: md}
+	ep := Endpoints{TokenURL: r.TokenEndpoint(), AuthorizeURL: r.AuthorizeEndpoint(), DeviceAuthorizationURL: r.deviceEndpoint()}
 	if md == nil {
 		return ep, nil
 	}
@@ -233,8 +232,16 @@ func styleFor(methods []string) string {
 		return "set " + EnvPrefix + "AUTH_STYLE to basic"
 	case slices.Contains(methods, "client_secret_post"):
 		return "set " + EnvPrefix + "AUTH_STYLE to body"
+	case slices.Contains(methods, string(AuthPrivateKeyJWT)):
+		return "set " + EnvPrefix + "AUTH_STYLE to private_key_jwt, with " + EnvPrefix + "CLIENT_KEY_FILE"
+	case slices.Contains(methods, string(AuthTLSClientAuth)), slices.Contains(methods, string(AuthSelfSignedTLSClientAuth)):
+		tls := AuthTLSClientAuth
+		if !slices.Contains(methods, string(tls)) {
+			tls = AuthSelfSignedTLSClientAuth
+		}
+		return "set " + EnvPrefix + "AUTH_STYLE to " + string(tls) + ", with " + EnvPrefix + "CLIENT_CERT_FILE and " + EnvPrefix + "CLIENT_KEY_FILE"
 	}
-	return "it takes no client secret, the only credential coop-proxy sends"
+	return "it takes none of the client credentials coop-proxy can send"
 }
 
 // checkProvider checks the issuer (RFC 8414 §2: https, no query or

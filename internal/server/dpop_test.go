@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/dpop"
@@ -181,5 +182,27 @@ func TestDPoPKeyFileAndTheRefreshOfABoundGrant(t *testing.T) {
 	data, _ := os.ReadFile(store)
 	if strings.Contains(string(data), "dpop_key") || !strings.Contains(string(data), wantJKT) {
 		t.Fatalf("store %s", data)
+	}
+}
+
+// A DPoP key file rewritten in place with another key: its setting is the
+// same, but the key in use stays until a restart, and a reload says so.
+func TestADPoPKeyFileRewrittenWaitsForARestartAndSaysSo(t *testing.T) {
+	srv := dpoptest.NewServer(t)
+	keyFile := filepath.Join(t.TempDir(), "dpop.pem")
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	writeKeyFile(t, keyFile, k1)
+	store := filepath.Join(t.TempDir(), "tokens.json")
+	s := dpopSettings(t, srv, store, "DPOP_KEY_FILE", keyFile)
+	logs := &syncBuffer{}
+	server, err := New(s, Options{Log: zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	writeKeyFile(t, keyFile, k2)
+	server.Reload(dpopSettings(t, srv, store, "DPOP_KEY_FILE", keyFile))
+	if !strings.Contains(logs.String(), "take effect only on restart") || !strings.Contains(logs.String(), "COOP_PROXY_DPOP_KEY_FILE") {
+		t.Fatalf("a rewritten DPoP key file is not reported as waiting for a restart:\n%s", logs.String())
 	}
 }

@@ -231,7 +231,16 @@ func (srv *Server) reloadRoute(rt *route, next *config.Route) []config.Field {
 	rt.settings.Store(&applied)
 	srv.log.Info("route settings reloaded", zap.String("route", rt.name), zap.Bool("client_secret_changed", secretChanged),
 		zap.Bool("client_key_changed", keyChanged), zap.Bool("inbound_secret_changed", inboundChanged))
-	return config.ChangedRoute(&applied, next)
+	changed := config.ChangedRoute(&applied, next)
+	// The DPoP key is the stack's, kept until a restart: a key file
+	// rewritten in place (its setting unchanged) waits for it too, and is
+	// reported so.
+	if applied.DPoPKey.String() != next.DPoPKey.String() && !slices.ContainsFunc(changed, func(f config.Field) bool { return f.Name == "DPoPKeyFile" }) {
+		if i := slices.IndexFunc(config.Fields(), func(f config.Field) bool { return f.Name == "DPoPKeyFile" }); i >= 0 {
+			changed = append(changed, config.Fields()[i])
+		}
+	}
+	return changed
 }
 
 // sameCertificate reports whether a and b are the same chain. Their keys

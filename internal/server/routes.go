@@ -66,6 +66,13 @@ func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error)
 	// see openFront), so the upstream's answer is awaited no longer than that either.
 	rt.upstream = proxy.NewTransport(min(r.UpstreamTimeout, r.RequestTimeout))
 	rt.upstream.MaxConnsPerHost = r.MaxUpstreamConns
+	requests := srv.opts.Requests
+	if requests == nil {
+		// Not the handler's Log below: its route field would come twice
+		// (the line names its route itself), or, for the environment's
+		// route, where routeLabel wants none.
+		requests = proxy.ZapRequestLog(srv.log.Named("proxy"))
+	}
 	rt.handler = proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Tokens:         st.tokens.Cache,
@@ -77,7 +84,7 @@ func (srv *Server) newRoute(r *config.Route, maxHeaderBytes int) (*route, error)
 		MaxBodyBytes:   r.MaxBodyBytes,
 		RequestTimeout: r.RequestTimeout,
 		Log:            srv.log.Named("proxy").With(zap.String("route", r.Name)),
-		Requests:       srv.opts.Requests,
+		Requests:       requests,
 		Route:          routeLabel(srv.settings.Load(), r.Name),
 		Metrics:        rt.metrics,
 	})

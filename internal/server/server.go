@@ -191,6 +191,9 @@ func (srv *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-rs.errc:
 		srv.closeFronts()
+		if admin != nil {
+			_ = admin.Close()
+		}
 		return err
 	case runErr = <-rs.fatal: // a provider cannot serve these settings: drain, then say so
 	}

@@ -543,3 +543,60 @@ func TestRequestTimeoutCountsTheWaitForAToken(t *testing.T) {
 		t.Fatalf("got %d %s, want 504 upstream_timeout", resp.StatusCode, body)
 	}
 }
+
+// A listener that fails (not a shutdown) ends Run: the admin listener must
+// close with the others, not be left open with its goroutine serving.
+func TestAFailedListenerEndingRunClosesTheAdminListener(t *testing.T) {
+	f := newFarm(t)
+	ready := make(chan Addrs, 1)
+	srv, err := New(f.settings(t), Options{Ready: ready})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	var addrs Addrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	for _, fr := range srv.fronts {
+		_ = fr.ln.Close() // Serve returns an error other than ErrServerClosed
+	}
+	srv.mu.Unlock()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil after its listener failed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end after its listener failed")
+	}
+	if c, err := net.DialTimeout("tcp", addrs.Admin, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the admin listener %s still accepts connections after Run returned", addrs.Admin)
+	}
+}
+
+// Without Options.Requests, request lines are Log.Named("proxy")'s as they
+// are with it: the environment's route is not named, a file's route once.
+func TestRequestLinesWithoutOptionsRequestsNameTheRouteAsRouteLabelSays(t *testing.T) {
+	f := newFarm(t)
+	r := start(t, f.settings(t), Options{})
+	get(t, r.proxy+"/api/me")
+	_ = r.stop()
+	found := false
+	for _, l := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			found = true
+			if strings.Contains(l, `"route"`) {
+				t.Errorf("the environment's route is named in its request line: %s", l)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no request line:\n%s", r.logs.String())
+	}
+}
