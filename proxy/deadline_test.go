@@ -283,3 +283,33 @@ func TestATokenRejectedAtTheDeadlineIsNotRetried(t *testing.T) {
 		t.Fatalf("COOP got %d requests, want 1", n)
 	}
 }
+
+// A COOP that stalls in the middle of its answer is cut off by the
+// transport after UPSTREAM_TIMEOUT or so of silence, whatever bounds the
+// request otherwise: here nothing does (no REQUEST_TIMEOUT), as for a
+// caller that pipelines its next request and so defeats the read deadline.
+func TestACOOPSilentMidAnswerIsCutOffByTheTransport(t *testing.T) {
+	released, cut := make(chan struct{}), make(chan struct{})
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "the first bytes")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(cut)
+		case <-released:
+		}
+	}, func(o *Options) { o.Base = NewTransport(200 * time.Millisecond) })
+	t.Cleanup(func() { close(released) }) // before the fixture's servers close: cleanups run last first
+	go func() {
+		if resp, err := http.Get(f.proxy.URL + "/api/me"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-cut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a COOP silent mid-answer still holds the request after 10 s")
+	}
+}

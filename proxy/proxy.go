@@ -98,11 +98,19 @@ type Handler struct {
 const maxUpstreamHeaderBytes = 1 << 20
 
 // NewTransport returns the transport to COOP: keep-alive connections enough
-// for a busy sidecar, and a bound on the wait for COOP's response headers.
+// for a busy sidecar, a bound on the wait for COOP's response headers, and
+// on COOP's silence in the middle of an answer (silentConn).
 func NewTransport(upstreamTimeout time.Duration) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 nil, // coop-proxy talks to COOP directly
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil, // coop-proxy talks to COOP directly
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &silentConn{Conn: c, limit: 2 * upstreamTimeout}, nil
+		},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   256,
@@ -443,8 +451,9 @@ func (h *Handler) readBody(r *http.Request) error {
 // its end (a body streamed to COOP has a timer instead, see ServeHTTP). A
 // caller that pipelines its next request while this one is forwarded ends
 // that background read with the next request's first byte: the deadline then
-// goes unnoticed, and only UPSTREAM_TIMEOUT bounds the wait for COOP's
-// headers.
+// goes unnoticed, and what bounds the request is the transport's: COOP's
+// headers within UPSTREAM_TIMEOUT, and no longer silence than that (up to
+// twice that) in the middle of its answer (silentConn).
 func bound(w http.ResponseWriter, deadline time.Time) {
 	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok && !deadline.IsZero() {
 		_ = d.SetReadDeadline(deadline)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -152,3 +153,25 @@ func (b *bearer) nonceRequired(req *http.Request, resp *http.Response) bool {
 }
 
 var _ Tokens = (*tokensource.Cache)(nil)
+
+// silentConn ends a connection to COOP that sends nothing for too long: a
+// read deadline moved forward as reads are made. It bounds a COOP that
+// stalls in the middle of an answer whatever the caller does; the request's
+// own bound (see bound) goes unnoticed when the caller pipelines its next
+// request. The deadline is moved at most once per half of limit, so that a
+// read costs a clock reading, not a deadline change: a connection gets
+// between limit/2 and limit of silence, and an idle one in the pool is
+// closed after as much, as a server closes its idle keep-alive connections.
+type silentConn struct {
+	net.Conn
+	limit   time.Duration
+	renewAt atomic.Int64 // unix nanoseconds
+}
+
+func (c *silentConn) Read(p []byte) (int, error) {
+	if now := time.Now(); now.UnixNano() >= c.renewAt.Load() {
+		_ = c.Conn.SetReadDeadline(now.Add(c.limit))
+		c.renewAt.Store(now.Add(c.limit / 2).UnixNano())
+	}
+	return c.Conn.Read(p)
+}
