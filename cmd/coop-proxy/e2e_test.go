@@ -147,11 +147,26 @@ func (f *farm) start(t *testing.T, cfg *config.Settings) *proc {
 // startWith is start with options (the log, ready and the clock are set here).
 func (f *farm) startWith(t *testing.T, cfg *config.Settings, opts server.Options) *proc {
 	t.Helper()
+	opts.Now = f.clock.Now
+	return runServer(t, cfg, opts, func(log string) {
+		if s := secretsRE.FindString(log); s != "" {
+			t.Errorf("the log holds a secret or token (%d hex digits)", len(s))
+		}
+		if strings.Contains(log, "Bearer ") {
+			t.Error("the log holds an Authorization value")
+		}
+	})
+}
+
+// runServer runs cfg's server in this process, logging at debug level,
+// until the test ends; then atEnd checks its log.
+func runServer(t *testing.T, cfg *config.Settings, opts server.Options, atEnd func(log string)) *proc {
+	t.Helper()
 	logs := &logBuffer{}
 	opts.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
 	opts.Log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), opts.Level))
 	ready := make(chan server.Addrs, 1)
-	opts.Ready, opts.Now = ready, f.clock.Now
+	opts.Ready = ready
 	srv, err := server.New(cfg, opts)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
@@ -177,12 +192,7 @@ func (f *farm) startWith(t *testing.T, cfg *config.Settings, opts server.Options
 		if err := p.stop(); err != nil {
 			t.Errorf("serve ended with %v", err)
 		}
-		if s := secretsRE.FindString(logs.String()); s != "" {
-			t.Errorf("the log holds a secret or token (%d hex digits)", len(s))
-		}
-		if strings.Contains(logs.String(), "Bearer ") {
-			t.Error("the log holds an Authorization value")
-		}
+		atEnd(logs.String())
 	})
 	return p
 }

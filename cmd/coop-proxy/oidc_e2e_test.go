@@ -29,13 +29,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/oauth2"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
@@ -121,39 +118,7 @@ func (r *oidcRig) setenv(t *testing.T) {
 // of the provider's at the end.
 func (r *oidcRig) serve(t *testing.T, now func() time.Time) *proc {
 	t.Helper()
-	logs := &logBuffer{}
-	opts := server.Options{Level: zap.NewAtomicLevelAt(zap.DebugLevel)}
-	opts.Log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), opts.Level))
-	ready := make(chan server.Addrs, 1)
-	opts.Ready, opts.Now = ready, now
-	srv, err := server.New(r.settings(t), opts)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	p := &proc{logs: logs, srv: srv}
-	select {
-	case a := <-ready:
-		p.url, p.admin = "http://"+a.Proxy, "http://"+a.Admin
-	case err := <-done:
-		cancel()
-		t.Fatalf("serve: %v", err)
-	}
-	var once sync.Once
-	var stopErr error
-	p.stop = func() error {
-		once.Do(func() { cancel(); stopErr = <-done })
-		return stopErr
-	}
-	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			t.Errorf("serve ended with %v", err)
-		}
-		r.noSecretsIn(t, "the log", logs.String())
-	})
-	return p
+	return runServer(t, r.settings(t), server.Options{TokenOptions: server.TokenOptions{Now: now}}, func(log string) { r.noSecretsIn(t, "the log", log) })
 }
 
 // jwtRE matches a JWT (the provider's access tokens, our assertions).
