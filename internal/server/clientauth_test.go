@@ -258,16 +258,7 @@ func TestARotatedKeyFileIsUsedWithoutARestart(t *testing.T) {
 	_, next, _ := ed25519.GenerateKey(rand.Reader)
 	p.register(next.Public(), "EdDSA") // the old key and its tokens are revoked
 	writeKeyFile(t, keyFile, next)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(r.logs.String(), `"client_key_changed":true`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotated key file was not reloaded:\n%s", r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
-		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
-	}
+	awaitRotated(t, r, "key file")
 	p.checkNoFailures(t)
 }
 
@@ -424,16 +415,7 @@ func TestTLSClientAuthFollowsARotatedCertificate(t *testing.T) {
 	certPEM, keyPEM = clientauthtest.SelfSigned(t, "farm-app", now.Add(-time.Hour), now.Add(time.Hour))
 	register(certPEM) // the old certificate and its tokens are revoked
 	put(certPEM, keyPEM)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(r.logs.String(), `"client_key_changed":true`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotated certificate was not reloaded:\n%s", r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
-		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
-	}
+	awaitRotated(t, r, "certificate")
 }
 
 type writerFunc func([]byte) (int, error)
@@ -475,5 +457,21 @@ func TestAReloadToAnotherKindOfCredentialWaitsForARestart(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "COOP_PROXY_AUTH_STYLE") {
 		t.Fatalf("the style change is not reported as waiting for a restart:\n%s", r.logs.String())
+	}
+}
+
+// awaitRotated waits for the server to report the rotated credential
+// (what, for the message) reloaded, then checks a request goes through.
+func awaitRotated(t *testing.T, r *running, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(r.logs.String(), `"client_key_changed":true`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotated %s was not reloaded:\n%s", what, r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, body := get(t, r.proxy+"/api/eggs"); code != 200 {
+		t.Fatalf("after the rotation: %d %s\n%s", code, body, r.logs.String())
 	}
 }
