@@ -140,9 +140,19 @@ func (srv *Server) Run(ctx context.Context) error {
 	srv.mu.Unlock()
 
 	var admin *http.Server
+	var aln net.Listener
+	// closeAdmin closes the admin listener itself too: its Serve goroutine
+	// may not have started yet, and Close reaches only listeners Serve holds.
+	closeAdmin := func(shut func() error) {
+		if admin != nil {
+			_ = shut()
+			_ = aln.Close()
+		}
+	}
 	addrs := srv.addrs()
 	if s.AdminEnabled() {
-		aln, err := net.Listen("tcp", s.AdminListen)
+		var err error
+		aln, err = net.Listen("tcp", s.AdminListen)
 		if err != nil {
 			return fail(fmt.Errorf("cannot listen on %s (admin): %w", s.AdminListen, err))
 		}
@@ -191,9 +201,7 @@ func (srv *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-rs.errc:
 		srv.closeFronts()
-		if admin != nil {
-			_ = admin.Close()
-		}
+		closeAdmin(func() error { return admin.Close() })
 		return err
 	case runErr = <-rs.fatal: // a provider cannot serve these settings: drain, then say so
 	}
@@ -220,9 +228,7 @@ func (srv *Server) Run(ctx context.Context) error {
 		}
 	}
 	srv.reloads.Wait() // fronts a reload is draining
-	if admin != nil {
-		_ = admin.Shutdown(sctx)
-	}
+	closeAdmin(func() error { return admin.Shutdown(sctx) })
 	srv.log.Info("coop-proxy stopped")
 	return cmp.Or(runErr, shutErr)
 }
@@ -253,12 +259,15 @@ func (srv *Server) addrs() Addrs {
 	return a
 }
 
-// closeFronts closes every listener at once (Run failed to start).
+// closeFronts closes every listener at once (Run failed to start). The
+// listener is closed by hand as well: a Serve goroutine not yet started
+// would otherwise leave it open past Run's return.
 func (srv *Server) closeFronts() {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	for _, f := range srv.fronts {
 		_ = f.hs.Close()
+		_ = f.ln.Close()
 	}
 }
 
