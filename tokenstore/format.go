@@ -70,6 +70,7 @@ type fileRecord struct {
 	UpdatedAt    string   `json:"updated_at,omitempty"`
 	DPoPJKT      string   `json:"dpop_jkt,omitempty"`
 	DPoPKey      []byte   `json:"dpop_key,omitempty"` // PKCS#8 DER, base64 (encoding/json's []byte)
+	Refused      string   `json:"refused_refresh_token_sha256,omitempty"`
 }
 
 // Decode parses the token file format. Empty (or all-whitespace) data is an
@@ -133,19 +134,7 @@ func encode(m map[string]Record, h header) ([]byte, error) {
 		if err := checkGrant(key, r); err != nil {
 			return nil, fmt.Errorf("grant %q: %w", key, err)
 		}
-		f.Grants[key] = fileRecord{
-			AccessToken:  r.AccessToken,
-			TokenType:    r.TokenType,
-			RefreshToken: r.RefreshToken,
-			Expiry:       formatTime(r.Expiry),
-			Scopes:       r.Scopes,
-			UserID:       r.UserID,
-			Email:        r.Email,
-			GrantedAt:    formatTime(r.GrantedAt),
-			UpdatedAt:    formatTime(r.UpdatedAt),
-			DPoPJKT:      r.DPoPJKT,
-			DPoPKey:      r.DPoPKey,
-		}
+		f.Grants[key] = toFileRecord(r)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -162,6 +151,58 @@ func encode(m map[string]Record, h header) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	return data, nil
+}
+
+// toFileRecord is r as stored.
+func toFileRecord(r Record) fileRecord {
+	return fileRecord{
+		AccessToken:  r.AccessToken,
+		TokenType:    r.TokenType,
+		RefreshToken: r.RefreshToken,
+		Expiry:       formatTime(r.Expiry),
+		Scopes:       r.Scopes,
+		UserID:       r.UserID,
+		Email:        r.Email,
+		GrantedAt:    formatTime(r.GrantedAt),
+		UpdatedAt:    formatTime(r.UpdatedAt),
+		DPoPJKT:      r.DPoPJKT,
+		DPoPKey:      r.DPoPKey,
+		Refused:      r.RefusedRefresh,
+	}
+}
+
+// MarshalRecord encodes one grant, stored under key, as the token file
+// stores it (a JSON object), for a backend that keeps grants one by one.
+// It fails, without quoting any token, on what the file could not hold.
+func MarshalRecord(key string, r Record) ([]byte, error) {
+	if err := checkGrant(key, r); err != nil {
+		return nil, fmt.Errorf("grant %q: %w", key, err)
+	}
+	data, err := json.Marshal(toFileRecord(r))
+	if err != nil {
+		return nil, fmt.Errorf("encoding JSON: %w", err)
+	}
+	return data, nil
+}
+
+// UnmarshalRecord decodes what MarshalRecord produced, with Decode's checks;
+// its errors never quote a token.
+func UnmarshalRecord(key string, data []byte) (Record, error) {
+	if len(data) > maxFileSize {
+		return Record{}, errTooLarge
+	}
+	var f fileRecord
+	if err := json.Unmarshal(data, &f); err != nil {
+		return Record{}, jsonError(err)
+	}
+	r, err := f.record()
+	if err == nil {
+		err = checkGrant(key, r)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("grant %q: %w", key, err)
+	}
+	return r, nil
 }
 
 // checksumTail is how a file with a checksum ends: its checksum member.
@@ -187,14 +228,15 @@ func verify(data []byte, sum string) error {
 // (an empty scope list, a zero time) so that Decode(Encode(m)) equals m.
 func (f fileRecord) record() (Record, error) {
 	r := Record{
-		AccessToken:  f.AccessToken,
-		TokenType:    f.TokenType,
-		RefreshToken: f.RefreshToken,
-		Scopes:       f.Scopes,
-		UserID:       f.UserID,
-		Email:        f.Email,
-		DPoPJKT:      f.DPoPJKT,
-		DPoPKey:      f.DPoPKey,
+		AccessToken:    f.AccessToken,
+		TokenType:      f.TokenType,
+		RefreshToken:   f.RefreshToken,
+		Scopes:         f.Scopes,
+		UserID:         f.UserID,
+		Email:          f.Email,
+		DPoPJKT:        f.DPoPJKT,
+		DPoPKey:        f.DPoPKey,
+		RefusedRefresh: f.Refused,
 	}
 	if len(r.Scopes) == 0 {
 		r.Scopes = nil
@@ -240,6 +282,7 @@ func checkGrant(key string, r Record) error {
 		{"refresh_token", r.RefreshToken},
 		{"email", r.Email},
 		{"dpop_jkt", r.DPoPJKT},
+		{"refused_refresh_token_sha256", r.RefusedRefresh},
 	}
 	for _, s := range r.Scopes {
 		texts = append(texts, struct{ name, value string }{"scope", s})

@@ -76,21 +76,28 @@ type Record struct {
 	// for the grant and lives only here; nil when it is read from a key
 	// file, or for bearer tokens.
 	DPoPKey []byte
+	// RefusedRefresh is the hex SHA-256 of a refresh token the token
+	// endpoint refused (invalid_grant): no process or replica sharing the
+	// store sends it again (RefusedHash). "" when none was refused.
+	RefusedRefresh string
 }
+
+// RefusedHash is the form RefusedRefresh takes of a refresh token.
+func RefusedHash(refreshToken string) string { return checksum([]byte(refreshToken)) }
 
 // String implements fmt.Stringer with the tokens replaced by fingerprints
 // (and a DPoP private key by whether there is one).
 func (r Record) String() string {
-	return fmt.Sprintf("{AccessToken:%s TokenType:%s RefreshToken:%s Expiry:%v Scopes:%v UserID:%d Email:%s GrantedAt:%v UpdatedAt:%v DPoPJKT:%s DPoPKey:%s}",
+	return fmt.Sprintf("{AccessToken:%s TokenType:%s RefreshToken:%s Expiry:%v Scopes:%v UserID:%d Email:%s GrantedAt:%v UpdatedAt:%v DPoPJKT:%s DPoPKey:%s RefusedRefresh:%s}",
 		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey))
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey), r.RefusedRefresh)
 }
 
 // GoString implements fmt.GoStringer (%#v) with the tokens replaced by fingerprints.
 func (r Record) GoString() string {
-	return fmt.Sprintf("tokenstore.Record{AccessToken:%q, TokenType:%q, RefreshToken:%q, Expiry:%#v, Scopes:%#v, UserID:%d, Email:%q, GrantedAt:%#v, UpdatedAt:%#v, DPoPJKT:%q, DPoPKey:%q}",
+	return fmt.Sprintf("tokenstore.Record{AccessToken:%q, TokenType:%q, RefreshToken:%q, Expiry:%#v, Scopes:%#v, UserID:%d, Email:%q, GrantedAt:%#v, UpdatedAt:%#v, DPoPJKT:%q, DPoPKey:%q, RefusedRefresh:%q}",
 		redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey))
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey), r.RefusedRefresh)
 }
 
 // held shows a private key as whether there is one: a key has no
@@ -128,6 +135,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		UpdatedAt    time.Time `json:"updated_at"`
 		DPoPJKT      string    `json:"dpop_jkt,omitempty"`
 		DPoPKey      string    `json:"dpop_key,omitempty"`
+		Refused      string    `json:"refused_refresh_token_sha256,omitempty"`
 	}{redact.Fingerprint(r.AccessToken), r.TokenType, redact.Fingerprint(r.RefreshToken),
-		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey)})
+		r.Expiry, r.Scopes, r.UserID, r.Email, r.GrantedAt, r.UpdatedAt, r.DPoPJKT, held(r.DPoPKey), r.RefusedRefresh})
 }
