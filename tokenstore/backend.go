@@ -2,8 +2,21 @@ package tokenstore
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrUnavailable is wrapped by the errors of a backend that cannot reach
+// its store (Redis down or unreachable): the caller works from what it
+// holds in memory and tries again.
+var ErrUnavailable = errors.New("token store unavailable")
+
+// ErrLockLost is wrapped by the *WriteError of a write fenced off because
+// the writer's lock expired meanwhile (a slow token request, a pause): the
+// grant may have been changed by another replica since it was read, so
+// the new tokens were not written over it. The caller keeps them pending
+// and reconciles.
+var ErrLockLost = errors.New("the grant's lock was lost before the write")
 
 // Backend is where grants are kept: the token file (*Store, the default)
 // or a store shared by replicas on many hosts (package
