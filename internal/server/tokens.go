@@ -24,7 +24,7 @@ import (
 
 // Tokens is the token stack of one route: store, persisting layer and cache.
 type Tokens struct {
-	Store  *tokenstore.Store
+	Store  tokenstore.Backend
 	Stored *tokensource.Stored
 	Cache  *tokensource.Cache
 	// Discovery holds the issuer's metadata; nil without an issuer.
@@ -57,7 +57,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 
 // newTokens builds the token stack for the route's grant over the store st
 // (one per process, shared by the routes' stacks).
-func newTokens(r *config.Route, st *tokenstore.Store, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
+func newTokens(r *config.Route, st tokenstore.Backend, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
 	disc := newDiscovery(r)
 	grant := routeGrant(r, disc, o.Now)
 	var store tokensource.Store = st
