@@ -18,6 +18,7 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/provider"
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
@@ -229,16 +230,24 @@ func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokens
 }
 
 // maintain renews the token ahead of expiry, writes pending tokens to the
-// store, and notices a logout, once a second, until ctx ends.
+// store, and learns of changes other processes or replicas made to the
+// grant: at once when the store signals them (Backend.Changes), and by a
+// look once a second otherwise, until ctx ends.
 func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	changes := t.Store.Changes(ctx)
+	var seen time.Time // UpdatedAt of the grant as last looked at
 	for {
 		t.Cache.Prefetch()
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case _, open := <-changes:
+			if !open {
+				changes = nil // ctx ended; the next select says so
+			}
 		}
 		if !t.Stored.Durable() {
 			// bounded: another process may hold the store's lock a long time
@@ -250,11 +259,61 @@ func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 			}
 			continue
 		}
-		if t.farmer && t.Cache.Current() != nil {
-			if _, ok, err := t.Store.Load(ctx, t.key); err == nil && !ok {
-				log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
-				t.Cache.Forget()
+		seen = t.look(ctx, log, seen)
+	}
+}
+
+// look reads the grant and acts on what another process or replica did to
+// it: a logout (removed) → stop acting for the farmer; a grant a shared
+// store lost → write it back; a token fetched elsewhere → adopt it without
+// a request to the token endpoint; a grant written while none is held (a
+// login) → fetch now rather than at the end of a backoff. It returns the
+// grant's UpdatedAt, so that a grant looked at already does not end a
+// backoff again.
+func (t *Tokens) look(ctx context.Context, log *zap.Logger, seen time.Time) time.Time {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, ok, err := t.Store.Load(lctx, t.key)
+	if err != nil {
+		return seen
+	}
+	held := t.Cache.Current()
+	switch {
+	case !ok:
+		if t.farmer && held != nil {
+			t.absent(lctx, log)
+		}
+		return time.Time{}
+	case rec.UpdatedAt.Equal(seen):
+	case held == nil:
+		t.Cache.RetryNow()
+		t.Cache.Prefetch()
+	case held.Access() != rec.AccessToken && t.Cache.Adopt(rec):
+		log.Info("adopted the token another process or replica fetched", zap.String("token", redact.Fingerprint(rec.AccessToken)))
+	}
+	return rec.UpdatedAt
+}
+
+// absent handles the farmer's grant missing from the store while a token
+// of it is held: removed by a logout, or lost by a shared store (Redis
+// restarted without its data), which gets it back.
+func (t *Tokens) absent(ctx context.Context, log *zap.Logger) {
+	if ts, ok := t.Store.(tokenstore.Tombstones); ok && t.Store.Shared() {
+		removed, err := ts.Removed(ctx, t.key)
+		if err != nil {
+			return // asked again at the next look
+		}
+		if !removed {
+			wrote, err := t.Stored.Restore(ctx)
+			switch {
+			case err != nil:
+				log.Error("the token store lost the farmer's grant, and writing it back failed; retrying", zap.Error(err))
+			case wrote:
+				log.Warn("the token store had lost the farmer's grant (restarted without its data?): written back")
 			}
+			return
 		}
 	}
+	log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
+	t.Cache.Forget()
 }
