@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -73,8 +74,11 @@ func newTokens(r *config.Route, st tokenstore.Backend, log *zap.Logger, o TokenO
 		Margin:  r.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
 		MaxWait: min(tokenWait, r.RequestTimeout),
-		Now:     o.Now,
-		OnFetch: onFetch,
+		// the wait for the store's lock (at most half, see Stored), then
+		// the token request
+		FetchTimeout: 2 * tokenTimeout(r),
+		Now:          o.Now,
+		OnFetch:      onFetch,
 	}
 	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), route: r, farmer: r.Grant == config.AuthorizationCode}, nil
 }
@@ -169,7 +173,13 @@ func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 // would re-send the client's credentials or the refresh token to wherever
 // the Location names.
 func TokenHTTPClient(r *config.Route) *http.Client {
-	return tokensource.NewAuthHTTPClient(30*time.Second, withDPoP(clientAuth(r)))
+	return tokensource.NewAuthHTTPClient(tokenTimeout(r), withDPoP(clientAuth(r)))
+}
+
+// tokenTimeout bounds a request to the route's token endpoint: the
+// setting, or its default for a Route built by hand.
+func tokenTimeout(r *config.Route) time.Duration {
+	return cmp.Or(r.TokenTimeout, 30*time.Second)
 }
 
 // DPoPKeys is the route's DPoP key policy: nil with DPoP off.
