@@ -310,9 +310,9 @@ func (s *Settings) checkRedisStore(p *Problems) {
 	switch {
 	case err != nil:
 		p.Add(problem("Store", "not a Redis URL (redis://host:6379/0 or rediss://...)"))
-	case u.User != nil:
-		if _, ok := u.User.Password(); ok {
-			p.Add(problem("Store", "%s holds a password, which ps shows to every user of the machine: put it in a file and set %sSTORE_PASSWORD_FILE", u.Redacted(), EnvPrefix))
+	case u.User != nil || u.Query().Has("password") || u.Query().Has("sentinel_password"):
+		if _, ok := u.User.Password(); ok || u.User == nil {
+			p.Add(problem("Store", "the URL holds a password, which ps shows to every user of the machine: put it in a file and set %sSTORE_PASSWORD_FILE", EnvPrefix))
 		}
 	case u.Host == "":
 		p.Add(problem("Store", "%s names no Redis server (redis://host:6379/0)", s.Store))

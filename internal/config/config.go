@@ -22,6 +22,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
+	"github.com/coop-proxy/coop-proxy/tokenstore/redisstore"
 )
 
 // EnvPrefix starts the name of every environment variable coop-proxy reads.
@@ -59,7 +60,7 @@ type Settings struct {
 	StoreWaitTimeout  time.Duration `env:"STORE_WAIT_TIMEOUT" envDefault:"1s" flag:"store-wait-timeout" help:"Redis store: how long a write waits for STORE_WAIT_REPLICAS"`
 	Replica           string        `env:"REPLICA" flag:"replica" help:"Redis store: this replica's name in the grant's lock and in status (default: hostname-pid)"`
 	// StorePassword is read from StorePasswordFile, StoreKeys from
-	// StoreKeyFile (its text; the store parses it), by Load.
+	// StoreKeyFile (its text, checked with redisstore.ParseKeys), by Load.
 	StorePassword   redact.Secret `env:"-"`
 	StoreKeys       redact.Secret `env:"-"`
 	MaxHeaderBytes  int           `env:"MAX_HEADER_BYTES" envDefault:"65536" flag:"max-header-bytes" help:"largest request header (bytes); larger gets 431"`
@@ -277,6 +278,11 @@ func (s *Settings) resolveProcess(need Needs, p *Problems) {
 		s.StorePassword = password
 		if s.StoreKeyFile != "" {
 			keys, err := readCredentialFile("StoreKeyFile", "key", s.StoreKeyFile)
+			if err == nil {
+				if _, perr := redisstore.ParseKeys(keys); perr != nil {
+					err = problem("StoreKeyFile", "%s: %v", s.StoreKeyFile, perr)
+				}
+			}
 			p.Add(err)
 			s.StoreKeys = redact.Secret(keys)
 		}

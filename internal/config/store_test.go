@@ -51,6 +51,8 @@ func TestRedisStoreSettings(t *testing.T) {
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_PASSWORD_FILE", filepath.Join(dir, "missing")}, "COOP_PROXY_STORE_PASSWORD_FILE (--store-password-file): cannot read the secret file"},
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_LOCK_TTL", "30s"}, "COOP_PROXY_STORE_LOCK_TTL (--store-lock-ttl): 30s is not more than COOP_PROXY_TOKEN_TIMEOUT (30s)"},
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_KEY_FILE", keyFile}, "not both"},
+		{[]string{"STORE", "redis://127.0.0.1:26379/0?master_name=m&sentinel_password=hunter2", "STORE_PLAINTEXT", "true"}, "put it in a file"},
+		{[]string{"STORE_KEY_FILE", pwFile}, "COOP_PROXY_STORE_KEY_FILE (--store-key-file): " + pwFile + ": "},
 	} {
 		_, err := load(t, nil, with(tc.env...), Everything)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
