@@ -46,17 +46,6 @@ type Backend interface {
 	Close() error
 }
 
-// Tombstones is implemented by a Shared backend whose Delete leaves a
-// tombstone, so that a grant removed (a logout) can be told from a grant
-// lost with the store's data (Redis restarted without it): Load returns
-// ok == false for both. Removed reports the former: true when the grant
-// under k was removed by Delete and not written since. A replica that
-// holds a grant the store lost writes it back; a removed one it forgets.
-// Without Tombstones an absent grant is taken as removed.
-type Tombstones interface {
-	Removed(ctx context.Context, k Key) (bool, error)
-}
-
 // Info is what a backend tells of one grant.
 type Info struct {
 	Backend    string    // "file /path/tokens.json", "redis://host:6379/0" (never a password)

@@ -47,10 +47,10 @@ type TokenOptions struct {
 	WrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
 }
 
-// NewTokens builds the token stack for the route's grant over the store at
-// storePath.
-func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
-	st, err := OpenStore(storePath, log)
+// NewTokens builds the token stack for the route r of the settings s over
+// the store they name (OpenBackend); the caller closes Tokens.Store.
+func NewTokens(ctx context.Context, s *config.Settings, r *config.Route, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
+	st, err := OpenBackend(ctx, s, StoreKey(r), log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -274,12 +274,11 @@ func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 }
 
 // look reads the grant and acts on what another process or replica did to
-// it: a logout (removed) → stop acting for the farmer; a grant a shared
-// store lost → write it back; a token fetched elsewhere → adopt it without
-// a request to the token endpoint; a grant written while none is held (a
-// login) → fetch now rather than at the end of a backoff. It returns the
-// grant's UpdatedAt, so that a grant looked at already does not end a
-// backoff again.
+// it: a logout (absent) → stop acting for the farmer; a token fetched
+// elsewhere → adopt it without a request to the token endpoint; a grant
+// written while the last fetch found none (a login) → fetch now rather
+// than at the next recheck. It returns the grant's UpdatedAt, so that a
+// grant looked at already is not acted on again.
 func (t *Tokens) look(ctx context.Context, log *zap.Logger, seen time.Time) time.Time {
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -290,40 +289,25 @@ func (t *Tokens) look(ctx context.Context, log *zap.Logger, seen time.Time) time
 	held := t.Cache.Current()
 	switch {
 	case !ok:
+		// A shared store that lost its data (Redis restarted without it)
+		// writes back the grant it last saw before it answers a Load
+		// (redisstore), and so does Flush with pending tokens: a grant
+		// absent here was removed.
 		if t.farmer && held != nil {
-			t.absent(lctx, log)
+			log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
+			t.Cache.Forget()
 		}
 		return time.Time{}
 	case rec.UpdatedAt.Equal(seen):
 	case held == nil:
-		t.Cache.RetryNow()
-		t.Cache.Prefetch()
+		// A grant written while the last fetch found none, or a dead one
+		// (a login elsewhere): fetch now. Other failures keep their backoff.
+		if e := t.Cache.LastError(); e != nil && e.Code == tokensource.LoginRequired {
+			t.Cache.RetryNow()
+			t.Cache.Prefetch()
+		}
 	case held.Access() != rec.AccessToken && t.Cache.Adopt(rec):
 		log.Info("adopted the token another process or replica fetched", zap.String("token", redact.Fingerprint(rec.AccessToken)))
 	}
 	return rec.UpdatedAt
-}
-
-// absent handles the farmer's grant missing from the store while a token
-// of it is held: removed by a logout, or lost by a shared store (Redis
-// restarted without its data), which gets it back.
-func (t *Tokens) absent(ctx context.Context, log *zap.Logger) {
-	if ts, ok := t.Store.(tokenstore.Tombstones); ok && t.Store.Shared() {
-		removed, err := ts.Removed(ctx, t.key)
-		if err != nil {
-			return // asked again at the next look
-		}
-		if !removed {
-			wrote, err := t.Stored.Restore(ctx)
-			switch {
-			case err != nil:
-				log.Error("the token store lost the farmer's grant, and writing it back failed; retrying", zap.Error(err))
-			case wrote:
-				log.Warn("the token store had lost the farmer's grant (restarted without its data?): written back")
-			}
-			return
-		}
-	}
-	log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
-	t.Cache.Forget()
 }

@@ -56,7 +56,7 @@ type Stored struct {
 	// fetched without the lock of a shared store that cannot be used.
 	OnOwnFetch func()
 
-	fetching sync.Mutex // held by Token throughout, and by Flush and Restore
+	fetching sync.Mutex // held by Token throughout, and by Flush
 	// pendingFrom is the refresh token the store held when tokens first
 	// became pending: the store still holding it (or the pending ones)
 	// means no one else has refreshed since. Under fetching.
@@ -64,7 +64,6 @@ type Stored struct {
 
 	mu      sync.Mutex                        // guards Grant; never held across I/O
 	pending atomic.Pointer[tokenstore.Record] // fetched, not yet in the store; changed under fetching
-	last    atomic.Pointer[tokenstore.Record] // the grant as last handed out (see Restore)
 }
 
 // fnError marks errors that came from inside the Update callback (the grant),
@@ -139,7 +138,6 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	if refusedErr != nil {
 		return tokenstore.Record{}, refusedErr
 	}
-	s.last.Store(&got)
 	return got, nil
 }
 
@@ -347,40 +345,6 @@ func (s *Stored) Flush(ctx context.Context) error {
 	s.pending.Store(nil)
 	s.Log.Warn("pending tokens written to the token store", zap.String("token", redact.Fingerprint(rec.AccessToken)))
 	return nil
-}
-
-// Restore writes the grant as this process last handed it out back to a
-// shared store that lost it (Redis restarted without its data), unless it
-// is there again by now. It reports whether it wrote; false at once when
-// a fetch is in flight (which writes the grant itself).
-func (s *Stored) Restore(ctx context.Context) (bool, error) {
-	if !s.fetching.TryLock() {
-		return false, nil
-	}
-	defer s.fetching.Unlock()
-	rec := s.pending.Load()
-	if rec == nil {
-		rec = s.last.Load()
-	}
-	if rec == nil {
-		return false, nil
-	}
-	wrote := false
-	_, err := s.Store.Update(ctx, s.grant().Key(), func(_ tokenstore.Record, ok bool) (*tokenstore.Record, error) {
-		if ok {
-			return nil, nil
-		}
-		wrote = true
-		r := *rec
-		return &r, nil
-	})
-	if err != nil {
-		return false, err
-	}
-	if wrote {
-		s.pending.Store(nil)
-	}
-	return wrote, nil
 }
 
 // usable: not the rejected token, bound to the DPoP key in effect (or to

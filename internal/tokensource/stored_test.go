@@ -323,28 +323,3 @@ func TestStoredFencedWriteIsReconciled(t *testing.T) {
 		})
 	}
 }
-
-// A shared store that lost its data gets the grant back from a replica that
-// holds it; one that has it again is left alone.
-func TestStoredRestoresALostGrant(t *testing.T) {
-	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, farmer: true, live: "refresh-login"}
-	s, st := newStored(g)
-	st.shared.Store(true)
-	st.put(farmerKey, freshGrant(g.clock.Now()))
-	g.clock.Advance(56 * time.Minute)
-	if _, err := s.Token(context.Background(), ""); err != nil {
-		t.Fatal(err)
-	}
-	st.mu.Lock()
-	delete(st.recs, farmerKey.String())
-	st.mu.Unlock()
-	if wrote, err := s.Restore(context.Background()); err != nil || !wrote {
-		t.Fatalf("Restore: %v, %v", wrote, err)
-	}
-	if rec, ok := st.get(farmerKey); !ok || rec.RefreshToken != "refresh-1" || rec.Email != "brent@example.com" {
-		t.Fatalf("store after Restore: %v, %v", rec, ok)
-	}
-	if wrote, err := s.Restore(context.Background()); err != nil || wrote {
-		t.Fatalf("Restore over a grant present: %v, %v; want nothing written", wrote, err)
-	}
-}
