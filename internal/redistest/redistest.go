@@ -109,6 +109,9 @@ func (s *Server) run() error {
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 		"--daemonize", "no",
 		"--save", "",
+		// A replica is served at once, not after the 5s Redis waits
+		// for more replicas to share a transfer.
+		"--repl-diskless-sync-delay", "0",
 	}
 	if s.opts.Persist {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
@@ -180,7 +183,7 @@ func (s *Server) Dir() string { return s.dir }
 // Client returns a client of the server (with its password), closed when
 // t ends: to look at what a store wrote, or to change it behind its back.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

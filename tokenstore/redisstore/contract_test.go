@@ -71,4 +71,3 @@ func logs() (*zap.Logger, *observer.ObservedLogs) {
 	core, l := observer.New(zap.InfoLevel)
 	return zap.New(core), l
 }
-

@@ -185,6 +185,7 @@ func (s *Store) openDirect(o Options, tlsConf *tls.Config) error {
 	ro.PoolTimeout = ioTimeout
 	ro.ContextTimeoutEnabled = true
 	ro.MaxRetries = 1
+	ro.DialerRetries = 1 // the caller tries again; five dials would hold it for 5 × dialTimeout
 	ro.DisableIdentity = true
 	if ro.Protocol == 0 {
 		ro.Protocol = 2 // plain AUTH and pub/sub; no push notifications to handle
@@ -215,6 +216,7 @@ func (s *Store) openSentinel(o Options, tlsConf *tls.Config) error {
 	fo.PoolTimeout = ioTimeout
 	fo.ContextTimeoutEnabled = true
 	fo.MaxRetries = 1
+	fo.DialerRetries = 1 // the caller tries again; five dials would hold it for 5 × dialTimeout
 	fo.DisableIdentity = true
 	if fo.Protocol == 0 {
 		fo.Protocol = 2
