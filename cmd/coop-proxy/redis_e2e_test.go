@@ -182,6 +182,21 @@ func (r *redisRig) refreshAnswers() (ok, refused int) {
 // (tokensource.Cache.Invalidate's rejectWindow), answering token_rejected.
 const revokeEvery = 10*time.Second + 500*time.Millisecond
 
+// shortLockRig is three replicas serving the farmer's grant, logged in, with
+// a lock TTL of 3 s over a token timeout of 2 s; the test's look at the
+// store, and the grant in it.
+func shortLockRig(t *testing.T) (*redisRig, []*child, tokenstore.Backend, tokenstore.Record) {
+	t.Helper()
+	r := newRedisRig(t, coop.Options{}, redistest.Options{}, true, "STORE_LOCK_TTL", "3s", "TOKEN_TIMEOUT", "2s")
+	if _, err := r.f.login(t, r.cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	cs := r.replicas(t, 3)
+	st := r.store(t)
+	rec, _ := r.grant(t, st)
+	return r, cs, st, rec
+}
+
 // Three replicas, one Redis, the farmer's grant, its access token revoked
 // at COOP in a loop for 15 s: every request succeeds, each revocation costs
 // exactly one refresh between the three, and none is refused.
@@ -396,13 +411,7 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 // refreshes, and the grant is intact.
 func TestRedisLockHolderKilledMidRefresh(t *testing.T) {
 	t.Parallel()
-	r := newRedisRig(t, coop.Options{}, redistest.Options{}, true, "STORE_LOCK_TTL", "3s", "TOKEN_TIMEOUT", "2s")
-	if _, err := r.f.login(t, r.cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	cs := r.replicas(t, 3)
-	st := r.store(t)
-	rec, _ := r.grant(t, st)
+	r, cs, st, rec := shortLockRig(t)
 	r.f.em.SetTokenFault(coop.FaultHang)
 	r.f.em.RevokeToken(rec.AccessToken)
 	var calls sync.WaitGroup
@@ -460,13 +469,7 @@ func TestRedisLockHolderKilledMidRefresh(t *testing.T) {
 // which this test bounds.
 func TestRedisPausedBeyondTheLockTTL(t *testing.T) {
 	t.Parallel()
-	r := newRedisRig(t, coop.Options{}, redistest.Options{}, true, "STORE_LOCK_TTL", "3s", "TOKEN_TIMEOUT", "2s")
-	if _, err := r.f.login(t, r.cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	cs := r.replicas(t, 3)
-	st := r.store(t)
-	rec, _ := r.grant(t, st)
+	r, cs, st, rec := shortLockRig(t)
 	var paused atomic.Bool
 	resumed := make(chan struct{})
 	r.f.watchToken(func() {
