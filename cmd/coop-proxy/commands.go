@@ -21,10 +21,11 @@ func runToken(ctx context.Context, inv *invocation) error {
 	s := inv.settings
 	log, flush := quietLogger()
 	defer flush()
-	tk, err := server.NewTokens(&s.Route, server.StorePath(s, server.StoreKey(&s.Route)), log, server.TokenOptions{}, nil)
+	tk, err := server.NewTokens(ctx, s, &s.Route, log, server.TokenOptions{}, nil)
 	if err != nil {
 		return err
 	}
+	defer tk.Store.Close()
 	defer tk.Cache.Close()
 	tok, err := tk.Cache.Token(ctx)
 	if err != nil {
@@ -50,10 +51,11 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	log, flush := quietLogger()
 	defer flush()
 	key := server.StoreKey(r)
-	st, err := server.OpenStore(server.StorePath(inv.settings, key), log)
+	st, err := server.OpenBackend(ctx, inv.settings, key, log, nil)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	rec, ok, err := st.Load(ctx, key)
 	if err != nil {
 		return err
@@ -62,7 +64,7 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	if inv.settings.Config != "" {
 		p("route", r.Name)
 	}
-	p("store", st.Path())
+	p("store", server.StoreName(st))
 	p("grant", string(r.Grant))
 	p("client id", r.ClientID)
 	if r.Issuer != "" {
@@ -132,18 +134,19 @@ func runLogout(ctx context.Context, inv *invocation) error {
 	r := inv.settings.Route
 	r.Grant = config.AuthorizationCode
 	key := server.StoreKey(&r)
-	st, err := server.OpenStore(server.StorePath(inv.settings, key), log)
+	st, err := server.OpenBackend(ctx, inv.settings, key, log, nil)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	existed, err := st.Delete(ctx, key)
 	if err != nil {
 		return err
 	}
 	if existed {
-		fmt.Fprintf(inv.out, "Logged out: the farmer's grant for %q was removed from %s.\n", r.ClientID, st.Path())
+		fmt.Fprintf(inv.out, "Logged out: the farmer's grant for %q was removed from %s.\n", r.ClientID, server.StoreName(st))
 	} else {
-		fmt.Fprintf(inv.out, "No farmer was logged in for %q in %s.\n", r.ClientID, st.Path())
+		fmt.Fprintf(inv.out, "No farmer was logged in for %q in %s.\n", r.ClientID, server.StoreName(st))
 	}
 	return nil
 }

@@ -143,6 +143,9 @@ func demoEnviron(emURL, clientID, secretFile, store string) map[string]string {
 		"STORE": store, "GRANT": "client_credentials"} {
 		environ[config.EnvPrefix+k] = v
 	}
+	if redis := os.Getenv(config.EnvPrefix + "STORE"); config.RedisStore(redis) {
+		environ[config.EnvPrefix+"STORE"] = redis // a Redis store given is kept (deploy/compose/compose.redis.yaml)
+	}
 	for _, k := range []string{"TOKEN_URL", "AUTHORIZE_URL", "CLIENT_SECRET", "SCOPES"} {
 		delete(environ, config.EnvPrefix+k)
 	}

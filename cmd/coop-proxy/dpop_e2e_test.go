@@ -90,7 +90,7 @@ func TestDPoPLoginBindsTheGrantToAKeyKeptWithIt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	tk, err := server.NewTokens(&cfg.Route, cfg.Store, zap.NewNop(), server.TokenOptions{}, nil)
+	tk, err := server.NewTokens(context.Background(), cfg, &cfg.Route, zap.NewNop(), server.TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,7 @@ type farm struct {
 	url          string
 	redirect     string                                // the application's registered loopback redirect URI
 	onAPI        atomic.Pointer[func(r *http.Request)] // when set, sees every /api/ request before COOP does
+	onToken      atomic.Pointer[func()]                // when set, called on every POST /token before COOP answers
 	clock        *fakeclock.Clock
 	brent, sally coop.User
 	app          coop.App
@@ -68,6 +69,9 @@ func newFarmWith(t *testing.T, opts coop.Options) *farm {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hook := f.onAPI.Load(); hook != nil && strings.HasPrefix(r.URL.Path, "/api/") {
 			(*hook)(r)
+		}
+		if hook := f.onToken.Load(); hook != nil && r.URL.Path == "/token" {
+			(*hook)()
 		}
 		f.em.ServeHTTP(w, r)
 	}))
@@ -226,6 +230,9 @@ func call(t *testing.T, method, url string, hdr map[string]string) answer {
 
 // watchAPI sets the hook that sees every /api/ request before COOP does.
 func (f *farm) watchAPI(hook func(r *http.Request)) { f.onAPI.Store(&hook) }
+
+// watchToken sets the hook called on every POST /token before COOP answers.
+func (f *farm) watchToken(hook func()) { f.onToken.Store(&hook) }
 
 func (f *farm) tokenRequests() int { return f.em.CountTokenRequests("") }
 

@@ -214,6 +214,8 @@ type flakyStore struct {
 	fail  atomic.Bool
 }
 
+func (s *flakyStore) Shared() bool { return s.inner.Shared() }
+
 func (s *flakyStore) Update(ctx context.Context, k tokenstore.Key, fn func(tokenstore.Record, bool) (*tokenstore.Record, error)) (tokenstore.Record, error) {
 	if !s.fail.Load() {
 		return s.inner.Update(ctx, k, fn)

@@ -75,14 +75,15 @@ func runLogin(ctx context.Context, inv *invocation) error {
 	log, flush := quietLogger()
 	defer flush()
 	storeKey := server.StoreKey(&r)
-	st, err := server.OpenStore(server.StorePath(s, storeKey), log)
+	st, err := server.OpenBackend(ctx, s, storeKey, log, nil)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	if _, err := st.Update(ctx, storeKey, func(tokenstore.Record, bool) (*tokenstore.Record, error) { return &rec, nil }); err != nil {
 		return fmt.Errorf("logged in, but the grant could not be stored: %w", err)
 	}
-	log.Debug("grant stored", zap.String("path", st.Path()))
+	log.Debug("grant stored", zap.String("store", server.StoreName(st)))
 
 	who := "the farmer"
 	if rec.Email != "" {
@@ -95,7 +96,7 @@ func runLogin(ctx context.Context, inv *invocation) error {
 		until = "access token until " + rec.Expiry.Local().Format(time.RFC1123) + ", renewed with the refresh token"
 	}
 	fmt.Fprintf(out, "Logged in as %s for %q, scopes %s; %s.\nGrant stored in %s. Run: coop-proxy serve --grant authorization_code\n",
-		who, r.ClientID, strings.Join(rec.Scopes, " "), until, st.Path())
+		who, r.ClientID, strings.Join(rec.Scopes, " "), until, server.StoreName(st))
 	return nil
 }
 

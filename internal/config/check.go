@@ -113,7 +113,7 @@ func (r *Route) check(need Needs, p *Problems) {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout}} {
+	}{{"RefreshMargin", r.RefreshMargin}, {"UpstreamTimeout", r.UpstreamTimeout}, {"RequestTimeout", r.RequestTimeout}, {"TokenTimeout", r.TokenTimeout}} {
 		if d.v <= 0 {
 			p.Add(problem(d.field, "must be more than 0"))
 		}
@@ -151,6 +151,9 @@ func (s *Settings) checkProcess(need Needs, p *Problems) {
 	}
 	if need.Listen && s.AdminEnabled() {
 		p.Add(checkListen("AdminListen", s.AdminListen))
+	}
+	if need.Store && RedisStore(s.Store) {
+		s.checkRedisStore(p)
 	}
 	if s.Device && s.Paste {
 		p.Add(problem("Device", "set either %sDEVICE or %sPASTE, not both: the device grant needs no paste", EnvPrefix, EnvPrefix))
@@ -296,4 +299,43 @@ func checkListen(field, addr string) error {
 		return problem(field, "%q: host must be an IP address (or localhost)", addr)
 	}
 	return nil
+}
+
+// checkRedisStore checks the Redis store's settings: no password in the
+// URL (ps shows it to every user of the machine), sealed grants unless
+// plaintext is asked for in so many words, and a lock that outlives the
+// token request it covers.
+func (s *Settings) checkRedisStore(p *Problems) {
+	u, err := url.Parse(s.Store)
+	switch {
+	case err != nil:
+		p.Add(problem("Store", "not a Redis URL (redis://host:6379/0 or rediss://...)"))
+	case u.User != nil || u.Query().Has("password") || u.Query().Has("sentinel_password"):
+		if _, ok := u.User.Password(); ok || u.User == nil {
+			p.Add(problem("Store", "the URL holds a password, which ps shows to every user of the machine: put it in a file and set %sSTORE_PASSWORD_FILE", EnvPrefix))
+		}
+	case u.Host == "":
+		p.Add(problem("Store", "%s names no Redis server (redis://host:6379/0)", s.Store))
+	}
+	if s.StoreKeyFile == "" && !s.StorePlaintext {
+		p.Add(problem("StoreKeyFile", "a Redis store keeps the grants sealed: set it to a file of keys (one base64 32-byte key a line; `head -c 32 /dev/urandom | base64`), or set %sSTORE_PLAINTEXT=true to keep them in Redis unsealed", EnvPrefix))
+	}
+	if s.StoreKeyFile != "" && s.StorePlaintext {
+		p.Add(problem("StorePlaintext", "set either %sSTORE_KEY_FILE or %sSTORE_PLAINTEXT=true, not both", EnvPrefix, EnvPrefix))
+	}
+	if (s.StoreCertFile == "") != (s.StoreCertKeyFile == "") {
+		p.Add(problem("StoreCertFile", "set both %sSTORE_CERT_FILE and %sSTORE_CERT_KEY_FILE, or neither", EnvPrefix, EnvPrefix))
+	}
+	if s.StoreWaitReplicas < 0 {
+		p.Add(problem("StoreWaitReplicas", "must be 0 or more"))
+	}
+	if s.StoreWaitTimeout <= 0 {
+		p.Add(problem("StoreWaitTimeout", "must be more than 0"))
+	}
+	for _, r := range s.AllRoutes() {
+		if s.StoreLockTTL <= r.TokenTimeout {
+			p.Add(problem("StoreLockTTL", "%s is not more than %sTOKEN_TIMEOUT (%s): a lock must outlive the token request it covers, or another replica could refresh meanwhile", s.StoreLockTTL, EnvPrefix, r.TokenTimeout))
+			break
+		}
+	}
 }

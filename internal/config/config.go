@@ -22,6 +22,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/clientauth"
 	"github.com/coop-proxy/coop-proxy/internal/redact"
+	"github.com/coop-proxy/coop-proxy/tokenstore/redisstore"
 )
 
 // EnvPrefix starts the name of every environment variable coop-proxy reads.
@@ -45,8 +46,23 @@ type Settings struct {
 	Config    string `env:"CONFIG" flag:"config" help:"configuration file (YAML) listing routes: several upstream APIs in one process; with it, route settings come from the file alone"`
 	RouteName string `env:"ROUTE" flag:"route" help:"status, token, login, logout: the route of the configuration file to act on (needed when it has several)"`
 
-	AdminListen     string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
-	Store           string        `env:"STORE" flag:"store" help:"token store file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json)"`
+	AdminListen string `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
+	Store       string `env:"STORE" flag:"store" help:"token store: a file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json), or Redis shared by replicas: redis://host:6379/0, rediss://... (TLS)"`
+	// The Redis store's settings; see the README's "Which token store".
+	StorePasswordFile string        `env:"STORE_PASSWORD_FILE" flag:"store-password-file" help:"Redis store: file holding the Redis password (never in STORE, which ps shows); read again on SIGHUP"`
+	StoreKeyFile      string        `env:"STORE_KEY_FILE" flag:"store-key-file" help:"Redis store: file of the keys sealing the grants, one base64 32-byte key a line: the first seals, every one opens (rotation)"`
+	StorePlaintext    bool          `env:"STORE_PLAINTEXT" flag:"store-plaintext" help:"Redis store: keep the grants in Redis unsealed, without a key file (refused unless set)"`
+	StoreCAFile       string        `env:"STORE_CA_FILE" flag:"store-ca-file" help:"Redis store, rediss://: file of the CA certificates (PEM) Redis's certificate is checked against (default: the system's)"`
+	StoreCertFile     string        `env:"STORE_CERT_FILE" flag:"store-cert-file" help:"Redis store, rediss://: file of the client certificate (PEM) presented to Redis"`
+	StoreCertKeyFile  string        `env:"STORE_CERT_KEY_FILE" flag:"store-cert-key-file" help:"Redis store, rediss://: file of the client certificate's private key (PEM)"`
+	StoreLockTTL      time.Duration `env:"STORE_LOCK_TTL" envDefault:"45s" flag:"store-lock-ttl" help:"Redis store: how long a grant's lock lasts when its holder dies; more than TOKEN_TIMEOUT"`
+	StoreWaitReplicas int           `env:"STORE_WAIT_REPLICAS" envDefault:"0" flag:"store-wait-replicas" help:"Redis store: Redis replicas a write must reach (WAIT) before new tokens are used; 0: the primary alone"`
+	StoreWaitTimeout  time.Duration `env:"STORE_WAIT_TIMEOUT" envDefault:"1s" flag:"store-wait-timeout" help:"Redis store: how long a write waits for STORE_WAIT_REPLICAS"`
+	Replica           string        `env:"REPLICA" flag:"replica" help:"Redis store: this replica's name in the grant's lock and in status (default: hostname-pid)"`
+	// StorePassword is read from StorePasswordFile, StoreKeys from
+	// StoreKeyFile (its text, checked with redisstore.ParseKeys), by Load.
+	StorePassword   redact.Secret `env:"-"`
+	StoreKeys       redact.Secret `env:"-"`
 	MaxHeaderBytes  int           `env:"MAX_HEADER_BYTES" envDefault:"65536" flag:"max-header-bytes" help:"largest request header (bytes); larger gets 431"`
 	MaxConns        int           `env:"MAX_CONNS" envDefault:"1024" flag:"max-conns" help:"most caller connections open at once; further callers wait to be accepted"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" flag:"shutdown-timeout" help:"on SIGINT/SIGTERM, how long in-flight requests may take to finish"`
@@ -97,6 +113,7 @@ type Route struct {
 	RequestTimeout              time.Duration `env:"REQUEST_TIMEOUT" envDefault:"2m" flag:"request-timeout" help:"longest a whole request may take, body included; then 504 (or the connection is cut mid-answer)"`
 	MaxBodyBytes                int64         `env:"MAX_BODY_BYTES" envDefault:"10485760" flag:"max-body-bytes" help:"largest request body (bytes); larger gets 413"`
 	MaxUpstreamConns            int           `env:"MAX_UPSTREAM_CONNS" envDefault:"256" flag:"max-upstream-conns" help:"most connections open to COOP at once; further requests wait"`
+	TokenTimeout                time.Duration `env:"TOKEN_TIMEOUT" envDefault:"30s" flag:"token-timeout" help:"longest wait for the token endpoint's answer"`
 	RedirectURI                 string        `env:"REDIRECT_URI" envDefault:"http://127.0.0.1:8085/callback" flag:"redirect-uri" help:"login: loopback redirect URI, exactly as registered on COOP"`
 
 	// ClientKey (private_key_jwt) and ClientCert (the TLS styles) are read
@@ -243,16 +260,43 @@ func (r *Route) resolve(need Needs, p *Problems) {
 	}
 }
 
-// resolveProcess fills in the default store path.
+// resolveProcess fills in the default store path, the replica's name, and
+// the Redis store's password and keys from their files.
 func (s *Settings) resolveProcess(need Needs, p *Problems) {
 	if need.Store && s.Store == "" {
 		path, err := defaultStorePath()
 		p.Add(err)
 		s.Store = path
 	}
+	if s.Replica == "" {
+		host, _ := os.Hostname()
+		s.Replica = fmt.Sprintf("%s-%d", cmp.Or(host, "coop-proxy"), os.Getpid())
+	}
+	if need.Store && RedisStore(s.Store) {
+		password, err := readSecret("StorePassword", "StorePasswordFile", "", s.StorePasswordFile)
+		p.Add(err)
+		s.StorePassword = password
+		if s.StoreKeyFile != "" {
+			keys, err := readCredentialFile("StoreKeyFile", "key", s.StoreKeyFile)
+			if err == nil {
+				if _, perr := redisstore.ParseKeys(keys); perr != nil {
+					err = problem("StoreKeyFile", "%s: %v", s.StoreKeyFile, perr)
+				}
+			}
+			p.Add(err)
+			s.StoreKeys = redact.Secret(keys)
+		}
+		return
+	}
 	if info, err := os.Stat(s.Store); need.Store && err == nil && info.IsDir() {
 		p.Add(problem("Store", "%s is a directory: name the token file in it, as %s", s.Store, filepath.Join(s.Store, "tokens.json")))
 	}
+}
+
+// RedisStore reports whether the store setting names a Redis server
+// rather than a file.
+func RedisStore(store string) bool {
+	return strings.HasPrefix(store, "redis://") || strings.HasPrefix(store, "rediss://")
 }
 
 // readSecret reads a secret given in the environment (field) or in a file

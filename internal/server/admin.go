@@ -98,6 +98,13 @@ func (srv *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	answer := map[string]any{"status": "ready", "routes": byName}
+	if srv.storeMetrics != nil {
+		// The held tokens serve on; a route whose token runs out says
+		// store_unavailable itself.
+		if down := srv.storeMetrics.unavailable(); down != "" {
+			answer["store"] = down
+		}
+	}
 	switch {
 	case srv.draining.Load():
 		reasons = []string{"shutting down"}

@@ -153,7 +153,7 @@ func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
 	ctx := context.Background()
 
 	s, _ := jwtSettings(t, p, keyFile)
-	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err := NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestPrivateKeyJWTAuthenticatesEveryTokenRequest(t *testing.T) {
 	}
 
 	s, _ = jwtSettings(t, p, keyFile, "GRANT", "authorization_code")
-	tk, err = NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err = NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestTheAssertionAudienceAndKeyIDSettings(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "key.pem")
 	writeKeyFile(t, keyFile, key)
 	s, _ := jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience)
-	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err := NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestTheAssertionAudienceAndKeyIDSettings(t *testing.T) {
 
 	// A kid the provider does not know is what the provider sees.
 	s, _ = jwtSettings(t, p, keyFile, "CLIENT_ASSERTION_AUDIENCE", p.audience, "CLIENT_KEY_ID", "key-2026")
-	tk, err = NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err = NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestSecretStylesSendTheCredentialsAsRFC6749Says(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+		tk, err := NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

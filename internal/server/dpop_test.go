@@ -134,7 +134,7 @@ func TestDPoPRefusesABearerAnswer(t *testing.T) {
 	srv := dpoptest.NewServer(t)
 	srv.AnswerBearer = true
 	s := dpopSettings(t, srv, filepath.Join(t.TempDir(), "tokens.json"))
-	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err := NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestDPoPKeyFileAndTheRefreshOfABoundGrant(t *testing.T) {
 	}
 	store := filepath.Join(t.TempDir(), "tokens.json")
 	s := dpopSettings(t, srv, store, "DPOP_KEY_FILE", keyFile, "GRANT", "authorization_code")
-	tk, err := NewTokens(&s.Route, s.Store, zap.NewNop(), TokenOptions{}, nil)
+	tk, err := NewTokens(context.Background(), s, &s.Route, zap.NewNop(), TokenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

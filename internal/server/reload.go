@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/tokenstore/redisstore"
 )
 
 // secretWatchInterval is how often the secret files are looked at.
@@ -158,6 +159,11 @@ func (srv *Server) Reload(next *config.Settings) {
 	if applied.Config == "" {
 		applied.Routes = nil // the environment's route is Route alone
 	}
+	if rs, ok := srv.backend.(*redisstore.Store); ok && next.StorePassword != applied.StorePassword {
+		rs.SetPassword(next.StorePassword.Reveal())
+		applied.StorePassword = next.StorePassword
+		srv.log.Info("token store password reloaded", zap.String("file", applied.StorePasswordFile))
+	}
 	if srv.opts.Level != (zap.AtomicLevel{}) {
 		srv.opts.Level.SetLevel(applied.LogLevel.Level)
 	}
@@ -271,7 +277,7 @@ func (a fileState) same(b fileState) bool {
 // configuration file.
 func (srv *Server) secretFiles() []fileState {
 	s := srv.settings.Load()
-	paths := []string{s.Config}
+	paths := []string{s.Config, s.StorePasswordFile}
 	for _, r := range s.AllRoutes() {
 		paths = append(paths, r.ClientSecretFile, r.ClientKeyFile, r.ClientCertFile, r.InboundSecretFile)
 	}

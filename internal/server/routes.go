@@ -19,6 +19,7 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
 // route is one upstream API: its handler, its metrics and the token stack
@@ -117,9 +118,13 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 		}
 		return st, nil
 	}
-	store, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
-	if err != nil {
-		return nil, err
+	var store tokenstore.Backend = srv.backend
+	if store == nil {
+		file, err := OpenStore(StorePath(srv.settings.Load(), k), srv.log)
+		if err != nil {
+			return nil, err
+		}
+		store = file
 	}
 	st := &stack{key: key}
 	log := srv.log.With(zap.String("route", r.Name))
@@ -135,6 +140,9 @@ func (srv *Server) stackFor(r *config.Route) (*stack, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if srv.storeMetrics != nil {
+		tk.Stored.OnOwnFetch = srv.storeMetrics.ownFetch.Inc
 	}
 	st.tokens = tk
 	st.counts.Store(&[]*proxy.Metrics{})

@@ -24,6 +24,7 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/proxy"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
 // fetchGrace is how long shutdown lets a token fetch in flight finish
@@ -65,6 +66,10 @@ type Server struct {
 	log      *zap.Logger
 	reg      *prometheus.Registry // the process's metrics; each route has its own registry
 	draining atomic.Bool
+	// backend is the Redis store every stack shares, nil with token files
+	// (a stack opens its file); storeMetrics observes it.
+	backend      tokenstore.Backend
+	storeMetrics *storeMetrics
 
 	// mu guards what reloads change: the routes, the stacks and the
 	// listeners. It is never held across network I/O or a drain.
@@ -87,9 +92,18 @@ func New(s *config.Settings, o Options) (*Server, error) {
 	srv := &Server{opts: o, log: o.Log, reg: prometheus.NewRegistry(), stacks: map[string]*stack{}, fronts: map[string]*front{}}
 	srv.settings.Store(s)
 	srv.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if config.RedisStore(s.Store) {
+		srv.storeMetrics = newStoreMetrics(srv.reg)
+		b, err := OpenBackend(context.Background(), s, tokenstore.Key{}, o.Log, srv.storeMetrics)
+		if err != nil {
+			return nil, err
+		}
+		srv.backend = b
+	}
 	for _, r := range s.AllRoutes() {
 		rt, err := srv.newRoute(&r, s.MaxHeaderBytes)
 		if err != nil {
+			srv.closeBackend()
 			return nil, err
 		}
 		srv.routes = append(srv.routes, rt)
@@ -184,12 +198,13 @@ func (srv *Server) Run(ctx context.Context) error {
 				srv.log.Error("EXITING WITH NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: the grant may be lost; run `coop-proxy login` if the next start says login_required", zap.Error(err))
 			}
 		}
+		srv.closeBackend()
 	}()
 
 	for _, r := range s.AllRoutes() {
 		srv.log.Info("coop-proxy listening", zap.String("route", r.Name), zap.String("listen", addrs.Routes[r.Name]), zap.String("path_prefix", r.PathPrefix),
 			zap.String("admin", addrs.Admin), zap.String("upstream", r.Upstream), zap.String("grant", string(r.Grant)), zap.String("client_id", r.ClientID),
-			zap.String("store", StorePath(s, StoreKey(&r))))
+			zap.String("store", srv.storeName(s, &r)))
 	}
 	_ = srv.log.Sync() // the line operators and scripts wait for, at once
 	if srv.opts.Ready != nil {
@@ -231,6 +246,23 @@ func (srv *Server) Run(ctx context.Context) error {
 	closeAdmin(func() error { return admin.Shutdown(sctx) })
 	srv.log.Info("coop-proxy stopped")
 	return cmp.Or(runErr, shutErr)
+}
+
+// closeBackend closes the shared store, if there is one.
+func (srv *Server) closeBackend() {
+	if srv.backend != nil {
+		if err := srv.backend.Close(); err != nil {
+			srv.log.Warn("closing the token store", zap.Error(err))
+		}
+	}
+}
+
+// storeName names the store of the route's grant.
+func (srv *Server) storeName(s *config.Settings, r *config.Route) string {
+	if srv.backend != nil {
+		return StoreName(srv.backend)
+	}
+	return StorePath(s, StoreKey(r))
 }
 
 // serveError reports a listener's end other than a shutdown: Run stops.

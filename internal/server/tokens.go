@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -18,13 +19,14 @@ import (
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/dpop"
 	"github.com/coop-proxy/coop-proxy/internal/provider"
+	"github.com/coop-proxy/coop-proxy/internal/redact"
 	"github.com/coop-proxy/coop-proxy/internal/tokensource"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
 // Tokens is the token stack of one route: store, persisting layer and cache.
 type Tokens struct {
-	Store  *tokenstore.Store
+	Store  tokenstore.Backend
 	Stored *tokensource.Stored
 	Cache  *tokensource.Cache
 	// Discovery holds the issuer's metadata; nil without an issuer.
@@ -45,10 +47,10 @@ type TokenOptions struct {
 	WrapStore func(tokensource.Store) tokensource.Store // lets a test make the store fail
 }
 
-// NewTokens builds the token stack for the route's grant over the store at
-// storePath.
-func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
-	st, err := OpenStore(storePath, log)
+// NewTokens builds the token stack for the route r of the settings s over
+// the store they name (OpenBackend); the caller closes Tokens.Store.
+func NewTokens(ctx context.Context, s *config.Settings, r *config.Route, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
+	st, err := OpenBackend(ctx, s, StoreKey(r), log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +59,7 @@ func NewTokens(r *config.Route, storePath string, log *zap.Logger, o TokenOption
 
 // newTokens builds the token stack for the route's grant over the store st
 // (one per process, shared by the routes' stacks).
-func newTokens(r *config.Route, st *tokenstore.Store, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
+func newTokens(r *config.Route, st tokenstore.Backend, log *zap.Logger, o TokenOptions, onFetch func(error)) (*Tokens, error) {
 	disc := newDiscovery(r)
 	grant := routeGrant(r, disc, o.Now)
 	var store tokensource.Store = st
@@ -72,8 +74,11 @@ func newTokens(r *config.Route, st *tokenstore.Store, log *zap.Logger, o TokenOp
 		Margin:  r.RefreshMargin,
 		Backoff: tokensource.Backoff{Min: time.Second, Max: time.Minute},
 		MaxWait: min(tokenWait, r.RequestTimeout),
-		Now:     o.Now,
-		OnFetch: onFetch,
+		// the wait for the store's lock (at most half, see Stored), then
+		// the token request
+		FetchTimeout: 2 * tokenTimeout(r),
+		Now:          o.Now,
+		OnFetch:      onFetch,
 	}
 	return &Tokens{Store: st, Stored: stored, Cache: cache, Discovery: disc, key: grant.Key(), route: r, farmer: r.Grant == config.AuthorizationCode}, nil
 }
@@ -168,7 +173,13 @@ func authStyle(s config.AuthStyle) oauth2.AuthStyle {
 // would re-send the client's credentials or the refresh token to wherever
 // the Location names.
 func TokenHTTPClient(r *config.Route) *http.Client {
-	return tokensource.NewAuthHTTPClient(30*time.Second, withDPoP(clientAuth(r)))
+	return tokensource.NewAuthHTTPClient(tokenTimeout(r), withDPoP(clientAuth(r)))
+}
+
+// tokenTimeout bounds a request to the route's token endpoint: the
+// setting, or its default for a Route built by hand.
+func tokenTimeout(r *config.Route) time.Duration {
+	return cmp.Or(r.TokenTimeout, 30*time.Second)
 }
 
 // DPoPKeys is the route's DPoP key policy: nil with DPoP off.
@@ -229,16 +240,24 @@ func newGrant(r *config.Route, ep config.Endpoints, now func() time.Time) tokens
 }
 
 // maintain renews the token ahead of expiry, writes pending tokens to the
-// store, and notices a logout, once a second, until ctx ends.
+// store, and learns of changes other processes or replicas made to the
+// grant: at once when the store signals them (Backend.Changes), and by a
+// look once a second otherwise, until ctx ends.
 func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	changes := t.Store.Changes(ctx)
+	var seen time.Time // UpdatedAt of the grant as last looked at
 	for {
 		t.Cache.Prefetch()
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case _, open := <-changes:
+			if !open {
+				changes = nil // ctx ended; the next select says so
+			}
 		}
 		if !t.Stored.Durable() {
 			// bounded: another process may hold the store's lock a long time
@@ -250,11 +269,45 @@ func (t *Tokens) maintain(ctx context.Context, log *zap.Logger) {
 			}
 			continue
 		}
-		if t.farmer && t.Cache.Current() != nil {
-			if _, ok, err := t.Store.Load(ctx, t.key); err == nil && !ok {
-				log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
-				t.Cache.Forget()
-			}
-		}
+		seen = t.look(ctx, log, seen)
 	}
+}
+
+// look reads the grant and acts on what another process or replica did to
+// it: a logout (absent) → stop acting for the farmer; a token fetched
+// elsewhere → adopt it without a request to the token endpoint; a grant
+// written while the last fetch found none (a login) → fetch now rather
+// than at the next recheck. It returns the grant's UpdatedAt, so that a
+// grant looked at already is not acted on again.
+func (t *Tokens) look(ctx context.Context, log *zap.Logger, seen time.Time) time.Time {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, ok, err := t.Store.Load(lctx, t.key)
+	if err != nil {
+		return seen
+	}
+	held := t.Cache.Current()
+	switch {
+	case !ok:
+		// A shared store that lost its data (Redis restarted without it)
+		// writes back the grant it last saw before it answers a Load
+		// (redisstore), and so does Flush with pending tokens: a grant
+		// absent here was removed.
+		if t.farmer && held != nil {
+			log.Warn("the farmer's grant was removed from the token store (logout): no longer acting for the farmer")
+			t.Cache.Forget()
+		}
+		return time.Time{}
+	case rec.UpdatedAt.Equal(seen):
+	case held == nil:
+		// A grant written while the last fetch found none, or a dead one
+		// (a login elsewhere): fetch now. Other failures keep their backoff.
+		if e := t.Cache.LastError(); e != nil && e.Code == tokensource.LoginRequired {
+			t.Cache.RetryNow()
+			t.Cache.Prefetch()
+		}
+	case held.Access() != rec.AccessToken && t.Cache.Adopt(rec):
+		log.Info("adopted the token another process or replica fetched", zap.String("token", redact.Fingerprint(rec.AccessToken)))
+	}
+	return rec.UpdatedAt
 }

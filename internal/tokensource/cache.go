@@ -322,6 +322,30 @@ func (c *Cache) Forget() {
 	c.retryAt = time.Time{}
 }
 
+// Adopt makes rec the token held, without a fetch: a token another
+// process or replica wrote to the store (the maintenance loop learns of it
+// from the store's change notifications). It does nothing, and reports
+// false, when a fetch is in flight (which finds rec itself), when rec's
+// access token is the one held or the one just rejected, when its DPoP
+// binding does not fit, or when it is due for renewal already.
+func (c *Cache) Adopt(rec tokenstore.Record) bool {
+	key, err := c.DPoP.Of(rec)
+	if err != nil || rec.AccessToken == "" {
+		return false
+	}
+	now := c.now()
+	t := newToken(rec, key, now, c.Margin)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.cur.Load(); c.inflight != nil || c.closed || !now.Before(t.refreshAt) || rec.AccessToken == c.rejected ||
+		cur != nil && cur.access == rec.AccessToken {
+		return false
+	}
+	c.failures, c.rejections, c.retryAt, c.lastErr = 0, 0, time.Time{}, nil
+	c.cur.Store(t)
+	return true
+}
+
 // Current returns the token held now, or nil; it never fetches.
 func (c *Cache) Current() *Token { return c.cur.Load() }
 

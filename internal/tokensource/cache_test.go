@@ -439,3 +439,29 @@ func TestCloseAfterLetsAFetchInFlightFinish(t *testing.T) {
 	}
 	c2.Close()
 }
+
+// Adopt takes a token another replica wrote without a fetch, but not one
+// due for renewal, the one held, or the one just rejected.
+func TestCacheAdoptsAnotherReplicasToken(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour}
+	c, _, _ := stack(t, g)
+	held := mustToken(t, c)
+	now := g.clock.Now()
+	other := tokenstore.Record{AccessToken: "access-other", Expiry: now.Add(time.Hour), UpdatedAt: now}
+	for name, rec := range map[string]tokenstore.Record{
+		"the one held":    {AccessToken: held.Access(), Expiry: now.Add(2 * time.Hour), UpdatedAt: now},
+		"due for renewal": {AccessToken: "access-old", Expiry: now.Add(4 * time.Minute), UpdatedAt: now.Add(-time.Hour)},
+		"without a token": {Expiry: now.Add(time.Hour)},
+	} {
+		if c.Adopt(rec) {
+			t.Errorf("adopted %s", name)
+		}
+	}
+	if !c.Adopt(other) || mustToken(t, c).Access() != "access-other" || g.calls.Load() != 1 {
+		t.Fatalf("after Adopt: %q after %d fetches; want access-other and no fetch", mustToken(t, c).Access(), g.calls.Load())
+	}
+	c.Invalidate(c.Current())
+	if c.Adopt(other) {
+		t.Fatal("adopted the token just rejected")
+	}
+}

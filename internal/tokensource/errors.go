@@ -32,6 +32,10 @@ const (
 	// answered with something other than a token or an OAuth error; or the
 	// token store holding the farmer's grant cannot be read.
 	Unavailable Code = "token_endpoint_unavailable"
+	// StoreUnavailable: the shared token store (Redis) cannot be used, and
+	// the token held has run out; a farmer's grant is never refreshed
+	// without the store's lock. It clears when the store is back.
+	StoreUnavailable Code = "store_unavailable"
 	// TokenRejected: the API rejects (invalid_token) the tokens the token
 	// endpoint has just issued, so fetching more would not help; the cache
 	// backs off (see Cache.Invalidate).

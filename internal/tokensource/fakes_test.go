@@ -21,8 +21,13 @@ type memStore struct {
 	recs      map[string]tokenstore.Record
 	failWrite atomic.Bool
 	failAll   atomic.Bool // Update fails as when another process holds the lock
-	writes    int
+	// shared makes it a store shared by replicas; down makes it fail as a
+	// shared store out of reach, fence as one whose lock expired during fn.
+	shared, down, fence atomic.Bool
+	writes              int
 }
+
+func (m *memStore) Shared() bool { return m.shared.Load() }
 
 func newMemStore() *memStore { return &memStore{recs: map[string]tokenstore.Record{}} }
 
@@ -32,6 +37,9 @@ const storeLockPath = "/var/lib/coop-proxy/tokens.json.lock"
 func (m *memStore) Update(ctx context.Context, k tokenstore.Key, fn func(tokenstore.Record, bool) (*tokenstore.Record, error)) (tokenstore.Record, error) {
 	if m.failAll.Load() {
 		return tokenstore.Record{}, fmt.Errorf("tokenstore: waiting for the lock %s: %w", storeLockPath, context.DeadlineExceeded)
+	}
+	if m.down.Load() {
+		return tokenstore.Record{}, fmt.Errorf("redis 127.0.0.1:6379: connection refused: %w", tokenstore.ErrUnavailable)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -45,6 +53,9 @@ func (m *memStore) Update(ctx context.Context, k tokenstore.Key, fn func(tokenst
 	}
 	if m.failWrite.Load() {
 		return *next, &tokenstore.WriteError{Path: "mem", Err: errors.New("no space left on device")}
+	}
+	if m.fence.Load() {
+		return *next, &tokenstore.WriteError{Path: "mem", Err: tokenstore.ErrLockLost}
 	}
 	m.writes++
 	m.recs[k.String()] = *next
@@ -70,6 +81,7 @@ type fakeGrant struct {
 	clock   *fakeclock.Clock
 	life    time.Duration
 	refresh bool // behave as the refresh grant
+	farmer  bool // under farmerKey, an authorization-code grant's key
 	calls   atomic.Int32
 	gate    chan struct{} // when set, each Fetch waits for it
 	mu      sync.Mutex
@@ -80,7 +92,14 @@ type fakeGrant struct {
 
 var testKey = tokenstore.Key{TokenURL: "http://coop.test/token", ClientID: "Brent's Lazy CRON Job", GrantType: "client_credentials"}
 
-func (g *fakeGrant) Key() tokenstore.Key { return testKey }
+var farmerKey = tokenstore.Key{TokenURL: "http://coop.test/token", ClientID: "Brent's Lazy CRON Job", GrantType: "authorization_code"}
+
+func (g *fakeGrant) Key() tokenstore.Key {
+	if g.farmer {
+		return farmerKey
+	}
+	return testKey
+}
 
 func (g *fakeGrant) setErr(err error) {
 	g.mu.Lock()

@@ -15,20 +15,31 @@ import (
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 )
 
-// Store is the part of *tokenstore.Store that Stored uses.
+// Store is the part of a tokenstore.Backend that Stored uses.
 type Store interface {
 	Update(ctx context.Context, k tokenstore.Key, fn func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error)) (tokenstore.Record, error)
+	// Shared reports whether replicas on other hosts use the store (see
+	// tokenstore.Backend): then a grant whose refresh tokens rotate is
+	// never refreshed without its lock.
+	Shared() bool
 }
 
 // Stored puts the token store between the cache and a grant. Under the
-// store's cross-process lock it re-reads the file and hands out a token
-// another process already fetched when that one is still good; otherwise it
-// asks the grant and writes the answer to the file before handing it out.
+// store's lock it re-reads the grant and hands out a token another process
+// (or replica) already fetched when that one is still good; otherwise it
+// asks the grant and writes the answer to the store before handing it out.
 // With rotating refresh tokens that order is what keeps a grant alive: a
-// refresh token that reached COOP but not the disk is a farmer locked out.
+// refresh token that reached COOP but not the store is a farmer locked out.
 //
 // When the write fails the new tokens are kept in memory ("pending"), used,
-// and written again by Flush; Durable reports false until then.
+// and written again by Flush; Durable reports false until then. A write a
+// shared store fenced off (tokenstore.ErrLockLost: the lock expired during
+// the token request) is pending too, and Flush reconciles it with what the
+// store holds by then (see ours).
+//
+// A refresh token the token endpoint refused (invalid_grant) is recorded
+// in the grant (Record.RefusedRefresh) and never sent again, by this
+// process or any other sharing the store.
 //
 // Token holds a lock across the request to the token endpoint (one fetch at
 // a time); Durable, Flush and SetGrant never wait for it.
@@ -41,12 +52,18 @@ type Stored struct {
 	// DPoP binds the tokens to a key (RFC 9449); nil: bearer tokens. A
 	// stored record whose tokens do not fit it is fetched again.
 	DPoP *dpop.Keys
+	// OnOwnFetch, when set, is called for each client-credentials token
+	// fetched without the lock of a shared store that cannot be used.
+	OnOwnFetch func()
 
 	fetching sync.Mutex // held by Token throughout, and by Flush
-	dead     string     // a refresh token COOP refused: never sent again; under fetching
+	// pendingFrom is the refresh token the store held when tokens first
+	// became pending: the store still holding it (or the pending ones)
+	// means no one else has refreshed since. Under fetching.
+	pendingFrom string
 
 	mu      sync.Mutex                        // guards Grant; never held across I/O
-	pending atomic.Pointer[tokenstore.Record] // fetched, not yet on disk; changed under fetching
+	pending atomic.Pointer[tokenstore.Record] // fetched, not yet in the store; changed under fetching
 }
 
 // fnError marks errors that came from inside the Update callback (the grant),
@@ -63,21 +80,28 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	grant := s.grant()
 	pending := s.pending.Load()
 
-	var got, was tokenstore.Record
-	fetched := false
-	var refusedErr error // the fetch failed, but rotated the refresh token kept in got (see refusedRotation)
+	var got, was, superseded tokenstore.Record
+	fetched, dropped := false, false
+	var refusedErr error // the fetch failed, but the grant changed all the same (see fetch)
 	storeCtx, cancel := storeContext(ctx)
 	defer cancel()
 	_, err := s.Store.Update(storeCtx, grant.Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
-		if pending != nil {
-			// Our newest tokens never reached the disk: they, not the file,
-			// hold the live refresh token.
+		switch {
+		case pending != nil && s.ours(cur, ok, *pending):
+			// Our newest tokens never reached the store: they, not the
+			// store, hold the live refresh token.
 			cur, ok = *pending, true
 			if s.usable(cur, rejected) {
 				got = cur
 				return &cur, nil
 			}
-		} else if ok && s.usable(cur, rejected) {
+		case pending != nil:
+			dropped, superseded = true, cur
+			if s.usable(cur, rejected) {
+				got = cur
+				return nil, nil
+			}
+		case ok && s.usable(cur, rejected):
 			got = cur // another process (or our last run) already has one
 			return nil, nil
 		}
@@ -88,6 +112,9 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		got, was, fetched, refusedErr = next, cur, err == nil, err
 		return &next, nil
 	})
+	if dropped && (err == nil || errors.As(err, new(fnError))) {
+		s.drop(*pending, superseded)
+	}
 	// Logged once written: nothing stands between a rotated refresh
 	// token's arrival and its write that need not.
 	if fetched {
@@ -101,40 +128,68 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	case errors.As(err, &fe):
 		return tokenstore.Record{}, fe.err
 	case errors.As(err, &we):
+		if s.pending.Load() == nil {
+			s.pendingFrom = was.RefreshToken
+		}
 		s.keepPending(got, err)
 	default:
-		// The store cannot be locked or read: work from memory rather than
-		// stop serving, and keep trying to write.
-		s.Log.Error("token store unusable; working from memory", zap.Error(err))
-		cur, ok := tokenstore.Record{}, false
-		if pending != nil {
-			cur, ok = *pending, true
-			if s.usable(cur, rejected) {
-				return cur, nil
-			}
-		}
-		next, ferr := s.fetch(ctx, grant, cur, ok)
-		if ferr != nil && next.RefreshToken != "" {
-			s.keepPending(next, err)
-		}
-		var te *Error
-		if !ok && errors.As(ferr, &te) && te.Code == LoginRequired {
-			// The grant needs the stored record, which could not be read:
-			// a farmer may well have logged in.
-			return tokenstore.Record{}, &Error{Code: Unavailable, Err: err, Description: fmt.Sprintf(
-				"the token store cannot be locked or read, so the farmer's grant in it cannot be used (%v); retrying", err)}
-		}
-		if ferr != nil {
-			return tokenstore.Record{}, ferr
-		}
-		s.keepPending(next, err)
-		s.logObtained(grant, next, cur)
-		return next, nil
+		return s.fromMemory(ctx, grant, pending, rejected, err)
 	}
 	if refusedErr != nil {
 		return tokenstore.Record{}, refusedErr
 	}
 	return got, nil
+}
+
+// fromMemory is Token when the store cannot be locked or read (err): it
+// works from what it holds rather than stop serving, and keeps trying to
+// write. With a shared store, a grant with a refresh token is never
+// refreshed without the lock (another replica may be refreshing it:
+// COOP would kill the grant on the second use of one refresh token), and
+// client credentials fetch a token of their own, not kept pending (there
+// is no rotation to lose).
+func (s *Stored) fromMemory(ctx context.Context, grant Grant, pending *tokenstore.Record, rejected string, err error) (tokenstore.Record, error) {
+	cur, ok := tokenstore.Record{}, false
+	if pending != nil {
+		cur, ok = *pending, true
+		if s.usable(cur, rejected) {
+			return cur, nil
+		}
+	}
+	if s.Store.Shared() {
+		if grant.Key().GrantType != "client_credentials" || cur.RefreshToken != "" {
+			return tokenstore.Record{}, &Error{Code: StoreUnavailable, Err: err, Description: fmt.Sprintf(
+				"the shared token store cannot be used (%v), and the farmer's grant is never refreshed without its lock; retrying", err)}
+		}
+		next, ferr := s.fetch(ctx, grant, tokenstore.Record{}, false)
+		if ferr != nil {
+			return tokenstore.Record{}, ferr
+		}
+		if s.OnOwnFetch != nil {
+			s.OnOwnFetch()
+		}
+		s.Log.Warn("shared token store unusable: fetched a client-credentials token of our own, not shared with the other replicas",
+			zap.String("token", redact.Fingerprint(next.AccessToken)), zap.Error(err))
+		return next, nil
+	}
+	s.Log.Error("token store unusable; working from memory", zap.Error(err))
+	next, ferr := s.fetch(ctx, grant, cur, ok)
+	if ferr != nil && next.RefreshToken != "" {
+		s.keepPending(next, err)
+	}
+	var te *Error
+	if !ok && errors.As(ferr, &te) && te.Code == LoginRequired {
+		// The grant needs the stored record, which could not be read:
+		// a farmer may well have logged in.
+		return tokenstore.Record{}, &Error{Code: Unavailable, Err: err, Description: fmt.Sprintf(
+			"the token store cannot be locked or read, so the farmer's grant in it cannot be used (%v); retrying", err)}
+	}
+	if ferr != nil {
+		return tokenstore.Record{}, ferr
+	}
+	s.keepPending(next, err)
+	s.logObtained(grant, next, cur)
+	return next, nil
 }
 
 // storeContext bounds the wait for the store (its cross-process lock) to
@@ -150,12 +205,14 @@ func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Until(deadline)/2)
 }
 
-// fetch asks the grant, remembering a refresh token COOP refused so that a
-// dead grant costs no further requests until a new login replaces it. With
-// an error the record is empty, but for an answer refused that rotated the
-// refresh token: it holds that token, to be written (see refusedRotation).
+// fetch asks the grant. With an error the record is empty, but for two
+// answers that changed the grant, to be written with the error returned
+// all the same: a refresh refused (invalid_grant), whose refresh token is
+// recorded in the grant as refused so that no process sharing the store
+// sends it again; and an answer refused that rotated the refresh token
+// (see refusedRotation).
 func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, ok bool) (tokenstore.Record, error) {
-	if ok && cur.RefreshToken != "" && cur.RefreshToken == s.dead {
+	if ok && refusedGrant(cur) {
 		return tokenstore.Record{}, &Error{Code: LoginRequired, Description: "the token endpoint refused the stored grant (expired or revoked): run `coop-proxy login` to log in again"}
 	}
 	key := s.DPoP.For(cur, ok)
@@ -163,8 +220,9 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	rot, rotated := errors.AsType[*refusedRotation](err)
 	if err != nil && !rotated {
 		var te *Error
-		if errors.As(err, &te) && te.Code == LoginRequired && cur.RefreshToken != "" {
-			s.dead = cur.RefreshToken
+		if errors.As(err, &te) && te.Code == LoginRequired && ok && cur.RefreshToken != "" {
+			cur.RefusedRefresh = tokenstore.RefusedHash(cur.RefreshToken)
+			return cur, err
 		}
 		return tokenstore.Record{}, err
 	}
@@ -183,6 +241,12 @@ func (s *Stored) fetch(ctx context.Context, grant Grant, cur tokenstore.Record, 
 	return next, err
 }
 
+// refusedGrant reports whether r's refresh token is one the token endpoint
+// refused.
+func refusedGrant(r tokenstore.Record) bool {
+	return r.RefreshToken != "" && r.RefusedRefresh == tokenstore.RefusedHash(r.RefreshToken)
+}
+
 // logObtained logs a token fetched to replace cur.
 func (s *Stored) logObtained(grant Grant, next, cur tokenstore.Record) {
 	s.Log.Info("token obtained",
@@ -194,8 +258,42 @@ func (s *Stored) logObtained(grant Grant, next, cur tokenstore.Record) {
 
 func (s *Stored) keepPending(rec tokenstore.Record, err error) {
 	s.pending.Store(&rec)
-	s.Log.Error("NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: kept in memory and retried; a restart now would lose the grant",
-		zap.String("token", redact.Fingerprint(rec.AccessToken)), zap.Error(err))
+	switch {
+	case errors.Is(err, tokenstore.ErrLockLost):
+		s.Log.Warn("the grant's lock expired during the token request: the new tokens were not written over the grant, "+
+			"which another replica may have changed meanwhile; kept in memory and reconciled with the store",
+			zap.String("token", redact.Fingerprint(rec.AccessToken)), zap.Error(err))
+	case refusedGrant(rec):
+		s.Log.Error("the refusal of the refresh token could not be recorded in the token store; retried",
+			zap.Error(err))
+	default:
+		s.Log.Error("NEW TOKENS NOT WRITTEN TO THE TOKEN STORE: kept in memory and retried; a restart now would lose the grant",
+			zap.String("token", redact.Fingerprint(rec.AccessToken)), zap.Error(err))
+	}
+}
+
+// ours reports whether the pending tokens may be written over what the
+// store holds (cur, ok): nothing (absent), the refresh token they were
+// refreshed from or their own (nobody refreshed since), or a refresh token
+// refused. Anything else is another replica's newer grant (its refresh of
+// a token it read before ours was fenced off) or a new login: it wins, and
+// the pending tokens, whose refresh token COOP may have killed by then, are
+// dropped.
+func (s *Stored) ours(cur tokenstore.Record, ok bool, pending tokenstore.Record) bool {
+	return !ok || cur.RefreshToken == s.pendingFrom || cur.RefreshToken == pending.RefreshToken || refusedGrant(cur)
+}
+
+// drop forgets the pending tokens for the grant the store holds, and says
+// which grant won.
+func (s *Stored) drop(pending, won tokenstore.Record) {
+	s.pending.Store(nil)
+	winner := "a new login"
+	if won.UserID == pending.UserID && won.GrantedAt.Equal(pending.GrantedAt) {
+		winner = "another process's refresh of the same grant"
+	}
+	s.Log.Warn("tokens kept in memory dropped: the token store holds a newer grant, which wins",
+		zap.String("winner", winner), zap.String("dropped", redact.Fingerprint(pending.AccessToken)),
+		zap.String("kept", redact.Fingerprint(won.AccessToken)))
 }
 
 // SetGrant replaces the grant, as a reload does when the client secret
@@ -212,11 +310,12 @@ func (s *Stored) grant() Grant {
 	return s.Grant
 }
 
-// Durable reports whether every token handed out is on disk. It never
-// waits.
+// Durable reports whether every token handed out is in the store. It
+// never waits.
 func (s *Stored) Durable() bool { return s.pending.Load() == nil }
 
-// Flush writes pending tokens, if any. It returns nil when nothing is
+// Flush writes pending tokens, if any, unless the store holds a newer
+// grant by now (see ours), which wins. It returns nil when nothing is
 // pending, and at once when a fetch is in flight: that fetch writes the
 // pending tokens itself (or newer ones), and they stay pending if it cannot.
 func (s *Stored) Flush(ctx context.Context) error {
@@ -229,10 +328,19 @@ func (s *Stored) Flush(ctx context.Context) error {
 		return nil
 	}
 	rec := *pending
-	if _, err := s.Store.Update(ctx, s.grant().Key(), func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+	var won *tokenstore.Record
+	if _, err := s.Store.Update(ctx, s.grant().Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+		if !s.ours(cur, ok, rec) {
+			won = &cur
+			return nil, nil
+		}
 		return &rec, nil
 	}); err != nil {
 		return err
+	}
+	if won != nil {
+		s.drop(rec, *won)
+		return nil
 	}
 	s.pending.Store(nil)
 	s.Log.Warn("pending tokens written to the token store", zap.String("token", redact.Fingerprint(rec.AccessToken)))

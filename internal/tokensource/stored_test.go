@@ -203,3 +203,123 @@ func TestStoredKeepsARotatedRefreshTokenOfAnAnswerItCannotUse(t *testing.T) {
 		t.Fatalf("DPoP off again: %v, %v; want the grant to work", rec, err)
 	}
 }
+
+// A refresh token the token endpoint refused is recorded in the grant, so
+// that another process or replica sharing the store never sends it again;
+// the refusal still reaches the caller.
+func TestStoredRefusedRefreshTokenIsRecordedForEveryReplica(t *testing.T) {
+	g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, live: "something-else"}
+	s, st := newStored(g)
+	dead := freshGrant(g.clock.Now())
+	dead.Expiry = g.clock.Now()
+	st.put(testKey, dead)
+	_, err := s.Token(context.Background(), "")
+	var te *Error
+	if !errors.As(err, &te) || te.Code != LoginRequired {
+		t.Fatalf("dead grant: %v, want %s", err, LoginRequired)
+	}
+	rec, _ := st.get(testKey)
+	if rec.RefusedRefresh != tokenstore.RefusedHash("refresh-login") || rec.RefreshToken != "refresh-login" || rec.Email != dead.Email {
+		t.Fatalf("store after the refusal: %v; want the grant with its refresh token marked refused", rec)
+	}
+	other := &Stored{Grant: g, Store: st, Margin: 5 * time.Minute, Now: g.clock.Now, Log: zap.NewNop()}
+	if _, err := other.Token(context.Background(), ""); !errors.As(err, &te) || te.Code != LoginRequired {
+		t.Fatalf("another replica: %v, want %s", err, LoginRequired)
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("the refused refresh token was sent %d times, want 1", n)
+	}
+}
+
+// A shared store out of reach: a farmer's grant is never refreshed without
+// its lock (store_unavailable, no request to the token endpoint), while
+// client credentials fetch a token of their own, counted, and not kept
+// pending (there is nothing to lose).
+func TestStoredSharedStoreUnavailable(t *testing.T) {
+	t.Run("authorization code", func(t *testing.T) {
+		g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, farmer: true, live: "refresh-login"}
+		s, st := newStored(g)
+		st.put(farmerKey, freshGrant(g.clock.Now()))
+		g.clock.Advance(56 * time.Minute)
+		st.shared.Store(true)
+		st.down.Store(true)
+		_, err := s.Token(context.Background(), "")
+		var te *Error
+		if !errors.As(err, &te) || te.Code != StoreUnavailable || !errors.Is(err, tokenstore.ErrUnavailable) {
+			t.Fatalf("got %v, want %s wrapping the store's error", err, StoreUnavailable)
+		}
+		if n := g.calls.Load(); n != 0 {
+			t.Fatalf("%d refreshes without the lock", n)
+		}
+	})
+	t.Run("client credentials", func(t *testing.T) {
+		g := &fakeGrant{clock: newClock(), life: time.Hour}
+		s, st := newStored(g)
+		own := 0
+		s.OnOwnFetch = func() { own++ }
+		st.shared.Store(true)
+		st.down.Store(true)
+		rec, err := s.Token(context.Background(), "")
+		if err != nil || rec.AccessToken != "access-1" || own != 1 || !s.Durable() {
+			t.Fatalf("got %v, %v, own fetches %d, durable %v; want a token of its own, counted, nothing pending", rec, err, own, s.Durable())
+		}
+	})
+	t.Run("file store", func(t *testing.T) {
+		// not shared: today's behaviour, the fetch from memory kept pending
+		g := &fakeGrant{clock: newClock(), life: time.Hour}
+		s, st := newStored(g)
+		st.down.Store(true)
+		if rec, err := s.Token(context.Background(), ""); err != nil || rec.AccessToken != "access-1" || s.Durable() {
+			t.Fatalf("got %v, %v, durable %v", rec, err, s.Durable())
+		}
+	})
+}
+
+// A write fenced off (the lock expired during the token request) keeps the
+// new tokens pending; Flush writes them when the store still holds the
+// grant they were refreshed from, and drops them when another replica's
+// newer grant or a new login is there by then.
+func TestStoredFencedWriteIsReconciled(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		meanwhile func(st *memStore, now time.Time)
+		want      string // the refresh token in the store after Flush
+	}{
+		{"store unchanged", func(*memStore, time.Time) {}, "refresh-1"},
+		{"grant lost", func(st *memStore, _ time.Time) { st.mu.Lock(); delete(st.recs, farmerKey.String()); st.mu.Unlock() }, "refresh-1"},
+		{"another replica refreshed", func(st *memStore, now time.Time) {
+			r := freshGrant(now.Add(-56 * time.Minute))
+			r.AccessToken, r.RefreshToken = "access-other", "refresh-other"
+			st.put(farmerKey, r)
+		}, "refresh-other"},
+		{"a new login", func(st *memStore, now time.Time) {
+			r := freshGrant(now)
+			r.AccessToken, r.RefreshToken, r.UserID = "access-new", "refresh-new", 2
+			st.put(farmerKey, r)
+		}, "refresh-new"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &fakeGrant{clock: newClock(), life: time.Hour, refresh: true, farmer: true, live: "refresh-login"}
+			s, st := newStored(g)
+			st.shared.Store(true)
+			st.put(farmerKey, freshGrant(g.clock.Now()))
+			g.clock.Advance(56 * time.Minute)
+			st.fence.Store(true)
+			rec, err := s.Token(context.Background(), "")
+			if err != nil || rec.RefreshToken != "refresh-1" || s.Durable() {
+				t.Fatalf("fenced refresh: %v, %v, durable %v; want the new tokens served and pending", rec, err, s.Durable())
+			}
+			if onStore, _ := st.get(farmerKey); onStore.RefreshToken != "refresh-login" {
+				t.Fatalf("a fenced write reached the store: %v", onStore)
+			}
+			st.fence.Store(false)
+			tc.meanwhile(st, g.clock.Now())
+			if err := s.Flush(context.Background()); err != nil {
+				t.Fatalf("Flush: %v", err)
+			}
+			if onStore, _ := st.get(farmerKey); onStore.RefreshToken != tc.want || !s.Durable() {
+				t.Fatalf("after Flush the store holds %v (durable %v); want refresh token %s", onStore, s.Durable(), tc.want)
+			}
+		})
+	}
+}

@@ -30,8 +30,8 @@ func TestTokenFailuresNameTheTokenEndpointNotCOOP(t *testing.T) {
 
 	// A refresh token refused once is not sent again; the answer says so
 	// in the same words.
-	s := &Stored{dead: "rt-1"}
-	_, err := s.fetch(context.Background(), nil, tokenstore.Record{RefreshToken: "rt-1"}, true)
+	s := &Stored{}
+	_, err := s.fetch(context.Background(), nil, tokenstore.Record{RefreshToken: "rt-1", RefusedRefresh: tokenstore.RefusedHash("rt-1")}, true)
 	if err == nil || strings.Contains(err.Error(), "COOP") || !strings.Contains(err.Error(), "the token endpoint refused the stored grant") {
 		t.Errorf("a dead refresh token: %v", err)
 	}

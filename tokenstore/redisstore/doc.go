@@ -1,0 +1,99 @@
+// Package redisstore keeps grants in Redis, shared by replicas of the proxy
+// on many hosts: a tokenstore.Backend whose Update is the same locked
+// read-modify-write as the token file's, with a lock and a fence that hold
+// across hosts. Refresh tokens rotate (each refresh kills the one used), so
+// two replicas that refresh one grant at once lose it: only the lock stands
+// between them.
+//
+// # URL
+//
+// redis://[user@]host:port/db, or rediss:// for TLS (Options.CAFile to
+// trust a private CA, CertFile and KeyFile for a client certificate).
+// Redis Sentinel is go-redis's failover URL (redis.ParseFailoverURL): the
+// host is a Sentinel, further Sentinels come as addr= parameters, and
+// master_name= names the master, which is what selects Sentinel:
+//
+//	redis://sentinel-1:26379/0?master_name=coop&addr=sentinel-2:26379&addr=sentinel-3:26379
+//
+// Other go-redis URL parameters (dial_timeout=...) are accepted. A URL
+// never holds a password (Open refuses one): it comes from
+// Options.Password, read from a file, and is used for the Sentinels as for
+// the master. SetPassword changes it for new connections. Redis Cluster is
+// not supported: a grant's hash and its lock share a hash tag, but the
+// index of grants lives in another slot.
+//
+// # Keys
+//
+// Each grant is a hash, coop-proxy:{<first 16 hex of SHA-256(Key.String())>},
+// with the fields
+//
+//	record      the record (tokenstore.MarshalRecord), sealed (below)
+//	version     an integer, one more on every write
+//	written_at  RFC 3339 time of the last write
+//	writer      the replica that wrote it (Options.Replica)
+//	op          a random id of the last write (a retried write is recognised)
+//	deleted     "1" for a tombstone: the grant was deleted (a logout)
+//
+// Its lock is the string <hash>:lock, the set coop-proxy:grants holds the
+// names (Key.String) of the grants that have a record, for Keys (they hold
+// a client id and a token URL, no secret), and every write publishes the
+// grant's hash name on the channel coop-proxy:changes.
+//
+// # Lock and fence
+//
+// Update takes the grant's lock with SET <lock> <owner> NX PX <LockTTL>,
+// the owner being "<replica> <random>", trying again with a growing,
+// jittered back-off (5ms to 200ms) while ctx allows (ctx's error is
+// returned as soon as it ends); a Store's own goroutines queue in memory
+// first. While fn runs (it may wait for the token endpoint) the lock's TTL
+// is extended every LockTTL/3 by a script that checks the owner; the lock
+// is released by a script that deletes it only if it is still ours. Under
+// the lock Update reads the grant again and gives fn the current record.
+//
+// The lock alone is not enough: a holder paused longer than the TTL (a
+// long GC, a SIGSTOPped process, Redis itself paused) may come back after
+// another replica took the lock. So the write is fenced: one script writes
+// only if the lock is still ours and the grant's version is still the one
+// read under it. Otherwise nothing is written, the Store logs that it lost
+// the lock, and Update returns the new record with a *tokenstore.WriteError
+// wrapping tokenstore.ErrLockLost: the caller keeps the new tokens pending
+// and reconciles. The write runs even when ctx has ended (it may hold a
+// rotated refresh token), bounded by its own timeout.
+//
+// # Sealing
+//
+// Records are sealed with AES-256-GCM (random 96-bit nonce; the grant's
+// Key.String() as associated data, so a record copied to another grant
+// does not open) and stored as {"v":1,"kid":"<KeyID>","n":...,"ct":...}.
+// The first of Options.SealKeys seals; all of them open, so keys rotate by
+// putting the new one first: records move to it as they are written.
+// Without keys (Options.Plaintext) records are stored as
+// {"v":1,"grant":"<Key.String()>","plain":{...}}. A sealed store refuses a
+// plaintext record and the reverse, and a record that no key opens is an
+// error naming the key ids tried and the record's: one line, no crash, no
+// secret.
+//
+// # Failures
+//
+// Every Redis call has a dial, read and write timeout of a few seconds, so
+// a Redis that hangs holds no caller beyond them, whatever its ctx. A call
+// that fails returns an error wrapping tokenstore.ErrUnavailable: the
+// caller works from memory and tries again. Open does not connect.
+//
+// Delete writes a tombstone. A grant whose hash has vanished (Redis
+// restarted without its data, or was flushed) although this Store read or
+// wrote it since it opened is written back, under the lock and only if
+// still absent, from the copy this Store held, with a warning ("Redis lost
+// the grant; wrote back the copy this replica held"). That copy may be
+// older than another replica's: a replica holding newer tokens pending
+// writes them at its next Update.
+//
+// With Options.WaitReplicas > 0 every write is followed by WAIT on the
+// same connection: fewer acknowledgements than asked within WaitTimeout
+// make the write not durable (a *tokenstore.WriteError; the record was
+// written to the master, and the caller writes it again).
+//
+// Changes subscribes to coop-proxy:changes and signals each write, and
+// each (re)subscription, since writes may have been missed while Redis
+// was unreachable.
+package redisstore

@@ -1,0 +1,212 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redistest"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+	"github.com/coop-proxy/coop-proxy/tokenstore/storetest"
+)
+
+var key = storetest.KeyA
+
+// increment adds one to the counter kept in UserID.
+func increment(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
+	cur.UserID++
+	return &cur, nil
+}
+
+// eventually polls cond until it holds, for a generous while.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A replica that died holding a grant's lock leaves the lock to its TTL:
+// another takes over once it expires, not before.
+func TestDeadHoldersLockExpires(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	s := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second})
+	const ttl = 1500 * time.Millisecond
+	if err := srv.Client(t).Set(t.Context(), nameOf(key).lock, "dead-replica 0123", ttl).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(t.Context(), key); err != nil || info.LockHolder != "dead-replica" {
+		t.Fatalf("Info = %+v, %v; want the dead replica as lock holder", info, err)
+	}
+	start := time.Now()
+	if _, err := s.Update(t.Context(), key, increment); err != nil {
+		t.Fatal(err)
+	}
+	// Redis expires keys to the millisecond; a little slack for its clock.
+	if d := time.Since(start); d < ttl-100*time.Millisecond {
+		t.Errorf("Update took the lock after %v, before the dead holder's TTL of %v", d, ttl)
+	}
+	if r, _ := storetest.Load(t, s, key); r.UserID != 1 {
+		t.Errorf("counter = %d, want 1", r.UserID)
+	}
+}
+
+// While fn outlives the lock's TTL the holder extends the lock: nobody else
+// gets it meanwhile, and the write goes through.
+func TestLockExtendedWhileFnRuns(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const ttl = 600 * time.Millisecond
+	a := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "a"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "b"})
+	raw := srv.Client(t)
+	inFn := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Update(t.Context(), key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+			close(inFn)
+			time.Sleep(4 * ttl)
+			return increment(cur, ok)
+		})
+		done <- err
+	}()
+	<-inFn
+	ctx, cancel := context.WithTimeout(t.Context(), 2*ttl+ttl/2)
+	defer cancel()
+	_, err := b.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		t.Error("a second holder got the lock while the first extended it")
+		return nil, nil
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second Update = %v, want it to wait until its ctx ended", err)
+	}
+	if owner, err := raw.Get(t.Context(), nameOf(key).lock).Result(); err != nil || holder(owner) != "a" {
+		t.Errorf("lock owner after %v = %q, %v; want a's", 3*ttl, owner, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the holder's Update: %v", err)
+	}
+	if r, _ := storetest.Load(t, b, key); r.UserID != 1 {
+		t.Errorf("counter = %d, want 1", r.UserID)
+	}
+}
+
+// A holder whose lock expired during fn (simulated by deleting it) and
+// another replica wrote meanwhile: its write is fenced off.
+func TestFencedWriteAfterLockLost(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	log, logged := logs()
+	a := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Replica: "a", Log: log})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Replica: "b"})
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	raw := srv.Client(t)
+	inFn, goOn := make(chan struct{}), make(chan struct{})
+	type result struct {
+		r   tokenstore.Record
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := a.Update(t.Context(), key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+			close(inFn)
+			<-goOn
+			return &tokenstore.Record{RefreshToken: "rt-from-a"}, nil
+		})
+		done <- result{r, err}
+	}()
+	<-inFn
+	if err := raw.Del(t.Context(), nameOf(key).lock).Err(); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Put(t, b, key, tokenstore.Record{RefreshToken: "rt-from-b"})
+	close(goOn)
+	res := <-done
+	var we *tokenstore.WriteError
+	if !errors.As(res.err, &we) || !errors.Is(res.err, tokenstore.ErrLockLost) || we.Path != srv.URL() {
+		t.Fatalf("Update after its lock was lost = %v; want a *WriteError on %s wrapping ErrLockLost", res.err, srv.URL())
+	}
+	if res.r.RefreshToken != "rt-from-a" {
+		t.Errorf("Update returned %v; want the new tokens, for the caller to keep pending", res.r)
+	}
+	if r, _ := storetest.Load(t, b, key); r.RefreshToken != "rt-from-b" {
+		t.Errorf("the grant holds %s; the fenced-off write must not overwrite b's", r.RefreshToken)
+	}
+	if logged.FilterMessageSnippet("lost the grant's lock").Len() != 1 {
+		t.Errorf("the lost lock was not logged: %v", logged.All())
+	}
+}
+
+// The fence checks the version too: a grant changed under the lock (by a
+// writer that ignored it) is not written over.
+func TestFencedWriteAfterVersionChanged(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second})
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	raw := srv.Client(t)
+	_, err := a.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		if err := raw.HIncrBy(t.Context(), nameOf(key).hash, "version", 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return &tokenstore.Record{RefreshToken: "rt-1"}, nil
+	})
+	if !errors.Is(err, tokenstore.ErrLockLost) || !strings.Contains(err.Error(), "version 2, not the 1 read") {
+		t.Fatalf("Update of a grant changed under its lock = %v; want ErrLockLost naming the versions", err)
+	}
+}
+
+// Redis paused beyond the lock's TTL and resumed: the holders' writes are
+// fenced so that no two wrote over one version; the counter loses no
+// successful increment.
+func TestPausedRedisNoTwoWritersOnOneVersion(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const ttl = 500 * time.Millisecond
+	var ok, unsure, fenced atomic.Int64 // writes that succeeded, whose outcome is unknown, fenced off
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 3 {
+		s := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: string(rune('a' + i))})
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+				_, err := s.Update(ctx, key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+					time.Sleep(ttl / 4) // a token request
+					return increment(cur, ok)
+				})
+				cancel()
+				var we *tokenstore.WriteError
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, tokenstore.ErrLockLost):
+					fenced.Add(1) // nothing written
+				case errors.As(err, &we):
+					unsure.Add(1) // the script may have run after the pause
+				}
+			}
+		})
+	}
+	eventually(t, "a few writes", func() bool { return ok.Load() >= 5 })
+	srv.Pause()
+	time.Sleep(3 * ttl)
+	srv.Resume()
+	eventually(t, "writes after the pause", func() bool { return ok.Load() >= 15 })
+	close(stop)
+	wg.Wait()
+	r, _ := storetest.Load(t, open(t, srv, Options{Plaintext: true}), key)
+	t.Logf("counter %d: %d writes succeeded, %d fenced off, %d of unknown outcome", r.UserID, ok.Load(), fenced.Load(), unsure.Load())
+	if r.UserID < ok.Load() || r.UserID > ok.Load()+unsure.Load() {
+		t.Errorf("counter = %d after %d successful writes and %d of unknown outcome: two holders wrote over one version", r.UserID, ok.Load(), unsure.Load())
+	}
+}
