@@ -284,3 +284,41 @@ func TestObserverTold(t *testing.T) {
 		t.Errorf("observer was told ops %v, %d lock waits, errors %v", rec.ops, rec.waits, rec.errors)
 	}
 }
+
+// A holder in the middle of fn while Redis is paused beyond the lock's
+// TTL: on resume the lock has expired (Redis keeps expiry times on its
+// clock), another replica takes it and writes, and the first holder's
+// write, on the version it read before, is fenced off.
+func TestPausedRedisExpiresHoldersLock(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const ttl = 600 * time.Millisecond
+	a := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "a"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "b"})
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	inFn, goOn := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+			close(inFn)
+			<-goOn
+			return &tokenstore.Record{RefreshToken: "rt-from-a"}, nil
+		})
+		done <- err
+	}()
+	<-inFn
+	srv.Pause()
+	time.Sleep(3 * ttl)
+	srv.Resume()
+	if _, err := b.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		return &tokenstore.Record{RefreshToken: "rt-from-b"}, nil
+	}); err != nil {
+		t.Fatalf("b's Update after the pause: %v", err)
+	}
+	close(goOn)
+	if err := <-done; !errors.Is(err, tokenstore.ErrLockLost) {
+		t.Errorf("a's Update across the pause = %v; want ErrLockLost", err)
+	}
+	if r, _ := storetest.Load(t, b, key); r.RefreshToken != "rt-from-b" {
+		t.Errorf("the grant holds %s; a's write over the version b replaced must be fenced off", r.RefreshToken)
+	}
+}
