@@ -210,3 +210,115 @@ func TestPausedRedisNoTwoWritersOnOneVersion(t *testing.T) {
 		t.Errorf("counter = %d after %d successful writes and %d of unknown outcome: two holders wrote over one version", r.UserID, ok.Load(), unsure.Load())
 	}
 }
+
+// A write retried after its answer was lost (the client's retry on a
+// timeout) is recognised by its op id: success again, one version.
+func TestRetriedWriteIsIdempotent(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	raw := srv.Client(t)
+	g := nameOf(key)
+	if err := raw.Set(t.Context(), g.lock, "me 01", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	run := func() []any {
+		res, err := writeScript.Run(t.Context(), raw, []string{g.hash, g.lock, indexKey},
+			"me 01", 0, "op-1", "{}", "2030-01-01T00:00:00Z", "me", g.grant, 0, changesChannel, g.hash).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first, again := run(), run()
+	if first[0] != "ok" || again[0] != "ok" || first[1] != int64(1) || again[1] != int64(1) {
+		t.Errorf("a write and its retry = %v, %v; want ok at version 1 both", first, again)
+	}
+}
+
+// recorder is an Observer that keeps what it is told.
+type recorder struct {
+	mu     sync.Mutex
+	ops    map[string]int
+	errors map[string]int
+	waits  int
+}
+
+func newRecorder() *recorder { return &recorder{ops: map[string]int{}, errors: map[string]int{}} }
+
+func (r *recorder) Op(op string, _ time.Duration, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops[op]++
+}
+
+func (r *recorder) LockWait(time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waits++
+}
+
+func (r *recorder) Error(kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors[kind]++
+}
+
+func TestObserverTold(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := newRecorder()
+	s := open(t, srv, Options{Plaintext: true, Observer: rec})
+	storetest.Put(t, s, key, secretRecord)
+	storetest.Load(t, s, key)
+	_, err := s.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		_ = srv.Client(t).Del(t.Context(), nameOf(key).lock).Err()
+		return &secretRecord, nil
+	})
+	if !errors.Is(err, tokenstore.ErrLockLost) {
+		t.Fatalf("Update = %v", err)
+	}
+	srv.Kill()
+	_, _, _ = s.Load(t.Context(), key)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.ops["update"] != 2 || rec.ops["load"] != 2 || rec.ops["write"] != 2 || rec.waits != 2 ||
+		rec.errors["lock_lost"] != 1 || rec.errors["unreachable"] != 1 {
+		t.Errorf("observer was told ops %v, %d lock waits, errors %v", rec.ops, rec.waits, rec.errors)
+	}
+}
+
+// A holder in the middle of fn while Redis is paused beyond the lock's
+// TTL: on resume the lock has expired (Redis keeps expiry times on its
+// clock), another replica takes it and writes, and the first holder's
+// write, on the version it read before, is fenced off.
+func TestPausedRedisExpiresHoldersLock(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const ttl = 600 * time.Millisecond
+	a := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "a"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "b"})
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	inFn, goOn := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+			close(inFn)
+			<-goOn
+			return &tokenstore.Record{RefreshToken: "rt-from-a"}, nil
+		})
+		done <- err
+	}()
+	<-inFn
+	srv.Pause()
+	time.Sleep(3 * ttl)
+	srv.Resume()
+	if _, err := b.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		return &tokenstore.Record{RefreshToken: "rt-from-b"}, nil
+	}); err != nil {
+		t.Fatalf("b's Update after the pause: %v", err)
+	}
+	close(goOn)
+	if err := <-done; !errors.Is(err, tokenstore.ErrLockLost) {
+		t.Errorf("a's Update across the pause = %v; want ErrLockLost", err)
+	}
+	if r, _ := storetest.Load(t, b, key); r.RefreshToken != "rt-from-b" {
+		t.Errorf("the grant holds %s; a's write over the version b replaced must be fenced off", r.RefreshToken)
+	}
+}
