@@ -1,4 +1,4 @@
-# make test: Chromium when missing (scripts/test-deps.sh), then vet, staticcheck
+# make test: Chromium, zsh and fish when missing (scripts/test-deps.sh), then vet, staticcheck
 # and the race-enabled tests.
 # make bench: the load benchmark and Go benchmarks (bench/run.sh).
 # make cross: vet and test builds for the six release targets (.ci/cross).
