@@ -23,6 +23,18 @@ func completionScript(t *testing.T, shell string) string {
 	return stdout.String()
 }
 
+// scriptWithRoutes writes shell's script to a file and a configuration
+// file with the routes eggs and farmer (COOP_PROXY_CONFIG).
+func scriptWithRoutes(t *testing.T, shell string) string {
+	t.Helper()
+	newFarm(t).routesFile(t, "")
+	script := filepath.Join(t.TempDir(), "coop-proxy."+shell)
+	if err := os.WriteFile(script, []byte(completionScript(t, shell)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
 // onPath puts a coop-proxy on a fresh PATH (with the system's after it)
 // that is this test binary run as the program (see TestMain), for the
 // scripts' `coop-proxy __complete routes`.
@@ -84,12 +96,7 @@ func TestCompletionScriptsParseAndCoverEverything(t *testing.T) {
 // bash completes commands, flags, fixed values and the configuration
 // file's routes, as it would at a prompt (COMP_WORDS, COMP_CWORD).
 func TestBashCompletionCompletes(t *testing.T) {
-	f := newFarm(t)
-	f.routesFile(t, "")
-	script := filepath.Join(t.TempDir(), "coop-proxy.bash")
-	if err := os.WriteFile(script, []byte(completionScript(t, "bash")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	script := scriptWithRoutes(t, "bash")
 	tests := []struct {
 		line string // the words; the last one is being completed
 		want []string
@@ -134,12 +141,7 @@ func TestFishCompletionCompletes(t *testing.T) {
 	if _, err := exec.LookPath("fish"); err != nil {
 		t.Fatalf("fish is needed for this test (scripts/test-deps.sh installs it): %v", err)
 	}
-	f := newFarm(t)
-	f.routesFile(t, "")
-	script := filepath.Join(t.TempDir(), "coop-proxy.fish")
-	if err := os.WriteFile(script, []byte(completionScript(t, "fish")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	script := scriptWithRoutes(t, "fish")
 	tests := []struct {
 		line string
 		want []string
