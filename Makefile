@@ -1,8 +1,9 @@
-# make test: Chromium when missing (scripts/test-deps.sh), then vet, staticcheck
+# make test: Chromium, zsh and fish when missing (scripts/test-deps.sh), then vet, staticcheck
 # and the race-enabled tests.
 # make bench: the load benchmark and Go benchmarks (bench/run.sh).
+# make cross: vet and test builds for the six release targets (.ci/cross).
 
-.PHONY: test test-deps bench
+.PHONY: test test-deps bench release cross
 
 test: test-deps
 	go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./... && go test -race ./...
@@ -12,3 +13,11 @@ test-deps:
 
 bench:
 	bash bench/run.sh
+
+# make release: archives for the six targets, the SBOM and SHA256SUMS in
+# dist/ (scripts/release). VERSION=v1.2.3 to name it; else git describe.
+release:
+	go run ./scripts/release -out $(or $(DIST),dist) $(if $(VERSION),-version $(VERSION))
+
+cross:
+	bash .ci/cross

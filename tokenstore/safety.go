@@ -1,12 +1,10 @@
 package tokenstore
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // UnsafeError is a store that someone else could have written to: a file or
@@ -32,55 +30,16 @@ const (
 	kindTemp  kind = "temporary token file"
 )
 
-// checkPerm reports what makes a file or directory of the store unsafe, or
-// nil. what says which it is; mode, uid and gid are its own (from lstat, so
-// that a link is seen as one); euid and egid are the process's. The rules
-// are those sshd applies to the files it trusts, with one exception for
-// Kubernetes:
-//
-//   - a symbolic link is refused (the store never follows one);
-//   - the owner must be the process's user or root;
-//   - no one else may write to it: other users never, the group only when
-//     it is the process's group (fsGroup makes volumes group-writable, with
-//     the pod running as that group).
-func checkPerm(what kind, path string, mode fs.FileMode, uid, gid, euid, egid uint32) *UnsafeError {
-	if mode&fs.ModeSymlink != 0 {
-		fix := "replace the link with the file it points to"
-		if what == kindLock || what == kindTemp {
-			fix = "rm " + path // the store creates its own when it needs one
-		}
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is a symbolic link", what, path), Fix: fix}
+// checkLink refuses a symbolic link: the store never follows one.
+func checkLink(what kind, path string, mode fs.FileMode) *UnsafeError {
+	if mode&fs.ModeSymlink == 0 {
+		return nil
 	}
-	if uid != euid && uid != 0 {
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is owned by uid %d, not %d", what, path, uid, euid),
-			Fix: fmt.Sprintf("chown %d %s", euid, path)}
+	fix := "replace the link with the file it points to"
+	if what == kindLock || what == kindTemp {
+		fix = "rm " + path // the store creates its own when it needs one
 	}
-	others := mode&0o002 != 0
-	group := mode&0o020 != 0 && gid != egid
-	switch {
-	case others && mode&fs.ModeSticky != 0:
-		// Like /tmp: made for everyone's files; no chmod mends that.
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is writable by other users", what, path),
-			Fix: "keep the token file in a directory of its own, e.g. mkdir -m 700 " + filepath.Join(path, "coop-proxy")}
-	case others && group:
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is writable by other users and by group %d", what, path, gid),
-			Fix: "chmod go-w " + path}
-	case others:
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is writable by other users", what, path), Fix: "chmod o-w " + path}
-	case group:
-		return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is writable by group %d, not this process's group %d", what, path, gid, egid),
-			Fix: "chmod g-w " + path}
-	}
-	return nil
-}
-
-// checkInfo applies checkPerm to fi, for this process.
-func checkInfo(what kind, path string, fi fs.FileInfo) error {
-	st := fi.Sys().(*syscall.Stat_t)
-	if u := checkPerm(what, path, fi.Mode(), st.Uid, st.Gid, uint32(os.Geteuid()), uint32(os.Getegid())); u != nil {
-		return u
-	}
-	return nil
+	return &UnsafeError{Path: path, Problem: fmt.Sprintf("%s %s is a symbolic link", what, path), Fix: fix}
 }
 
 // checkSafe checks the store's directory, and its token file and lock file
@@ -109,20 +68,10 @@ func (s *Store) checkSafe() error {
 }
 
 // openChecked opens a file of the store without following a symbolic link
-// (O_NOFOLLOW), and refuses it when checkPerm does or when it is not a
-// regular file. The open does not block (O_NONBLOCK, which changes nothing
-// for a regular file): opening a FIFO planted at the path would otherwise
-// wait forever for a writer, with the store's lock held.
+// (openNoFollow), and refuses it when checkInfo does or when it is not a
+// regular file.
 func openChecked(what kind, path string, flag int, perm fs.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
-	if errors.Is(err, syscall.ELOOP) {
-		// ELOOP: path is a link (or a directory on the way loops).
-		if fi, lerr := os.Lstat(path); lerr == nil {
-			if uerr := checkInfo(what, path, fi); uerr != nil {
-				return nil, uerr
-			}
-		}
-	}
+	f, err := openNoFollow(what, path, flag, perm)
 	if err != nil {
 		return nil, err
 	}

@@ -11,8 +11,8 @@
 //
 // On disk: the data file (mode 0600) is replaced atomically (temporary file
 // "<path>.tmp-*" in the same directory, fsync, rename, fsync of the
-// directory); the lock is flock(2) on a separate "<path>.lock" file, since
-// the rename gives the data file a new inode. A corrupt data file is moved
+// directory); the lock is flock(2) (LockFileEx on Windows) on a separate
+// "<path>.lock" file, since the rename gives the data file a new inode. A corrupt data file is moved
 // aside to "<path>.corrupt-<UTC time>" and the store carries on empty, so
 // callers fetch a new grant rather than fail forever. Errors name the file
 // and never contain a token.
@@ -36,6 +36,11 @@
 // for the process's own group, as Kubernetes' fsGroup volumes have it), and
 // a token file or lock file that is a symbolic link: another user could
 // otherwise plant a grant that would be used, or a link that redirects it.
+// On Windows the mode bits are an access control list: the directory the
+// store creates gets one of its own that allows only the user (and
+// SYSTEM), and any file or directory of the store that another account
+// than the user, SYSTEM or the Administrators may read or change is
+// refused (package internal/winacl).
 package tokenstore
 
 import (
@@ -48,7 +53,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 )
 
@@ -120,7 +124,7 @@ func makeDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	return os.Chmod(dir, 0o700)
+	return restrictDir(dir)
 }
 
 // Path returns the token file's path.
@@ -255,7 +259,7 @@ func empty() contents {
 
 // snapshot reads the store under the shared lock.
 func (s *Store) snapshot(ctx context.Context) (map[string]Record, error) {
-	lock, err := lockFile(ctx, s.lockPath, syscall.LOCK_SH)
+	lock, err := lockFile(ctx, s.lockPath, lockShared)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +297,7 @@ func (s *Store) locked(ctx context.Context, body func(*contents) error) error {
 	case <-ctx.Done():
 		return fmt.Errorf("tokenstore: waiting for the lock %s: %w", s.lockPath, ctx.Err())
 	}
-	lock, err := lockFile(ctx, s.lockPath, syscall.LOCK_EX)
+	lock, err := lockFile(ctx, s.lockPath, lockExclusive)
 	if err != nil {
 		return err
 	}
@@ -385,19 +389,4 @@ func (s *Store) write(c *contents, tmp *os.File) error {
 		return &WriteError{Path: s.path, Err: err}
 	}
 	return nil
-}
-
-// syncDir makes a rename in dir durable. File systems that cannot sync a
-// directory (EINVAL, ENOTSUP) are accepted as they are.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	err = d.Sync()
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
-		return nil
-	}
-	return err
 }

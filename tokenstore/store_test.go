@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -60,69 +59,6 @@ func dirNames(t *testing.T, dir string) []string {
 	return names
 }
 
-func mode(t *testing.T, path string) fs.FileMode {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Mode().Perm()
-}
-
-func TestOpenCreatesPrivateDirectoryButNoFile(t *testing.T) {
-	t.Parallel()
-	root := t.TempDir()
-	path := filepath.Join(root, "a", "b", "tokens.json")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Path() != path {
-		t.Errorf("Path() = %q, want %q", s.Path(), path)
-	}
-	if m := mode(t, filepath.Dir(path)); m != 0o700 {
-		t.Errorf("directory mode %v, want 0700", m)
-	}
-	if names := dirNames(t, filepath.Dir(path)); len(names) != 0 {
-		t.Errorf("Open created files: %v", names)
-	}
-	if _, err := Open(""); err == nil {
-		t.Error("Open(\"\") succeeded")
-	}
-}
-
-func TestOpenLeavesExistingDirectoryAlone(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "shared")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(filepath.Join(dir, "tokens.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	put(t, s, testKey, sampleRecord())
-	if m := mode(t, dir); m != 0o755 {
-		t.Errorf("existing directory mode changed to %v", m)
-	}
-}
-
-// Not parallel: the umask is process-wide.
-func TestOpenSetsDirectoryModeDespiteUmask(t *testing.T) {
-	old := syscall.Umask(0o777)
-	defer syscall.Umask(old)
-	path := filepath.Join(t.TempDir(), "state", "tokens.json")
-	if _, err := Open(path); err != nil {
-		t.Fatal(err)
-	}
-	if m := mode(t, filepath.Dir(path)); m != 0o700 {
-		t.Errorf("directory mode %v, want 0700", m)
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
@@ -153,21 +89,6 @@ func TestRoundTrip(t *testing.T) {
 	keys, err := other.Keys(t.Context())
 	if err != nil || !slices.Equal(keys, []string{testKey.String()}) {
 		t.Errorf("Keys = %q, %v", keys, err)
-	}
-}
-
-func TestWrittenFilesArePrivate(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	// A file left readable by someone else is replaced by a private one.
-	if err := os.WriteFile(s.Path(), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	put(t, s, testKey, sampleRecord())
-	for _, p := range []string{s.Path(), s.Path() + ".lock"} {
-		if m := mode(t, p); m != 0o600 {
-			t.Errorf("%s: mode %v, want 0600", p, m)
-		}
 	}
 }
 
@@ -588,7 +509,7 @@ func TestUnreadablePathIsAnErrorNamingIt(t *testing.T) {
 }
 
 // holdLock takes the store's lock as another process would, until the test ends.
-func holdLock(t *testing.T, s *Store, how int) {
+func holdLock(t *testing.T, s *Store, how lockMode) {
 	t.Helper()
 	f, err := lockFile(t.Context(), s.lockPath, how)
 	if err != nil {
@@ -616,7 +537,7 @@ func holdInUpdate(t *testing.T, st *Store) {
 func TestWaitingForTheLockEndsWithTheContext(t *testing.T) {
 	t.Parallel()
 	holders := map[string]func(t *testing.T, s *Store){
-		"exclusive flock by another process":   func(t *testing.T, s *Store) { holdLock(t, s, syscall.LOCK_EX) },
+		"exclusive lock by another process":    func(t *testing.T, s *Store) { holdLock(t, s, lockExclusive) },
 		"Update in progress on the same Store": func(t *testing.T, s *Store) { holdInUpdate(t, s) },
 		"Update in progress on another Store": func(t *testing.T, s *Store) {
 			other, err := Open(s.Path())
@@ -625,7 +546,7 @@ func TestWaitingForTheLockEndsWithTheContext(t *testing.T) {
 			}
 			holdInUpdate(t, other)
 		},
-		"shared flock by another process": func(t *testing.T, s *Store) { holdLock(t, s, syscall.LOCK_SH) },
+		"shared lock by another process": func(t *testing.T, s *Store) { holdLock(t, s, lockShared) },
 	}
 	ops := map[string]func(ctx context.Context, s *Store) error{
 		"Load": func(ctx context.Context, s *Store) error { _, _, err := s.Load(ctx, testKey); return err },

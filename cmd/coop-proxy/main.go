@@ -25,6 +25,7 @@ type command struct {
 	summary string
 	needs   config.Needs
 	run     func(ctx context.Context, inv *invocation) error
+	json    bool // takes --json: output for scripts
 }
 
 // invocation is one run of a command: its settings, and how to read them
@@ -35,18 +36,21 @@ type invocation struct {
 	settings *config.Settings
 	reread   func() (*config.Settings, error)
 	out      io.Writer
+	json     bool // --json, for the commands that take it (command.json)
 }
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy (the default command)", config.Everything, runServe},
-		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true, OneRoute: true}, runToken},
-		{"status", "show the stored grant: grant type, scopes, expiry, store path (never a token)", config.Needs{Store: true, OneRoute: true}, runStatus},
-		{"login", "log a farmer in with the authorization-code grant (or --device, the device grant) and store the grant", config.Needs{Client: true, Store: true, OneRoute: true}, runLogin},
-		{"logout", "remove the stored farmer's grant", config.Needs{Store: true, OneRoute: true}, runLogout},
-		{"check-config", "check every setting, print each problem on its own line", config.Everything, nil},
-		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", config.Needs{}, runDemo},
-		{"version", "print the version", config.Needs{}, runVersion},
+		{"serve", "run the proxy (the default command)", config.Everything, runServe, false},
+		{"token", "print a valid access token and nothing else", config.Needs{Client: true, Store: true, OneRoute: true}, runToken, false},
+		{"status", "show the stored grants: grant type, scopes, time left, store (never a token); --json for scripts", config.Needs{Store: true}, runStatus, true},
+		{"login", "log a farmer in with the authorization-code grant (or --device, the device grant) and store the grant", config.Needs{Client: true, Store: true, OneRoute: true}, runLogin, false},
+		{"logout", "remove the stored farmer's grant", config.Needs{Store: true, OneRoute: true}, runLogout, false},
+		{"check-config", "check every setting, print each problem on its own line", config.Everything, nil, false},
+		{"demo", "run a COOP emulator and the proxy in front of it, and print commands to try", config.Needs{}, runDemo, false},
+		{"version", "print the version", config.Needs{}, runVersion, false},
+		// run by runCompletion, before any setting is read
+		{"completion", "print the shell completion script: completion bash|zsh|fish|powershell", config.Needs{}, nil, false},
 	}
 }
 
@@ -60,14 +64,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if name == "help" {
+	switch name {
+	case "help":
 		usage(stdout)
 		return 0
+	case "completion", completeCommand:
+		return runCompletion(name, args, stdout, stderr)
 	}
 	cmd := findCommand(name)
 	if cmd == nil {
 		fmt.Fprintf(stderr, "coop-proxy: unknown command %q (try: coop-proxy help)\n", name)
 		return 2
+	}
+	asJSON := false
+	if cmd.json {
+		args, asJSON = takeJSONFlag(args)
 	}
 	load := func() (*config.Settings, error) { return config.Load("coop-proxy "+name, args, nil, cmd.needs) }
 	settings, err := load()
@@ -86,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(ctx, &invocation{name: name, args: args, settings: settings, reread: load, out: stdout}); err != nil {
+	if err := cmd.run(ctx, &invocation{name: name, args: args, settings: settings, reread: load, out: stdout, json: asJSON}); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
 			return ee.code
@@ -95,6 +106,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// takeJSONFlag removes --json (or -json) from args: the flag is the
+// command's own, not a setting.
+func takeJSONFlag(args []string) (rest []string, found bool) {
+	for _, a := range args {
+		if a == "--json" || a == "-json" || a == "--json=true" {
+			found = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return rest, found
 }
 
 func findCommand(name string) *command {

@@ -37,7 +37,7 @@ func TestCommandsTakeARouteOfTheFile(t *testing.T) {
 	f := newFarm(t)
 	env := f.routesFile(t, "")
 
-	for _, cmd := range []string{"token", "status", "login", "logout"} {
+	for _, cmd := range []string{"token", "login", "logout"} {
 		var stdout, stderr bytes.Buffer
 		code := run([]string{cmd}, &stdout, &stderr)
 		if code != 2 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "has several routes: name one with --route (eggs, farmer)") {
@@ -45,7 +45,13 @@ func TestCommandsTakeARouteOfTheFile(t *testing.T) {
 		}
 	}
 
+	// status without --route shows every route.
 	var stdout, stderr bytes.Buffer
+	if code := run([]string{"status"}, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stdout.String(), "route:          eggs\n") || !strings.Contains(stdout.String(), "\n\nroute:          farmer\n") {
+		t.Fatalf("status without --route: exit %d, %s\n%s", code, stderr.String(), stdout.String())
+	}
+	stdout.Reset()
 	if code := run([]string{"token", "--route", "eggs"}, &stdout, &stderr); code != 0 || !secretsRE.MatchString(stdout.String()) {
 		t.Fatalf("token --route eggs: exit %d, %q %q", code, stdout.String(), stderr.String())
 	}

@@ -17,6 +17,7 @@ func runServe(ctx context.Context, inv *invocation) error {
 	s := inv.settings
 	// SIGHUP reloads once the server watches for it; until then it must not
 	// end the process (its default action), as a reload at start would.
+	// (Windows never sends it: nothing to ignore there.)
 	signal.Ignore(syscall.SIGHUP)
 	lg := server.NewLogger(os.Stderr, s.LogFormat, s.LogLevel)
 	log, flush := lg.Log, lg.Flush

@@ -14,8 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -47,7 +47,7 @@ type Settings struct {
 	RouteName string `env:"ROUTE" flag:"route" help:"status, token, login, logout: the route of the configuration file to act on (needed when it has several)"`
 
 	AdminListen string `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090" flag:"admin-listen" help:"address of /healthz, /readyz and /metrics; off: none"`
-	Store       string `env:"STORE" flag:"store" help:"token store: a file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json), or Redis shared by replicas: redis://host:6379/0, rediss://... (TLS)"`
+	Store       string `env:"STORE" flag:"store" help:"token store: a file (default: $XDG_STATE_HOME/coop-proxy/tokens.json, else ~/.local/state/coop-proxy/tokens.json; macOS ~/Library/Application Support/coop-proxy/tokens.json; Windows %LOCALAPPDATA%\\coop-proxy\\tokens.json), or Redis shared by replicas: redis://host:6379/0, rediss://... (TLS)"`
 	// The Redis store's settings; see the README's "Which token store".
 	StorePasswordFile string        `env:"STORE_PASSWORD_FILE" flag:"store-password-file" help:"Redis store: file holding the Redis password (never in STORE, which ps shows); read again on SIGHUP"`
 	StoreKeyFile      string        `env:"STORE_KEY_FILE" flag:"store-key-file" help:"Redis store: file of the keys sealing the grants, one base64 32-byte key a line: the first seals, every one opens (rotation)"`
@@ -390,7 +390,7 @@ const maxSecretFile = 64 << 10
 // every reload after it, until a writer came; without one it reads as
 // empty. A pipe with a writer (a shell's <(...)) is still read to its end.
 func readBounded(file string) ([]byte, error) {
-	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(file, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -402,17 +402,41 @@ func readBounded(file string) ([]byte, error) {
 	return b, err
 }
 
-// defaultStorePath is the token store in the user's state directory (XDG
-// Base Directory specification).
+// defaultStorePath is the token store in the user's state directory, as
+// this system places it (storePathFor).
 func defaultStorePath() (string, error) {
-	if dir := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
+	return storePathFor(runtime.GOOS, os.Getenv, os.UserHomeDir)
+}
+
+// storePathFor is the default token file on goos, from the environment
+// (getenv) and the home directory (home):
+//
+//   - Windows: %LOCALAPPDATA%\coop-proxy\tokens.json (local application
+//     data: not roamed to other machines with the profile);
+//   - elsewhere, $XDG_STATE_HOME/coop-proxy/tokens.json when it is set
+//     (XDG Base Directory specification), else
+//     ~/Library/Application Support/coop-proxy/tokens.json on macOS (Apple's
+//     place for an application's data) and
+//     ~/.local/state/coop-proxy/tokens.json on Linux and the other Unixes.
+func storePathFor(goos string, getenv func(string) string, home func() (string, error)) (string, error) {
+	if goos == "windows" {
+		dir := getenv("LOCALAPPDATA")
+		if dir == "" {
+			return "", problem("Store", "%%LOCALAPPDATA%% is not set, so there is no default token file: set it, or name the file")
+		}
 		return filepath.Join(dir, "coop-proxy", "tokens.json"), nil
 	}
-	home, err := os.UserHomeDir()
+	if dir := getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, "coop-proxy", "tokens.json"), nil
+	}
+	h, err := home()
 	if err != nil {
 		return "", problem("Store", "no home directory to default to (%v): set it", err)
 	}
-	return filepath.Join(home, ".local", "state", "coop-proxy", "tokens.json"), nil
+	if goos == "darwin" {
+		return filepath.Join(h, "Library", "Application Support", "coop-proxy", "tokens.json"), nil
+	}
+	return filepath.Join(h, ".local", "state", "coop-proxy", "tokens.json"), nil
 }
 
 // TokenEndpoint is the token endpoint known without the network: the

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -393,40 +392,6 @@ func mustP384(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-// A FIFO at a key, certificate or secret file's path (a mistake, or
-// planted) must not hang the load: check-config, start and every reload
-// after it would wait forever for a writer that never comes.
-func TestAFIFOAsACredentialFileIsAnErrorNotAHang(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skip("no FIFOs here:", err)
-	}
-	for _, env := range []map[string]string{
-		{"CLIENT_ID": "app", "CLIENT_SECRET_FILE": fifo},
-		{"CLIENT_ID": "app", "AUTH_STYLE": "private_key_jwt", "CLIENT_KEY_FILE": fifo},
-		{"CLIENT_ID": "app", "CLIENT_SECRET": "s", "DPOP": "true", "DPOP_KEY_FILE": fifo},
-	} {
-		done := make(chan error, 1)
-		go func() {
-			_, err := load(t, nil, env, Everything)
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), fifo) {
-				t.Errorf("%v: %v; want a problem naming %s", env, err, fifo)
-			}
-		case <-time.After(5 * time.Second):
-			// Unblock the open so the goroutine ends.
-			if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
-				_ = f.Close()
-			}
-			t.Fatalf("%v: reading a FIFO as a credential file did not end", env)
-		}
-	}
-}
-
 // A URL setting that is not http(s), or does not parse, is refused without
 // the password it may carry.
 func TestABadURLSettingNeverShowsItsPassword(t *testing.T) {
@@ -438,5 +403,51 @@ func TestABadURLSettingNeverShowsItsPassword(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: the problem shows the password: %v", v, err)
 		}
+	}
+}
+
+func TestStorePathForEachSystem(t *testing.T) {
+	home := func() (string, error) { return "/home/brent", nil }
+	noHome := func() (string, error) { return "", errors.New("$HOME is not defined") }
+	env := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	localAppData := `C:\Users\brent\AppData\Local`
+	tests := []struct {
+		name, goos string
+		getenv     func(string) string
+		home       func() (string, error)
+		want, err  string
+	}{
+		{"linux", "linux", env(), home, "/home/brent/.local/state/coop-proxy/tokens.json", ""},
+		{"linux with XDG_STATE_HOME", "linux", env("XDG_STATE_HOME", "/var/state"), home, "/var/state/coop-proxy/tokens.json", ""},
+		{"linux with a relative XDG_STATE_HOME (ignored, as the spec says)", "linux", env("XDG_STATE_HOME", "state"), home, "/home/brent/.local/state/coop-proxy/tokens.json", ""},
+		{"freebsd", "freebsd", env(), home, "/home/brent/.local/state/coop-proxy/tokens.json", ""},
+		{"macOS", "darwin", env(), home, "/home/brent/Library/Application Support/coop-proxy/tokens.json", ""},
+		{"macOS with XDG_STATE_HOME", "darwin", env("XDG_STATE_HOME", "/Users/brent/.state"), home, "/Users/brent/.state/coop-proxy/tokens.json", ""},
+		{"windows", "windows", env("LOCALAPPDATA", localAppData, "XDG_STATE_HOME", "/ignored"), noHome, filepath.Join(localAppData, "coop-proxy", "tokens.json"), ""},
+		{"windows without LOCALAPPDATA", "windows", env(), home, "", "%LOCALAPPDATA% is not set"},
+		{"no home", "linux", env(), noHome, "", "no home directory to default to ($HOME is not defined)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := storePathFor(tt.goos, tt.getenv, tt.home)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "STORE") {
+					t.Fatalf("got %q, %v; want an error about STORE with %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
@@ -126,7 +125,7 @@ func loadFile(file string, merged map[string]string, need Needs) (*Settings, err
 func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error) {
 	// Without blocking (nothing changes for a regular file): a FIFO at the
 	// path would hold up the load, a reload, and the shutdown waiting for it.
-	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(file, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read the configuration file: %w", err)
 	}
@@ -166,29 +165,19 @@ func readFile(file string) (map[string]yaml.Node, []map[string]yaml.Node, error)
 }
 
 // checkTrusted refuses a configuration file that is not a regular file, or
-// that another user could have written: its routes say where the tokens
-// and the client's credentials go, so that user could add a route to a
-// server of theirs. The rules are the token store's (sshd's): owned by this
-// user or root, writable by no other user, and by its group only when it
-// is this process's (fsGroup). A link is followed: Kubernetes mounts a
+// that another user could have written (checkWriters): its routes say where
+// the tokens and the client's credentials go, so that user could add a
+// route to a server of theirs. A link is followed: Kubernetes mounts a
 // ConfigMap's files as links.
 func checkTrusted(file string, f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("cannot read the configuration file: %w", err)
 	}
-	st := fi.Sys().(*syscall.Stat_t)
-	switch mode := fi.Mode(); {
-	case !mode.IsRegular():
+	if mode := fi.Mode(); !mode.IsRegular() {
 		return fmt.Errorf("%s is not a regular file (%s)", file, mode.Type())
-	case st.Uid != uint32(os.Geteuid()) && st.Uid != 0:
-		return fmt.Errorf("%s is owned by uid %d, not %d, and its routes say where the tokens go: chown %d %s", file, st.Uid, os.Geteuid(), os.Geteuid(), file)
-	case mode&0o002 != 0:
-		return fmt.Errorf("%s is writable by other users, and its routes say where the tokens go: chmod o-w %s", file, file)
-	case mode&0o020 != 0 && st.Gid != uint32(os.Getegid()):
-		return fmt.Errorf("%s is writable by group %d, not this process's group %d, and its routes say where the tokens go: chmod g-w %s", file, st.Gid, os.Getegid(), file)
 	}
-	return nil
+	return checkWriters(file, fi)
 }
 
 // readRoute reads and checks the i-th route as the environment's route is

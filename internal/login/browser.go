@@ -3,24 +3,16 @@ package login
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 )
 
 // BrowserOpener returns a function that opens a URL in the farmer's browser
 // (RFC 8252 §4: the authorization request goes through the system browser,
 // never an embedded one), or nil when this machine has no way to: the first
-// usable command of $BROWSER (a colon-separated list of commands, "%s" in one
-// standing for the URL, which is appended otherwise), then xdg-open, then
-// open (macOS), as found by exec.LookPath.
+// command of browserCommands found by exec.LookPath.
 func BrowserOpener() func(url string) error {
-	var candidates [][]string
-	for _, entry := range strings.Split(os.Getenv("BROWSER"), ":") {
-		if fields := strings.Fields(entry); len(fields) > 0 {
-			candidates = append(candidates, fields)
-		}
-	}
-	candidates = append(candidates, []string{"xdg-open"}, []string{"open"})
-	for _, c := range candidates {
+	for _, c := range browserCommands(runtime.GOOS, os.Getenv("BROWSER"), os.PathListSeparator) {
 		path, err := exec.LookPath(c[0])
 		if err != nil {
 			continue
@@ -29,6 +21,28 @@ func BrowserOpener() func(url string) error {
 		return func(url string) error { return startBrowser(path, args, url) }
 	}
 	return nil
+}
+
+// browserCommands lists the commands that may open a URL on goos, in the
+// order they are tried: those of $BROWSER (browserEnv, a list separated by
+// sep, the system's path list separator; "%s" in one stands for the URL,
+// which is appended otherwise), then the system's own way: open on macOS,
+// rundll32's URL handler on Windows (what the shell's "start" does, without
+// a shell that would read the URL's "&"), xdg-open elsewhere.
+func browserCommands(goos, browserEnv string, sep rune) [][]string {
+	var candidates [][]string
+	for _, entry := range strings.Split(browserEnv, string(sep)) {
+		if fields := strings.Fields(entry); len(fields) > 0 {
+			candidates = append(candidates, fields)
+		}
+	}
+	switch goos {
+	case "darwin":
+		return append(candidates, []string{"open"})
+	case "windows":
+		return append(candidates, []string{"rundll32", "url.dll,FileProtocolHandler"})
+	}
+	return append(candidates, []string{"xdg-open"})
 }
 
 // startBrowser starts the command without waiting for it (a browser started

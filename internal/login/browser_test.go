@@ -17,7 +17,7 @@ func fakeCommand(t *testing.T, name string) (fifo string) {
 	dir := t.TempDir()
 	fifo = filepath.Join(dir, "args")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skip("no FIFO here:", err)
+		t.Fatal(err)
 	}
 	script := "#!/bin/sh\necho \"$@\" > '" + fifo + "'\n"
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o700); err != nil {
@@ -43,13 +43,14 @@ func readFIFO(t *testing.T, fifo string) string {
 	}
 }
 
+// On Linux (where the tests run) the system's way is xdg-open; the other
+// systems' choices are TestBrowserCommands'.
 func TestBrowserOpener(t *testing.T) {
 	const u = "http://coop.example/authorize?a=1&b=2"
 	tests := []struct {
 		name, command, browser, want string
 	}{
 		{"xdg-open", "xdg-open", "", u + "\n"},
-		{"open", "open", "", u + "\n"},
 		{"$BROWSER with the URL appended", "mybrowser", "nothere:mybrowser --new-window", "--new-window " + u + "\n"},
 		{"$BROWSER with %s", "mybrowser", "mybrowser --url=%s --private", "--url=" + u + " --private\n"},
 	}

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package redistest runs a real redis-server for tests: on a free port of
 // 127.0.0.1, in a directory of t.TempDir(), stopped when the test ends. It
 // can stop, kill, pause and restart the server (with or without its data),

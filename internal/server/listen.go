@@ -1,20 +1,19 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
 // listen opens the proxy's listener: TCP host:port, or unix:/path for a Unix
-// socket with mode 0660 (owner and group may connect), removed when the
-// listener closes. A socket file left by a process that died is replaced;
+// socket (listenUnix: mode 0660, owner and group may connect; on Windows
+// the directory's access control list decides), removed when the listener
+// closes. A socket file left by a process that died is replaced;
 // one with a live listener behind it, or anything that is not a socket, is
 // an error: nothing else at the path is ever removed.
 func listen(addr string) (net.Listener, error) {
@@ -31,24 +30,14 @@ func listen(addr string) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("%s: another process is listening on it", path)
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
+		if !refused(err) {
 			return nil, fmt.Errorf("%s exists and is not a stale socket: %w", path, err)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
 		}
 	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	// Created with the umask's mode (connecting needs write permission, so
-	// at worst the owner alone could connect meanwhile), then opened to the group.
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
+	return listenUnix(path)
 }
 
 func describeType(m fs.FileMode) string {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,10 +21,11 @@ const secretWatchInterval = 5 * time.Second
 // watchReloads reloads on SIGHUP and when a secret or key file or the
 // configuration file has changed from how they were seen and stayed so for
 // one look (Kubernetes updates a mounted Secret or ConfigMap in place, and
-// nothing in a pod can send SIGHUP), until ctx ends.
+// nothing in a pod can send SIGHUP; Windows has no SIGHUP at all, so there
+// the files' watcher is the only way), until ctx ends.
 func (srv *Server) watchReloads(ctx context.Context, seen []fileState) {
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	notifyReload(hup)
 	defer signal.Stop(hup)
 	every := srv.opts.WatchEvery
 	if every == 0 {

@@ -1,7 +1,8 @@
+//go:build unix
+
 package redisstore
 
 import (
-	"crypto/rand"
 	"sync"
 	"testing"
 	"time"
@@ -14,13 +15,6 @@ import (
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 	"github.com/coop-proxy/coop-proxy/tokenstore/storetest"
 )
-
-// newKey returns a random AES-256 key.
-func newKey() []byte {
-	k := make([]byte, keySize)
-	_, _ = rand.Read(k)
-	return k
-}
 
 // open opens a Store on srv with o (URL and Log filled in), closed when t
 // ends.

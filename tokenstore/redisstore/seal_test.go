@@ -2,11 +2,19 @@ package redisstore
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 )
+
+// newKey returns a random AES-256 key.
+func newKey() []byte {
+	k := make([]byte, keySize)
+	_, _ = rand.Read(k)
+	return k
+}
 
 func TestParseKeys(t *testing.T) {
 	k1, k2 := newKey(), newKey()
