@@ -160,6 +160,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		s.log = zap.NewNop()
 	}
 	s.password.Store(&o.Password)
+	addPassword(o.Password)
 	tlsConf, err := tlsConfig(u, o)
 	if err != nil {
 		return nil, err
@@ -278,7 +279,10 @@ func tlsConfig(u *url.URL, o Options) (*tls.Config, error) {
 
 // SetPassword changes the password that new connections to Redis use (on
 // SIGHUP, when the password file changed); open ones stay as they are.
-func (s *Store) SetPassword(p string) { s.password.Store(&p) }
+func (s *Store) SetPassword(p string) {
+	addPassword(p)
+	s.password.Store(&p)
+}
 
 // Close closes the connections to Redis.
 func (s *Store) Close() error { return s.rdb.Close() }
