@@ -1,8 +1,9 @@
 # make test: Chromium when missing (scripts/test-deps.sh), then vet, staticcheck
 # and the race-enabled tests.
-# make bench: the load benchmark and Go benchmarks (bench/run.sh).
+# make bench: the load benchmark and Go benchmarks (bench/run.sh), then
+# replicas sharing a grant (bench/replicas.sh; make bench-replicas alone).
 
-.PHONY: test test-deps bench
+.PHONY: test test-deps bench bench-replicas
 
 test: test-deps
 	go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./... && go test -race ./...
@@ -12,3 +13,7 @@ test-deps:
 
 bench:
 	bash bench/run.sh
+	bash bench/replicas.sh
+
+bench-replicas:
+	bash bench/replicas.sh
