@@ -146,8 +146,7 @@ func run(b *testing.B, bin, store string, grant config.Grant) result {
 	settings := map[string]string{
 		"UPSTREAM": upstream.URL, "CLIENT_ID": app.ClientID, "GRANT": string(grant),
 		"LISTEN": "127.0.0.1:0", "ADMIN_LISTEN": "off", "LOG_FORMAT": "json",
-		"CLIENT_SECRET_FILE": write(b, shared, "secret", app.ClientSecret),
-		"STORE": filepath.Join(shared, "tokens.json"),
+		"STORE": filepath.Join(shared, "tokens.json"), "CLIENT_SECRET_FILE": write(b, shared, "secret", app.ClientSecret),
 	}
 	if grant == config.AuthorizationCode {
 		settings["SCOPES"] = strings.Join(scopes, " ")
