@@ -362,15 +362,7 @@ section=$tmp/section.md
 	echo
 } >"$section"
 
-results=bench/results/$(date +%F).md
-mkdir -p bench/results
-if [[ ! -e $results ]]; then
-	# shellcheck disable=SC2016 # the backquotes are Markdown
-	printf '# coop-proxy benchmark, %s\n\nMade by `make bench` (bench/run.sh).\n\n' "$(date +%F)" >"$results"
-fi
-cat "$section" >>"$results"
-cat "$section"
-echo "results appended to $results" >&2
+bash bench/append-results.sh "$section"
 
 for label in a b c d e; do
 	if ((errors[$label] > 0)); then

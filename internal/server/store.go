@@ -18,11 +18,13 @@ import (
 // OpenBackend opens the token store holding the grant under k: with a
 // Redis URL in STORE, Redis (every route's grant in it); otherwise the
 // token file (StorePath). obs, when not nil, is told of Redis's
-// operations. The caller closes it.
+// operations; go-redis's own log lines go to log (redisstore.SetLogger).
+// The caller closes it.
 func OpenBackend(ctx context.Context, s *config.Settings, k tokenstore.Key, log *zap.Logger, obs redisstore.Observer) (tokenstore.Backend, error) {
 	if !config.RedisStore(s.Store) {
 		return OpenStore(StorePath(s, k), log)
 	}
+	redisstore.SetLogger(log)
 	var keys [][]byte
 	if s.StoreKeys != "" {
 		var err error

@@ -58,7 +58,8 @@ type Stored struct {
 
 	fetching sync.Mutex // held by Token throughout, and by Flush
 	// pendingFrom is the refresh token the store held when tokens first
-	// became pending: the store still holding it (or the pending ones)
+	// became pending (their base; "" for a first fetch, or client
+	// credentials): the store still holding it (or the pending ones)
 	// means no one else has refreshed since. Under fetching.
 	pendingFrom string
 
@@ -81,7 +82,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 	pending := s.pending.Load()
 
 	var got, was, superseded tokenstore.Record
-	fetched, dropped := false, false
+	fetched, dropped, supersededOK := false, false, false
 	var refusedErr error // the fetch failed, but the grant changed all the same (see fetch)
 	storeCtx, cancel := storeContext(ctx)
 	defer cancel()
@@ -96,7 +97,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 				return &cur, nil
 			}
 		case pending != nil:
-			dropped, superseded = true, cur
+			dropped, superseded, supersededOK = true, cur, ok
 			if s.usable(cur, rejected) {
 				got = cur
 				return nil, nil
@@ -113,7 +114,7 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 		return &next, nil
 	})
 	if dropped && (err == nil || errors.As(err, new(fnError))) {
-		s.drop(*pending, superseded)
+		s.drop(*pending, superseded, supersededOK)
 	}
 	// Logged once written: nothing stands between a rotated refresh
 	// token's arrival and its write that need not.
@@ -150,7 +151,9 @@ func (s *Stored) Token(ctx context.Context, rejected string) (tokenstore.Record,
 // is no rotation to lose).
 func (s *Stored) fromMemory(ctx context.Context, grant Grant, pending *tokenstore.Record, rejected string, err error) (tokenstore.Record, error) {
 	cur, ok := tokenstore.Record{}, false
-	if pending != nil {
+	if pending == nil {
+		s.pendingFrom = "" // what is fetched now comes from nothing the store held
+	} else {
 		cur, ok = *pending, true
 		if s.usable(cur, rejected) {
 			return cur, nil
@@ -273,20 +276,32 @@ func (s *Stored) keepPending(rec tokenstore.Record, err error) {
 }
 
 // ours reports whether the pending tokens may be written over what the
-// store holds (cur, ok): nothing (absent), the refresh token they were
-// refreshed from or their own (nobody refreshed since), or a refresh token
-// refused. Anything else is another replica's newer grant (its refresh of
-// a token it read before ours was fenced off) or a new login: it wins, and
-// the pending tokens, whose refresh token COOP may have killed by then, are
-// dropped.
+// store holds (cur, ok): the refresh token they were refreshed from or
+// their own (nobody refreshed since), or a refresh token refused; or
+// nothing, when they came from nothing the store held (a first fetch,
+// client credentials). Anything else is another replica's newer grant
+// (its refresh of a token it read before ours was fenced off) or a new
+// login, which wins; or, when they were refreshed from a stored grant
+// that is gone, a logout, which writing them would undo: the pending
+// tokens, whose refresh token COOP may have killed by then, are dropped.
+// (A shared store that lost a grant writes it back before it answers, so
+// an absent grant is a logout there too.)
 func (s *Stored) ours(cur tokenstore.Record, ok bool, pending tokenstore.Record) bool {
-	return !ok || cur.RefreshToken == s.pendingFrom || cur.RefreshToken == pending.RefreshToken || refusedGrant(cur)
+	if !ok {
+		return s.pendingFrom == ""
+	}
+	return cur.RefreshToken == s.pendingFrom || cur.RefreshToken == pending.RefreshToken || refusedGrant(cur)
 }
 
-// drop forgets the pending tokens for the grant the store holds, and says
-// which grant won.
-func (s *Stored) drop(pending, won tokenstore.Record) {
+// drop forgets the pending tokens for what the store holds (won, or
+// nothing when !present: a logout), and says which won.
+func (s *Stored) drop(pending, won tokenstore.Record, present bool) {
 	s.pending.Store(nil)
+	if !present {
+		s.Log.Warn("tokens kept in memory dropped: the grant they were refreshed from was deleted from the token store (a logout), which wins",
+			zap.String("dropped", redact.Fingerprint(pending.AccessToken)))
+		return
+	}
 	winner := "a new login"
 	if won.UserID == pending.UserID && won.GrantedAt.Equal(pending.GrantedAt) {
 		winner = "another process's refresh of the same grant"
@@ -315,7 +330,8 @@ func (s *Stored) grant() Grant {
 func (s *Stored) Durable() bool { return s.pending.Load() == nil }
 
 // Flush writes pending tokens, if any, unless the store holds a newer
-// grant by now (see ours), which wins. It returns nil when nothing is
+// grant by now, or the grant they were refreshed from was deleted (a
+// logout; see ours), which wins. It returns nil when nothing is
 // pending, and at once when a fetch is in flight: that fetch writes the
 // pending tokens itself (or newer ones), and they stay pending if it cannot.
 func (s *Stored) Flush(ctx context.Context) error {
@@ -329,9 +345,10 @@ func (s *Stored) Flush(ctx context.Context) error {
 	}
 	rec := *pending
 	var won *tokenstore.Record
+	present := false
 	if _, err := s.Store.Update(ctx, s.grant().Key(), func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
 		if !s.ours(cur, ok, rec) {
-			won = &cur
+			won, present = &cur, ok
 			return nil, nil
 		}
 		return &rec, nil
@@ -339,7 +356,7 @@ func (s *Stored) Flush(ctx context.Context) error {
 		return err
 	}
 	if won != nil {
-		s.drop(rec, *won)
+		s.drop(rec, *won, present)
 		return nil
 	}
 	s.pending.Store(nil)

@@ -278,7 +278,7 @@ func TestStoredSharedStoreUnavailable(t *testing.T) {
 // A write fenced off (the lock expired during the token request) keeps the
 // new tokens pending; Flush writes them when the store still holds the
 // grant they were refreshed from, and drops them when another replica's
-// newer grant or a new login is there by then.
+// newer grant, a new login or a logout (the grant gone) is there by then.
 func TestStoredFencedWriteIsReconciled(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -286,7 +286,7 @@ func TestStoredFencedWriteIsReconciled(t *testing.T) {
 		want      string // the refresh token in the store after Flush
 	}{
 		{"store unchanged", func(*memStore, time.Time) {}, "refresh-1"},
-		{"grant lost", func(st *memStore, _ time.Time) { st.mu.Lock(); delete(st.recs, farmerKey.String()); st.mu.Unlock() }, "refresh-1"},
+		{"logged out", func(st *memStore, _ time.Time) { st.mu.Lock(); delete(st.recs, farmerKey.String()); st.mu.Unlock() }, ""},
 		{"another replica refreshed", func(st *memStore, now time.Time) {
 			r := freshGrant(now.Add(-56 * time.Minute))
 			r.AccessToken, r.RefreshToken = "access-other", "refresh-other"

@@ -33,6 +33,10 @@
 //	writer      the replica that wrote it (Options.Replica)
 //	op          a random id of the last write (a retried write is recognised)
 //	deleted     "1" for a tombstone: the grant was deleted (a logout)
+//	holder      the marker: the owner of the lock whose tokens are not yet
+//	            written (see Lock and fence); absent when none
+//	orphaned_at when a holder first found the marker of an earlier one
+//	            whose lock had expired (Redis's clock, milliseconds)
 //
 // Its lock is the string <hash>:lock, the set coop-proxy:grants holds the
 // names (Key.String) of the grants that have a record, for Keys (they hold
@@ -41,24 +45,52 @@
 //
 // # Lock and fence
 //
-// Update takes the grant's lock with SET <lock> <owner> NX PX <LockTTL>,
-// the owner being "<replica> <random>", trying again with a growing,
-// jittered back-off (5ms to 200ms) while ctx allows (ctx's error is
-// returned as soon as it ends); a Store's own goroutines queue in memory
-// first. While fn runs (it may wait for the token endpoint) the lock's TTL
-// is extended every LockTTL/3 by a script that checks the owner; the lock
-// is released by a script that deletes it only if it is still ours. Under
-// the lock Update reads the grant again and gives fn the current record.
+// Update takes the grant's lock with a script that sets <lock> to the
+// owner "<replica> <random>" (NX PX <LockTTL>) and, in the same step, the
+// grant's marker (the field holder) to the same owner, trying again with
+// a growing, jittered back-off (5ms to 200ms) while ctx allows (ctx's
+// error is returned as soon as it ends); a Store's own goroutines queue in
+// memory first. While fn runs (it may wait for the token endpoint) the
+// lock's TTL is extended every LockTTL/3 by a script that checks the
+// owner; the lock is released by a script that deletes it only if it is
+// still ours. Under the lock Update reads the grant again and gives fn the
+// current record.
 //
 // The lock alone is not enough: a holder paused longer than the TTL (a
 // long GC, a SIGSTOPped process, Redis itself paused) may come back after
 // another replica took the lock. So the write is fenced: one script writes
-// only if the lock is still ours and the grant's version is still the one
-// read under it. Otherwise nothing is written, the Store logs that it lost
-// the lock, and Update returns the new record with a *tokenstore.WriteError
-// wrapping tokenstore.ErrLockLost: the caller keeps the new tokens pending
-// and reconciles. The write runs even when ctx has ended (it may hold a
-// rotated refresh token), bounded by its own timeout.
+// only if the grant's version is still the one read under the lock, AND
+// the lock is still ours OR our marker is still there. The marker says
+// "a refresh may be under way, its tokens not yet written": it is cleared
+// by the write of the tokens, or by the release when there was nothing to
+// write. A holder that takes the lock and finds another owner's marker
+// (a holder whose lock expired before it finished: dead, or paused) does
+// not call fn: it keeps the lock and looks again every 100ms until the
+// marker goes (the previous holder wrote, or released with nothing to
+// write; then it reads the grant again and fn adopts what was written),
+// for at most Options.Grace (default LockTTL), counted on Redis's clock
+// from when a holder first found that marker (orphaned_at), so that
+// waiters whose ctx ends one after another do not restart it. Then it
+// takes over: it replaces the marker with its own, logs at warn that the
+// previous holder never finished and that its refresh may have spent the
+// refresh token, and calls fn. So a holder whose lock expired but whose
+// marker is still there knows nobody has refreshed since, and its write
+// lands (after Redis paused beyond the TTL, no refresh token is spent
+// twice); one taken over after the grace writes nothing, the Store logs
+// that it lost the lock, and Update returns the new record with a
+// *tokenstore.WriteError wrapping tokenstore.ErrLockLost: the caller keeps
+// the new tokens pending and reconciles. The lock wait that
+// Observer.LockWait reports includes the wait for a marker. The usual
+// path costs no round trip more than a bare SET NX: the marker is set by
+// the lock script, cleared by the write or the release script.
+//
+// The write runs even when ctx has ended (it may hold a rotated refresh
+// token), bounded by its own timeout. When Redis does not answer it (its
+// outcome is unknown) the release leaves the marker, and the Store makes
+// that write again, with the same op id and fenced by that marker, before
+// its next lock of the grant (the caller's next Update: the Flush of its
+// pending tokens), without waiting for the lock the next holder keeps
+// while it waits for the marker.
 //
 // # Sealing
 //

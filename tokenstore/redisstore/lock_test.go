@@ -5,11 +5,14 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/coop-proxy/coop-proxy/internal/redistest"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
@@ -101,12 +104,13 @@ func TestLockExtendedWhileFnRuns(t *testing.T) {
 }
 
 // A holder whose lock expired during fn (simulated by deleting it) and
-// another replica wrote meanwhile: its write is fenced off.
+// that another replica took over after the grace, and wrote: its write is
+// fenced off.
 func TestFencedWriteAfterLockLost(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	log, logged := logs()
 	a := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Replica: "a", Log: log})
-	b := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Replica: "b"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Grace: 300 * time.Millisecond, Replica: "b"})
 	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
 	raw := srv.Client(t)
 	inFn, goOn := make(chan struct{}), make(chan struct{})
@@ -224,7 +228,7 @@ func TestRetriedWriteIsIdempotent(t *testing.T) {
 	}
 	run := func() []any {
 		res, err := writeScript.Run(t.Context(), raw, []string{g.hash, g.lock, indexKey},
-			"me 01", 0, "op-1", "{}", "2030-01-01T00:00:00Z", "me", g.grant, 0, changesChannel, g.hash).Slice()
+			"me 01", 0, "op-1", "{}", "2030-01-01T00:00:00Z", "me", g.grant, 0, changesChannel, g.hash, 1).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +275,9 @@ func TestObserverTold(t *testing.T) {
 	storetest.Put(t, s, key, secretRecord)
 	storetest.Load(t, s, key)
 	_, err := s.Update(t.Context(), key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		// another replica took over: the lock and the marker are not ours
 		_ = srv.Client(t).Del(t.Context(), nameOf(key).lock).Err()
+		_ = srv.Client(t).HDel(t.Context(), nameOf(key).hash, "holder").Err()
 		return &secretRecord, nil
 	})
 	if !errors.Is(err, tokenstore.ErrLockLost) {
@@ -288,9 +294,10 @@ func TestObserverTold(t *testing.T) {
 }
 
 // A holder in the middle of fn while Redis is paused beyond the lock's
-// TTL: on resume the lock has expired (Redis keeps expiry times on its
-// clock), another replica takes it and writes, and the first holder's
-// write, on the version it read before, is fenced off.
+// TTL, and that stays in fn beyond the grace: on resume the lock has
+// expired (Redis keeps expiry times on its clock), another replica takes
+// it, waits the grace for the marker, takes over and writes, and the first
+// holder's write, on the version it read before, is fenced off.
 func TestPausedRedisExpiresHoldersLock(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	const ttl = 600 * time.Millisecond
@@ -322,5 +329,201 @@ func TestPausedRedisExpiresHoldersLock(t *testing.T) {
 	}
 	if r, _ := storetest.Load(t, b, key); r.RefreshToken != "rt-from-b" {
 		t.Errorf("the grant holds %s; a's write over the version b replaced must be fenced off", r.RefreshToken)
+	}
+}
+
+// tokenEndpoint spends refresh tokens as COOP does: each is good once.
+type tokenEndpoint struct {
+	mu      sync.Mutex
+	live    map[string]bool
+	issued  int
+	refused int
+}
+
+func newTokenEndpoint(rt string) *tokenEndpoint {
+	return &tokenEndpoint{live: map[string]bool{rt: true}}
+}
+
+// refresh spends cur's refresh token for a new one, or counts a refusal.
+func (e *tokenEndpoint) refresh(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.live[cur.RefreshToken] {
+		e.refused++
+		return nil, errors.New("invalid_grant")
+	}
+	delete(e.live, cur.RefreshToken)
+	e.issued++
+	rt := fmt.Sprintf("rt-%d", e.issued)
+	e.live[rt] = true
+	return &tokenstore.Record{RefreshToken: rt}, nil
+}
+
+func (e *tokenEndpoint) refusals() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.refused
+}
+
+// Redis paused beyond the lock's TTL while a holder's refresh is answered:
+// on resume the lock has expired and another replica takes it, but finds
+// the holder's marker and waits; the holder's write lands (its marker
+// fences it), and the other replica refreshes from the new refresh token.
+// No refresh token is spent twice.
+func TestPausedRedisHoldersWriteLandsAfterResume(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const ttl = 600 * time.Millisecond
+	a := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "a"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Grace: time.Minute, Replica: "b"})
+	coop := newTokenEndpoint("rt-0")
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	raw := srv.Client(t)
+	inFn, goOn := make(chan struct{}), make(chan struct{})
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.Update(t.Context(), key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+			next, err := coop.refresh(cur, ok) // COOP answers; Redis pauses before the write
+			close(inFn)
+			<-goOn
+			return next, err
+		})
+		aDone <- err
+	}()
+	<-inFn
+	srv.Pause()
+	time.Sleep(3 * ttl)
+	srv.Resume()
+	bDone := make(chan error, 1)
+	var bSaw string
+	go func() {
+		_, err := b.Update(t.Context(), key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+			bSaw = cur.RefreshToken
+			return coop.refresh(cur, ok)
+		})
+		bDone <- err
+	}()
+	eventually(t, "b holding the expired holder's lock and waiting for its marker", func() bool {
+		owner, _ := raw.Get(t.Context(), nameOf(key).lock).Result()
+		waiting, _ := raw.HExists(t.Context(), nameOf(key).hash, "orphaned_at").Result()
+		return holder(owner) == "b" && waiting
+	})
+	close(goOn)
+	if err := <-aDone; err != nil {
+		t.Errorf("a's write after the pause = %v; want it made, fenced by its marker", err)
+	}
+	if err := <-bDone; err != nil {
+		t.Fatalf("b's Update: %v", err)
+	}
+	if bSaw != "rt-1" || coop.refusals() != 0 {
+		t.Errorf("b refreshed from %q, %d refusals; want a's rt-1, none", bSaw, coop.refusals())
+	}
+	if r, _ := storetest.Load(t, b, key); r.RefreshToken != "rt-2" {
+		t.Errorf("the grant holds %s, want b's rt-2", r.RefreshToken)
+	}
+	if n, _ := raw.HLen(t.Context(), nameOf(key).hash).Result(); n == 0 || raw.HExists(t.Context(), nameOf(key).hash, "holder").Val() {
+		t.Error("a marker is left after both holders finished")
+	}
+}
+
+// A holder that died with its marker set (its lock expired): the next
+// holder waits the grace, counted from the first waiter even when that one
+// gave up, then takes over with a warning; a write of the dead holder's
+// after that is fenced off.
+func TestDeadHoldersMarkerTakenOverAfterGrace(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const grace = 800 * time.Millisecond
+	log, logged := logs()
+	s := open(t, srv, Options{Plaintext: true, LockTTL: 5 * time.Second, Grace: grace, Replica: "b", Log: log})
+	storetest.Put(t, s, key, tokenstore.Record{RefreshToken: "rt-0"})
+	raw := srv.Client(t)
+	g := nameOf(key)
+	if err := raw.HSet(t.Context(), g.hash, "holder", "dead 01").Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), grace/4)
+	defer cancel()
+	_, err := s.Update(ctx, key, func(tokenstore.Record, bool) (*tokenstore.Record, error) {
+		t.Error("fn called within the grace")
+		return nil, nil
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Update whose ctx ends within the grace = %v", err)
+	}
+	if raw.Exists(t.Context(), g.lock).Val() != 0 || !raw.HExists(t.Context(), g.hash, "orphaned_at").Val() {
+		t.Fatal("a waiter that gave up kept the lock, or the grace's start is not in the hash")
+	}
+	if _, err := s.Update(t.Context(), key, func(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
+		return &tokenstore.Record{RefreshToken: cur.RefreshToken + "+b"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < grace-100*time.Millisecond {
+		t.Errorf("took over after %v, within the grace of %v", d, grace)
+	}
+	if logged.FilterMessageSnippet("took over a grant whose previous lock holder never finished").FilterField(zap.String("previous_holder", "dead")).Len() != 1 {
+		t.Errorf("the takeover was not logged: %v", logged.All())
+	}
+	res, err := writeScript.Run(t.Context(), raw, []string{g.hash, g.lock, indexKey},
+		"dead 01", 1, "op-dead", "{}", "2030-01-01T00:00:00Z", "dead", g.grant, 0, changesChannel, g.hash, 1).Slice()
+	if err != nil || res[0] != "lock" {
+		t.Errorf("the dead holder's write after the takeover = %v, %v; want fenced off (lock)", res, err)
+	}
+	if r, _ := storetest.Load(t, s, key); r.RefreshToken != "rt-0+b" {
+		t.Errorf("the grant holds %s", r.RefreshToken)
+	}
+}
+
+// A write whose outcome is unknown (Redis went away as it was sent) leaves
+// its marker; once Redis is back, the holder's next Update makes that
+// write first, without the lock another replica took and holds while it
+// waits for the marker, which then refreshes from the new refresh token.
+func TestUnfinishedWriteMadeBeforeTheNextLock(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Persist: true})
+	const ttl = 600 * time.Millisecond
+	a := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Replica: "a"})
+	b := open(t, srv, Options{Plaintext: true, LockTTL: ttl, Grace: time.Minute, Replica: "b"})
+	coop := newTokenEndpoint("rt-0")
+	storetest.Put(t, a, key, tokenstore.Record{RefreshToken: "rt-0"})
+	_, err := a.Update(t.Context(), key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+		next, err := coop.refresh(cur, ok)
+		srv.Kill()
+		return next, err
+	})
+	if !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("a's write with Redis gone = %v; want ErrUnavailable", err)
+	}
+	srv.Restart(true)
+	raw := srv.Client(t)
+	eventually(t, "a's lock expiring", func() bool { return raw.Exists(t.Context(), nameOf(key).lock).Val() == 0 })
+	if !raw.HExists(t.Context(), nameOf(key).hash, "holder").Val() {
+		t.Fatal("the marker of a write of unknown outcome was cleared")
+	}
+	bDone := make(chan error, 1)
+	var bSaw string
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		_, err := b.Update(ctx, key, func(cur tokenstore.Record, ok bool) (*tokenstore.Record, error) {
+			bSaw = cur.RefreshToken
+			return coop.refresh(cur, ok)
+		})
+		bDone <- err
+	}()
+	eventually(t, "b waiting for a's marker", func() bool { return raw.HExists(t.Context(), nameOf(key).hash, "orphaned_at").Val() })
+	// a's next Update (the caller's Flush of its pending tokens)
+	if _, err := a.Update(t.Context(), key, func(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
+		if cur.RefreshToken == "rt-0" {
+			t.Error("a's unfinished write was not made before its next Update")
+		}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bDone; err != nil {
+		t.Fatalf("b's Update: %v", err)
+	}
+	if bSaw != "rt-1" || coop.refusals() != 0 {
+		t.Errorf("b refreshed from %q, %d refusals; want a's rt-1, none", bSaw, coop.refusals())
 	}
 }

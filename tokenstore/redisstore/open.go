@@ -40,6 +40,11 @@ type Options struct {
 	// LockTTL is how long a grant's lock outlives a holder that died;
 	// the holder extends it every LockTTL/3. Default 45s.
 	LockTTL time.Duration
+	// Grace is how long the next holder of a grant's lock waits for a
+	// previous holder that never finished (its lock expired, its marker
+	// still set: it died, or it or Redis paused) to write its tokens,
+	// before it takes over and refreshes itself. Default LockTTL.
+	Grace time.Duration
 	// WaitReplicas, when positive, is the number of Redis replicas that
 	// must acknowledge a write (WAIT) for it to count as durable.
 	WaitReplicas int
@@ -82,6 +87,7 @@ type Store struct {
 	desc     string // "redis://host:port/db": what errors and Info name
 	sealer   *sealer
 	ttl      time.Duration
+	grace    time.Duration
 	waitN    int
 	waitT    time.Duration
 	replica  string
@@ -96,6 +102,11 @@ type Store struct {
 
 	mu   sync.Mutex
 	seen map[string]seenGrant // grant name → what this Store last read or wrote
+	// unfinished holds, per grant name, a write of new tokens whose
+	// outcome is unknown (Redis did not answer): its marker is left in
+	// Redis, and the write is tried again, fenced by that marker, before
+	// this Store's next lock of the grant (see finish).
+	unfinished map[string]fencedWrite
 }
 
 // seenGrant is the last copy of a grant this Store read or wrote: what it
@@ -137,7 +148,10 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		log:     o.Log,
 		obs:     o.Observer,
 		seen:    map[string]seenGrant{},
+
+		unfinished: map[string]fencedWrite{},
 	}
+	s.grace = cmpOr(o.Grace, s.ttl)
 	if s.replica == "" {
 		host, _ := os.Hostname()
 		s.replica = host + "-" + strconv.Itoa(os.Getpid())
@@ -146,6 +160,7 @@ func Open(_ context.Context, o Options) (*Store, error) {
 		s.log = zap.NewNop()
 	}
 	s.password.Store(&o.Password)
+	addPassword(o.Password)
 	tlsConf, err := tlsConfig(u, o)
 	if err != nil {
 		return nil, err
@@ -264,7 +279,10 @@ func tlsConfig(u *url.URL, o Options) (*tls.Config, error) {
 
 // SetPassword changes the password that new connections to Redis use (on
 // SIGHUP, when the password file changed); open ones stay as they are.
-func (s *Store) SetPassword(p string) { s.password.Store(&p) }
+func (s *Store) SetPassword(p string) {
+	addPassword(p)
+	s.password.Store(&p)
+}
 
 // Close closes the connections to Redis.
 func (s *Store) Close() error { return s.rdb.Close() }

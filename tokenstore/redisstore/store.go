@@ -100,6 +100,9 @@ func (s *Store) read(ctx context.Context, g names) (state, error) {
 // body's error is returned unchanged.
 func (s *Store) locked(ctx context.Context, k tokenstore.Key, body func(g names, st state, l *heldLock) error) error {
 	g := nameOf(k)
+	if err := s.finish(ctx, g); err != nil {
+		return err
+	}
 	l, err := s.lock(ctx, g)
 	if err != nil {
 		return err
@@ -132,7 +135,8 @@ func (s *Store) writeBack(ctx context.Context, g names, l *heldLock) (state, err
 		return state{}, err // it was checked when it was seen
 	}
 	now := time.Now().UTC()
-	v, err := s.write(ctx, g, l, 0, saw.version, saw.record, now)
+	// The marker stays: fn has yet to run.
+	v, err := s.write(ctx, g, fencedWrite{owner: l.owner, floor: saw.version, op: randomHex(8), encoded: saw.record, at: now})
 	if err != nil {
 		return state{}, err
 	}
@@ -218,7 +222,15 @@ func (s *Store) Update(ctx context.Context, k tokenstore.Key, fn func(cur tokens
 			writeErr = &tokenstore.WriteError{Path: s.desc, Err: err}
 			return nil
 		}
-		_, writeErr = s.write(ctx, g, l, st.version, 0, encoded, out.UpdatedAt)
+		w := fencedWrite{owner: l.owner, version: st.version, op: randomHex(8), encoded: encoded, at: out.UpdatedAt, clearMarker: true}
+		var v int64
+		v, writeErr = s.write(ctx, g, w)
+		if unknownOutcome(v, writeErr) {
+			l.unfinished = true
+			s.mu.Lock()
+			s.unfinished[g.grant] = w
+			s.mu.Unlock()
+		}
 		return nil
 	})
 	if err != nil {
@@ -237,23 +249,70 @@ func (s *Store) Delete(ctx context.Context, k tokenstore.Key) (existed bool, err
 			return nil
 		}
 		existed = true
-		_, err := s.write(ctx, g, l, st.version, 0, nil, time.Now())
+		_, err := s.write(ctx, g, fencedWrite{owner: l.owner, version: st.version, op: randomHex(8), at: time.Now(), clearMarker: true})
 		return err
 	})
 	return existed, err
 }
 
-// write is the fenced write of the encoded record (nil: a tombstone) over
-// version of g, which l must still hold, at time at (written_at). It runs
-// even when ctx has ended.
-// It returns the new version, or a *tokenstore.WriteError.
-func (s *Store) write(ctx context.Context, g names, l *heldLock, version, floor int64, encoded []byte, at time.Time) (v int64, err error) {
+// fencedWrite is one fenced write of a grant (see writeScript): the same
+// op id when it is tried again.
+type fencedWrite struct {
+	owner          string // the lock's owner value, and the marker's
+	version, floor int64  // the version read under the lock; the lowest to continue from
+	op             string
+	encoded        []byte // the record (nil: a tombstone)
+	at             time.Time
+	clearMarker    bool // the tokens are in: the marker goes with the write
+}
+
+// unknownOutcome reports whether a write's answer (v, err) leaves unknown
+// whether it was made: Redis did not answer the script.
+func unknownOutcome(v int64, err error) bool {
+	return v == 0 && errors.Is(err, tokenstore.ErrUnavailable)
+}
+
+// finish tries again the unfinished write of g, if any (see
+// Store.unfinished), without the lock: the marker it left fences it. Once
+// Redis answers, it is forgotten: made, or fenced off (then its marker,
+// if still there, is cleared: the caller's pending tokens are reconciled
+// under the lock). It returns an error only while Redis still does not
+// answer.
+func (s *Store) finish(ctx context.Context, g names) error {
+	s.mu.Lock()
+	w, ok := s.unfinished[g.grant]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	v, err := s.write(ctx, g, w)
+	if unknownOutcome(v, err) {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.unfinished, g.grant)
+	s.mu.Unlock()
+	if v > 0 {
+		s.log.Info("a write of new tokens that Redis had not answered is made", zapStore(s), zap.String("grant", g.grant), zap.Int64("version", v))
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ioTimeout)
+	defer cancel()
+	_ = releaseScript.Run(rctx, s.rdb, []string{g.lock, g.hash}, w.owner, 1).Err() // else the next holder's grace ends it
+	return nil
+}
+
+// write is the fenced write w of g. It runs even when ctx has ended.
+// It returns the new version, or a *tokenstore.WriteError (with the new
+// version when the write was made but not acknowledged by enough
+// replicas).
+func (s *Store) write(ctx context.Context, g names, w fencedWrite) (v int64, err error) {
 	defer s.observe("write", time.Now(), &err)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	var sealed []byte
-	if encoded != nil {
-		if sealed, err = s.sealer.seal(g.grant, encoded); err != nil {
+	if w.encoded != nil {
+		if sealed, err = s.sealer.seal(g.grant, w.encoded); err != nil {
 			return 0, &tokenstore.WriteError{Path: s.desc, Err: err}
 		}
 	}
@@ -261,9 +320,13 @@ func (s *Store) write(ctx context.Context, g names, l *heldLock, version, floor 
 	// replicas that acknowledged that connection's writes.
 	conn := s.rdb.Conn()
 	defer conn.Close()
+	clear := 0
+	if w.clearMarker {
+		clear = 1
+	}
 	res, err := writeScript.Run(ctx, conn, []string{g.hash, g.lock, indexKey},
-		l.owner, version, randomHex(8), sealed, at.UTC().Format(time.RFC3339Nano),
-		s.replica, g.grant, floor, changesChannel, g.hash).Slice()
+		w.owner, w.version, w.op, sealed, w.at.UTC().Format(time.RFC3339Nano),
+		s.replica, g.grant, w.floor, changesChannel, g.hash, clear).Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected answer from the write script: %d values", len(res))
 	}
@@ -275,16 +338,16 @@ func (s *Store) write(ctx context.Context, g names, l *heldLock, version, floor 
 	case "ok":
 	case "lock":
 		s.report("lock_lost")
-		s.log.Warn("lost the grant's lock before writing (it expired or another replica took it); nothing written, the new tokens stay pending",
-			zapStore(s), zap.String("grant", g.grant), zap.Bool("extension_failed", l.lost.Load()))
+		s.log.Warn("lost the grant's lock and marker before writing (another replica took over); nothing written, the new tokens stay pending",
+			zapStore(s), zap.String("grant", g.grant))
 		return 0, &tokenstore.WriteError{Path: s.desc, Err: fmt.Errorf("%w: another replica holds it now", tokenstore.ErrLockLost)}
 	default:
 		s.report("conflict")
 		s.log.Warn("the grant changed under its lock; nothing written, the new tokens stay pending",
-			zapStore(s), zap.String("grant", g.grant), zap.Int64("read_version", version), zap.Int64("version", got))
-		return 0, &tokenstore.WriteError{Path: s.desc, Err: fmt.Errorf("%w: the grant is at version %d, not the %d read", tokenstore.ErrLockLost, got, version)}
+			zapStore(s), zap.String("grant", g.grant), zap.Int64("read_version", w.version), zap.Int64("version", got))
+		return 0, &tokenstore.WriteError{Path: s.desc, Err: fmt.Errorf("%w: the grant is at version %d, not the %d read", tokenstore.ErrLockLost, got, w.version)}
 	}
-	s.remember(g.grant, encoded, got)
+	s.remember(g.grant, w.encoded, got)
 	if s.waitN > 0 {
 		n, err := conn.Wait(ctx, s.waitN, s.waitT).Result()
 		if err != nil || n < int64(s.waitN) {
