@@ -209,6 +209,14 @@ func (s *Store) openSentinel(o Options, tlsConf *tls.Config) error {
 		scheme = "rediss"
 	}
 	s.desc = fmt.Sprintf("%s://%s/%d?master_name=%s", scheme, fo.SentinelAddrs[0], fo.DB, fo.MasterName)
+	if tlsConf != nil {
+		// The Sentinels and the master they name are other hosts than
+		// the URL's: each certificate is checked against the host
+		// dialled (crypto/tls takes the name from the address when
+		// ServerName is empty), the master's against the address the
+		// Sentinels give.
+		tlsConf.ServerName = ""
+	}
 	fo.TLSConfig = tlsConf
 	user := fo.Username
 	fo.SentinelPassword = o.Password
