@@ -3,8 +3,9 @@
 // Package redistest runs a real redis-server for tests: on a free port of
 // 127.0.0.1, in a directory of t.TempDir(), stopped when the test ends. It
 // can stop, kill, pause and restart the server (with or without its data),
-// require a password, and start a replica, so that tests can show what a
-// store does when Redis fails.
+// require a password, speak TLS with certificates made for the test, and
+// start a replica and a Sentinel, so that tests can show what a store does
+// when Redis fails.
 //
 // The redis-server program comes from Debian's redis-server package
 // (scripts/test-deps.sh installs it); a test fails when it is missing.
@@ -12,6 +13,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +37,13 @@ type Options struct {
 	// on every write (--appendonly yes --appendfsync always). Without it
 	// the server keeps nothing (--save "" --appendonly no).
 	Persist bool
+	// TLS, when set, makes the server speak TLS only (--port 0
+	// --tls-port), with a certificate from this CA for 127.0.0.1, also
+	// to its primary when it is a replica (--tls-replication yes).
+	TLS *CA
+	// AuthClients requires clients to show a certificate from TLS
+	// (--tls-auth-clients yes); without it they need none.
+	AuthClients bool
 	// Args are further redis-server arguments ("--maxmemory", "1mb").
 	Args []string
 }
@@ -46,9 +55,14 @@ type Server struct {
 	dir     string
 	port    int
 	replica string // the primary's address when this is a replica
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	paused  bool
+	// sentinel is the configuration file's text when this is a Sentinel
+	// (written once: Sentinel rewrites it).
+	sentinel string
+	cert     KeyPair     // the server's certificate, when opts.TLS is set
+	tls      *tls.Config // a client's, with a certificate, when opts.TLS is set
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	paused   bool
 }
 
 // readyTimeout bounds the wait for a server to answer PING: generous, for
@@ -58,15 +72,19 @@ const readyTimeout = 20 * time.Second
 // Start starts a redis-server and stops it when t ends.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	return start(t, o, "")
+	return start(t, &Server{opts: o})
 }
 
-func start(t testing.TB, o Options, primary string) *Server {
+// start starts s, whose opts, replica and sentinel are set.
+func start(t testing.TB, s *Server) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redistest: redis-server is not on PATH: run scripts/test-deps.sh (it installs Debian's redis-server package)")
 	}
-	s := &Server{t: t, opts: o, dir: t.TempDir(), replica: primary}
+	s.t, s.dir = t, t.TempDir()
+	if s.opts.TLS != nil {
+		s.cert, s.tls = s.opts.TLS.Issue(t, s.certNames()...), s.opts.TLS.ClientConfig(t)
+	}
 	t.Cleanup(s.cleanup)
 	// A free port can be taken by another process between its discovery and
 	// redis-server's bind: try a few.
@@ -87,7 +105,7 @@ func start(t testing.TB, o Options, primary string) *Server {
 // and waits until s counts it among its connected replicas.
 func (s *Server) StartReplica(t testing.TB) *Server {
 	t.Helper()
-	r := start(t, Options{Password: s.opts.Password}, s.Addr())
+	r := start(t, &Server{opts: Options{Password: s.opts.Password, TLS: s.opts.TLS, AuthClients: s.opts.AuthClients}, replica: s.Addr()})
 	c := s.Client(t)
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -104,8 +122,28 @@ func (s *Server) StartReplica(t testing.TB) *Server {
 
 // run starts redis-server on s.port and waits until it answers.
 func (s *Server) run() error {
-	args := []string{
-		"--port", strconv.Itoa(s.port),
+	var args []string
+	if s.sentinel != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(conf, []byte(s.sentinel), 0o600); err != nil {
+				return err
+			}
+		}
+		args = append(args, conf, "--sentinel")
+	}
+	if o := s.opts; o.TLS != nil {
+		authClients := "no"
+		if o.AuthClients {
+			authClients = "yes"
+		}
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port),
+			"--tls-cert-file", s.cert.CertFile, "--tls-key-file", s.cert.KeyFile, "--tls-ca-cert-file", o.TLS.File,
+			"--tls-auth-clients", authClients, "--tls-replication", "yes")
+	} else {
+		args = append(args, "--port", strconv.Itoa(s.port))
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log"),
@@ -114,7 +152,7 @@ func (s *Server) run() error {
 		// A replica is served at once, not after the 5s Redis waits
 		// for more replicas to share a transfer.
 		"--repl-diskless-sync-delay", "0",
-	}
+	)
 	if s.opts.Persist {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
@@ -140,7 +178,9 @@ func (s *Server) run() error {
 		_ = cmd.Wait()
 		close(s.exited)
 	}()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, MaxRetries: -1})
+	o := s.clientOptions()
+	o.MaxRetries, o.ContextTimeoutEnabled = -1, false
+	c := redis.NewClient(o)
 	defer c.Close()
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -176,8 +216,14 @@ func freePort() (int, error) {
 // Addr is the server's "127.0.0.1:port".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// URL is the server's "redis://127.0.0.1:port/0" (never with the password).
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL is the server's "redis://127.0.0.1:port/0", "rediss://..." with TLS
+// (never with the password).
+func (s *Server) URL() string {
+	if s.opts.TLS != nil {
+		return "rediss://" + s.Addr() + "/0"
+	}
+	return "redis://" + s.Addr() + "/0"
+}
 
 // Dir is the server's working directory (its log, its append-only file).
 func (s *Server) Dir() string { return s.dir }
@@ -185,9 +231,15 @@ func (s *Server) Dir() string { return s.dir }
 // Client returns a client of the server (with its password), closed when
 // t ends: to look at what a store wrote, or to change it behind its back.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, ContextTimeoutEnabled: true})
+	c := redis.NewClient(s.clientOptions())
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// clientOptions are those of a client of the server: its password, and
+// TLS with a client certificate when it speaks TLS.
+func (s *Server) clientOptions() *redis.Options {
+	return &redis.Options{Addr: s.Addr(), Password: s.opts.Password, TLSConfig: s.tls, ContextTimeoutEnabled: true}
 }
 
 // Stop stops the server with SIGTERM and waits for it to exit.

@@ -37,11 +37,12 @@ func open(t *testing.T, srv *redistest.Server, o Options) *Store {
 // servers holds each contract test's redis-server, which its stores share.
 var servers sync.Map // *testing.T → *redistest.Server
 
-func serverOf(t *testing.T) *redistest.Server {
+// serverOf is t's redis-server, started with o by the first call.
+func serverOf(t *testing.T, o redistest.Options) *redistest.Server {
 	if s, ok := servers.Load(t); ok {
 		return s.(*redistest.Server)
 	}
-	s := redistest.Start(t, redistest.Options{})
+	s := redistest.Start(t, o)
 	servers.Store(t, s)
 	t.Cleanup(func() { servers.Delete(t) })
 	return s
@@ -50,13 +51,13 @@ func serverOf(t *testing.T) *redistest.Server {
 func TestContractSealed(t *testing.T) {
 	keys := [][]byte{newKey()}
 	storetest.Run(t, func(t *testing.T) tokenstore.Backend {
-		return open(t, serverOf(t), Options{SealKeys: keys, LockTTL: 5 * time.Second})
+		return open(t, serverOf(t, redistest.Options{}), Options{SealKeys: keys, LockTTL: 5 * time.Second})
 	})
 }
 
 func TestContractPlaintext(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) tokenstore.Backend {
-		return open(t, serverOf(t), Options{Plaintext: true, LockTTL: 5 * time.Second})
+		return open(t, serverOf(t, redistest.Options{}), Options{Plaintext: true, LockTTL: 5 * time.Second})
 	})
 }
 

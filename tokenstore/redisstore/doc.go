@@ -17,10 +17,25 @@
 //
 // Other go-redis URL parameters (dial_timeout=...) are accepted. A URL
 // never holds a password (Open refuses one): it comes from
-// Options.Password, read from a file, and is used for the Sentinels as for
-// the master. SetPassword changes it for new connections. Redis Cluster is
-// not supported: a grant's hash and its lock share a hash tag, but the
-// index of grants lives in another slot.
+// Options.Password, read from a file. SetPassword changes it for new
+// connections. Redis Cluster is not supported: a grant's hash and its lock
+// share a hash tag, but the index of grants lives in another slot.
+//
+// With Sentinel, the password is sent to the Sentinels as to the master:
+// Sentinels must require the same one, or none (go-redis authenticates
+// with HELLO's AUTH default <password>, which a user without a password
+// accepts); SetPassword reaches the master's new connections but not the
+// Sentinels' (go-redis has no provider for theirs). In go-redis's form a
+// user@ is the Sentinels' ACL user and username= the master's. With
+// rediss://, each server's certificate is checked against the address it
+// is dialled at: the Sentinels' against the URL's, the master's against
+// the one the Sentinels give (an IP address unless they announce
+// hostnames), which its certificate must name. A server that asks for a
+// client certificate when none is set makes the store's errors say so.
+//
+// Both are tested against real servers (internal/redistest): TLS with and
+// without client certificates, and a primary, a replica and a Sentinel
+// through a failover.
 //
 // # Keys
 //

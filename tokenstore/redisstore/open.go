@@ -206,6 +206,7 @@ func (s *Store) openDirect(o Options, tlsConf *tls.Config) error {
 		ro.Protocol = 2 // plain AUTH and pub/sub; no push notifications to handle
 	}
 	s.rdb = redis.NewClient(ro)
+	explainMissingCert(s.rdb, tlsConf)
 	return nil
 }
 
@@ -223,6 +224,14 @@ func (s *Store) openSentinel(o Options, tlsConf *tls.Config) error {
 		scheme = "rediss"
 	}
 	s.desc = fmt.Sprintf("%s://%s/%d?master_name=%s", scheme, fo.SentinelAddrs[0], fo.DB, fo.MasterName)
+	if tlsConf != nil {
+		// The Sentinels and the master they name are other hosts than
+		// the URL's: each certificate is checked against the host
+		// dialled (crypto/tls takes the name from the address when
+		// ServerName is empty), the master's against the address the
+		// Sentinels give.
+		tlsConf.ServerName = ""
+	}
 	fo.TLSConfig = tlsConf
 	user := fo.Username
 	fo.SentinelPassword = o.Password
@@ -237,6 +246,7 @@ func (s *Store) openSentinel(o Options, tlsConf *tls.Config) error {
 		fo.Protocol = 2
 	}
 	s.rdb = redis.NewFailoverClient(fo)
+	explainMissingCert(s.rdb, tlsConf)
 	return nil
 }
 
@@ -275,6 +285,64 @@ func tlsConfig(u *url.URL, o Options) (*tls.Config, error) {
 		conf.Certificates = []tls.Certificate{cert}
 	}
 	return conf, nil
+}
+
+// explainMissingCert makes the network errors of a rediss:// store that
+// has no client certificate say so once a server asked for one: with TLS
+// 1.3 a server that requires a certificate refuses its absence after the
+// handshake, and all the client sees is a connection reset. Servers that
+// merely accept one (tls-auth-clients optional) are still served without.
+func explainMissingCert(rdb *redis.Client, conf *tls.Config) {
+	if conf == nil || len(conf.Certificates) > 0 {
+		return
+	}
+	h := &certHint{}
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		h.asked.Store(true)
+		return &tls.Certificate{}, nil // none
+	}
+	rdb.AddHook(h)
+}
+
+// certHint is the go-redis hook of explainMissingCert.
+type certHint struct{ asked atomic.Bool }
+
+func (h *certHint) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *certHint) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		return h.explainCmd(cmd, next(ctx, cmd))
+	}
+}
+
+func (h *certHint) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			h.explainCmd(cmd, cmd.Err())
+		}
+		return h.explain(err)
+	}
+}
+
+// explainCmd sets cmd's error to explain(err) (commands give callers
+// their own error, not the hook's) and returns it.
+func (h *certHint) explainCmd(cmd redis.Cmder, err error) error {
+	if e := h.explain(err); e != err {
+		cmd.SetErr(e)
+		return e
+	}
+	return err
+}
+
+// explain adds the hint to err when a command failed on the network (not
+// with Redis's answer) after a server asked for a certificate.
+func (h *certHint) explain(err error) error {
+	var answer redis.Error
+	if err == nil || !h.asked.Load() || errors.As(err, &answer) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w (Redis asked for a client certificate and none is set: COOP_PROXY_STORE_CERT_FILE and COOP_PROXY_STORE_CERT_KEY_FILE)", err)
 }
 
 // SetPassword changes the password that new connections to Redis use (on
