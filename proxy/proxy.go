@@ -83,7 +83,8 @@ type Handler struct {
 	maxBodyBytes   int64
 	requestTimeout time.Duration
 	upstream       *url.URL
-	rp             *httputil.ReverseProxy
+	rp             *httputil.ReverseProxy     // what each token's is a copy of
+	byToken        atomic.Pointer[tokenProxy] // the last token's (see proxyFor)
 	bearer         *bearer
 	retryBodyLimit int64
 	loopbackOnly   bool
@@ -205,10 +206,14 @@ func (h *Handler) inboundOK(r *http.Request) bool {
 // rewrite builds the outbound request. ProxyRequest.SetURL points it at COOP
 // and sets Host to COOP's; Rewrite has already removed hop-by-hop headers
 // (RFC 9110 §7.6.1) and any X-Forwarded-* the caller sent. The
-// Authorization header is the one ServeHTTP set.
+// Authorization header is set by the token's own Rewrite (see proxyFor).
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(h.upstream)
 	pr.SetXForwarded()
+	// A caller's DPoP proof is not for coop-proxy's token (RFC 9449 §7.1),
+	// and COOP would read it with ours. With a DPoP-bound token, bearer
+	// adds a proof of its own (see withProofFor).
+	delete(pr.Out.Header, "Dpop")
 	// No protocol switch (h2c, websocket): COOP serves none, and a 101 would
 	// make the connection a raw tunnel to COOP, where the caller's bytes
 	// (its own token among them) pass unchecked. ReverseProxy has put these
@@ -271,16 +276,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// forward sends r to COOP with a token: ReverseProxy copies r, whose
-// Authorization header, set here, replaces the caller's. COOP refuses a
-// token sent two ways at once (RFC 6750 §2: "MUST NOT use more than one
-// method"), and the caller's own credentials are not ours to forward (RFC
-// 6750 §2.1); ServeHTTP has removed the caller's token from the query and
-// the form. (Header names are canonical here, so the map is used directly.)
-//
-// A caller's DPoP proof is removed too: it is not for coop-proxy's token
-// (RFC 9449 §7.1), and COOP would read it with ours. With a DPoP-bound
-// token, bearer adds a proof of its own (see withProofFor).
+// forward sends r to COOP with a token, through the token's ReverseProxy.
 func (h *Handler) forward(rec *recorder, r *http.Request) {
 	tok, err := h.bearer.tokens.Token(r.Context())
 	if err != nil {
@@ -290,12 +286,41 @@ func (h *Handler) forward(rec *recorder, r *http.Request) {
 		h.errorHandler(rec, r, err)
 		return
 	}
-	r.Header["Authorization"] = h.bearer.header(tok)
-	delete(r.Header, "Dpop")
 	if tok.DPoP() != nil {
 		r = withProofFor(r, tok)
 	}
-	h.rp.ServeHTTP(rec, r)
+	h.proxyFor(tok).ServeHTTP(rec, r)
+}
+
+// tokenProxy is the ReverseProxy of one token.
+type tokenProxy struct {
+	tok *tokensource.Token
+	rp  *httputil.ReverseProxy
+}
+
+// proxyFor returns the ReverseProxy that sends requests with tok, built
+// once per token: its Rewrite sets the Authorization header of the
+// outbound request, replacing the caller's, as a bare ReverseProxy sets a
+// fixed one. COOP refuses a token sent two ways at once (RFC 6750 §2: "MUST
+// NOT use more than one method"), and the caller's own credentials are not
+// ours to forward (RFC 6750 §2.1); ServeHTTP has removed the caller's token
+// from the query and the form. Set on the inbound request instead, the
+// header would be copied with it and go through ReverseProxy's removal of
+// hop-by-hop fields, a dozen map deletions that then find a field to hash
+// each time. (Header names are canonical here, so the map is used directly;
+// requests share the value: nothing changes a header value slice once set.)
+func (h *Handler) proxyFor(tok *tokensource.Token) *httputil.ReverseProxy {
+	if tp := h.byToken.Load(); tp != nil && tp.tok == tok {
+		return tp.rp
+	}
+	value := []string{tok.Header()}
+	rp := *h.rp
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		h.rewrite(pr)
+		pr.Out.Header["Authorization"] = value
+	}
+	h.byToken.Store(&tokenProxy{tok, &rp})
+	return &rp
 }
 
 // retry sends a request again, once, after COOP rejected its token (RFC 6750

@@ -23,26 +23,7 @@ type bearer struct {
 	base    http.RoundTripper
 	tokens  Tokens
 	metrics *Metrics
-	auth    atomic.Pointer[authValue] // the last token's header value
-	nonces  dpop.Nonces               // COOP's DPoP nonces (RFC 9449 §9)
-}
-
-// authValue is the Authorization header value of a token, built once per
-// token rather than once per request. Requests share it: nothing changes a
-// header value slice once set.
-type authValue struct {
-	tok   *tokensource.Token
-	value []string
-}
-
-// header returns the Authorization header value for tok.
-func (b *bearer) header(tok *tokensource.Token) []string {
-	a := b.auth.Load()
-	if a == nil || a.tok != tok {
-		a = &authValue{tok, []string{tok.Header()}}
-		b.auth.Store(a)
-	}
-	return a.value
+	nonces  dpop.Nonces // COOP's DPoP nonces (RFC 9449 §9)
 }
 
 // RoundTrip sends the request, with a DPoP proof when its token is bound to
@@ -82,9 +63,9 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // sent returns the token req carries when it is still the cache's current
-// one, or nil: an older one, already replaced. (The one header last gave out
-// will not do: a request that got the older token may go out after one with
-// the current token.)
+// one, or nil: an older one, already replaced. (The token of the last
+// ReverseProxy built will not do: a request that got the older token may go
+// out after one with the current token.)
 func (b *bearer) sent(req *http.Request) *tokensource.Token {
 	tok := b.tokens.Current()
 	if v := req.Header["Authorization"]; tok != nil && len(v) == 1 && v[0] == tok.Header() {
