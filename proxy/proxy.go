@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,7 @@ type Handler struct {
 	bearer         *bearer
 	retryBodyLimit int64
 	loopbackOnly   bool
-	adminPaths     map[string]bool
+	adminPaths     []string // a few: compared, not hashed, on every request
 	requests       RequestLog
 	route          string
 	metrics        *Metrics
@@ -140,16 +141,13 @@ func New(o Options) *Handler {
 		maxHeaderBytes: o.MaxHeaderBytes,
 		maxBodyBytes:   o.MaxBodyBytes,
 		requestTimeout: o.RequestTimeout,
-		adminPaths:     map[string]bool{},
+		adminPaths:     slices.Clone(o.AdminPaths),
 		requests:       o.Requests,
 		route:          o.Route,
 		metrics:        o.Metrics,
 	}
 	if h.requests == nil {
 		h.requests = ZapRequestLog(o.Log)
-	}
-	for _, p := range o.AdminPaths {
-		h.adminPaths[p] = true
 	}
 	h.bearer = &bearer{base: o.Base, tokens: o.Tokens, metrics: o.Metrics}
 	h.rp = &httputil.ReverseProxy{
@@ -208,8 +206,6 @@ func (h *Handler) inboundOK(r *http.Request) bool {
 // (RFC 9110 §7.6.1) and any X-Forwarded-* the caller sent. The
 // Authorization header is set by the token's own Rewrite (see proxyFor).
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.upstream)
-	pr.SetXForwarded()
 	// A caller's DPoP proof is not for coop-proxy's token (RFC 9449 §7.1),
 	// and COOP would read it with ours. With a DPoP-bound token, bearer
 	// adds a proof of its own (see withProofFor).
@@ -222,6 +218,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	delete(pr.Out.Header, "Connection")
 	// Trailer fields (RFC 9110 §6.5) could carry one too: none is forwarded.
 	pr.Out.Trailer = nil
+	// After the deletions, which cost a hash each only in a header that
+	// has fields: often none of the caller's are left by now.
+	pr.SetURL(h.upstream)
+	pr.SetXForwarded()
 }
 
 // ServeHTTP checks the request, removes a token the caller put in it, keeps
@@ -376,7 +376,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
 	case r.URL.IsAbs() && !strings.EqualFold(r.URL.Host, h.upstream.Host):
 		// absolute-form (RFC 9112 §3.2.2) is accepted only for COOP itself
 		refuse(w, r, http.StatusBadRequest, "foreign_host", fmt.Sprintf("coop-proxy forwards only to %s", h.upstream.Host))
-	case h.adminPaths[r.URL.Path]:
+	case slices.Contains(h.adminPaths, r.URL.Path):
 		refuse(w, r, http.StatusNotFound, "not_found", r.URL.Path+" is served on the admin listener, not here")
 	case h.loopbackOnly && !r.URL.IsAbs() && !isLoopbackHost(r.Host):
 		refuse(w, r, http.StatusForbidden, "host_not_allowed", "coop-proxy on a loopback address answers only requests addressed to 127.0.0.1, [::1] or localhost")
@@ -545,7 +545,16 @@ func (h *Handler) bodyRefused(w http.ResponseWriter, r *http.Request, err error)
 	}
 }
 
+// isLoopbackHost reports whether a Host names a loopback host. The Host of
+// nearly every request to a loopback listener, 127.0.0.1 or localhost with
+// a port, is known for one without parsing it (what net.SplitHostPort
+// would split as that host).
 func isLoopbackHost(hostport string) bool {
+	for _, name := range [...]string{"127.0.0.1", "localhost"} {
+		if rest, ok := strings.CutPrefix(hostport, name); ok && (rest == "" || rest[0] == ':' && portOnly(rest[1:])) {
+			return true
+		}
+	}
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
@@ -556,6 +565,17 @@ func isLoopbackHost(hostport string) bool {
 	}
 	ip, err := netip.ParseAddr(host) // net.ParseIP's allocation is not needed
 	return err == nil && ip.Zone() == "" && ip.IsLoopback()
+}
+
+// portOnly reports whether what follows a host's colon has none of the
+// bytes that make net.SplitHostPort refuse it: another colon, or a bracket.
+func portOnly(s string) bool {
+	for i := range len(s) {
+		if s[i] == ':' || s[i] == '[' || s[i] == ']' {
+			return false
+		}
+	}
+	return true
 }
 
 // requestState is what the handler keeps of a request while forwarding it:
