@@ -346,13 +346,14 @@ func (h *Handler) retry(rec *recorder, r *http.Request) {
 // account logs and counts a request when ServeHTTP ends, also when
 // ReverseProxy aborts the response by panicking (http.ErrAbortHandler, when
 // COOP's body fails after the headers went out): the panic goes on to
-// net/http, which closes the connection.
+// net/http, which closes the connection. The request's end is its start
+// and the time since, on the monotonic clock: the wall clock is read once.
 func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 	p := recover()
 	h.metrics.request(rec.status)
-	end := time.Now()
-	rec.line = RequestLine{End: end, Route: h.route, Method: r.Method, Path: r.URL.Path, Status: rec.status,
-		Duration: end.Sub(start), Bytes: rec.bytes, Retried: rec.state.retried, Aborted: p != nil}
+	d := time.Since(start)
+	rec.line = RequestLine{End: start.Add(d), Route: h.route, Method: r.Method, Path: r.URL.Path, Status: rec.status,
+		Duration: d, Bytes: rec.bytes, Retried: rec.state.retried, Aborted: p != nil}
 	h.requests.Request(&rec.line)
 	if p != nil {
 		panic(p)
@@ -620,7 +621,7 @@ func (r *recorder) WriteHeader(code int) {
 // is the 504 for COOP's silence, or COOP's own, arrived as the deadline
 // passed.
 func (r *recorder) closePastDeadline() {
-	if !r.state.deadline.IsZero() && !time.Now().Before(r.state.deadline) {
+	if !r.state.deadline.IsZero() && time.Until(r.state.deadline) <= 0 { // the monotonic clock alone
 		r.Header().Set("Connection", "close")
 	}
 }
