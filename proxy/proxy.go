@@ -228,7 +228,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // a small body for a possible retry, forwards it, and logs one line.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
+	rec := recorders.Get().(*recorder)
+	*rec = recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
 	defer h.account(rec, r, start)
 	if r.Context().Err() != nil {
 		connectionSpent(rec)
@@ -358,7 +359,15 @@ func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
 	if p != nil {
 		panic(p)
 	}
+	// Nothing uses the recorder once ServeHTTP returns (ReverseProxy's
+	// flushing stops before), but after a panic: it is not reused then.
+	*rec = recorder{}
+	recorders.Put(rec)
 }
+
+// recorders are the handler's recorders, one per request in flight: the
+// allocation ReverseProxy alone does not make.
+var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
 // admit refuses what a reverse proxy for one upstream must not forward.
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request) bool {
