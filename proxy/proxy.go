@@ -229,8 +229,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := recorders.Get().(*recorder)
-	*rec = recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1)}
-	defer h.account(rec, r, start)
+	*rec = recorder{ResponseWriter: w, status: http.StatusOK, http10: !r.ProtoAtLeast(1, 1),
+		line: RequestLine{Route: h.route, Method: r.Method, Path: r.URL.Path}}
+	defer h.account(rec, start)
 	if r.Context().Err() != nil {
 		connectionSpent(rec)
 		return
@@ -349,13 +350,17 @@ func (h *Handler) retry(rec *recorder, r *http.Request) {
 // COOP's body fails after the headers went out): the panic goes on to
 // net/http, which closes the connection. The request's end is its start
 // and the time since, on the monotonic clock: the wall clock is read once.
-func (h *Handler) account(rec *recorder, r *http.Request, start time.Time) {
+// Its method and path were noted at its start: the request is out of the
+// processor's caches by now, and under perf its two loads here were four
+// fifths of account's time.
+func (h *Handler) account(rec *recorder, start time.Time) {
 	p := recover()
 	h.metrics.request(rec.status)
 	d := time.Since(start)
-	rec.line = RequestLine{End: start.Add(d), Route: h.route, Method: r.Method, Path: r.URL.Path, Status: rec.status,
-		Duration: d, Bytes: rec.bytes, Retried: rec.state.retried, Aborted: p != nil}
-	h.requests.Request(&rec.line)
+	l := &rec.line
+	l.End, l.Duration, l.Status, l.Bytes = start.Add(d), d, rec.status, rec.bytes
+	l.Retried, l.Aborted = rec.state.retried, p != nil
+	h.requests.Request(l)
 	if p != nil {
 		panic(p)
 	}
