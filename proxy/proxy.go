@@ -365,7 +365,7 @@ func (h *Handler) account(rec *recorder, start time.Time) {
 		panic(p)
 	}
 	// Nothing uses the recorder once ServeHTTP returns (ReverseProxy's
-	// flushing stops before), but after a panic: it is not reused then.
+	// flushing stops before it does); one a panic left is not reused.
 	*rec = recorder{}
 	recorders.Put(rec)
 }
