@@ -124,8 +124,10 @@ func TestIsLoopbackHost(t *testing.T) {
 	for host, want := range map[string]bool{
 		"127.0.0.1:8080": true, "127.1.2.3": true, "localhost": true, "LocalHost:1": true,
 		"[::1]:80": true, "::1": true, "[::ffff:127.0.0.1]:80": true,
+		"127.0.0.1": true, "127.0.0.1:": true, "localhost:8080": true,
 		"": false, "example.com": false, "10.0.0.1:80": false, "[::2]:80": false,
 		"127.0.0.1.nip.io": false, "localhost.example.com": false, "[fe80::1%25lo]:80": false, "[::1%lo]:80": false,
+		"127.0.0.1:80:81": false, "127.0.0.1:[80]": false, "127.0.0.1]:80": false, "localhost:80:81": false, "localhostx:80": false,
 	} {
 		if got := isLoopbackHost(host); got != want {
 			t.Errorf("isLoopbackHost(%q) = %v, want %v", host, got, want)

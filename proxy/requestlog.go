@@ -7,7 +7,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// RequestLog takes the one line the handler logs per request.
+// RequestLog takes the one line the handler logs per request. The line is
+// the handler's only until Request returns: it is reused after.
 type RequestLog interface {
 	Request(l *RequestLine)
 }
@@ -44,7 +45,8 @@ func (l *RequestLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 }
 
 // ZapRequestLog logs request lines with log, as one inline field (one small
-// allocation per line, not a slice of every field).
+// allocation per line, not a slice of every field): a copy of the line, as
+// a core may keep the field to encode it later (zaptest's observer does).
 func ZapRequestLog(log *zap.Logger) RequestLog { return zapRequests{log} }
 
 type zapRequests struct{ log *zap.Logger }
@@ -52,6 +54,7 @@ type zapRequests struct{ log *zap.Logger }
 func (z zapRequests) Request(l *RequestLine) {
 	if ce := z.log.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Time = l.End
-		ce.Write(zap.Inline(l))
+		line := *l
+		ce.Write(zap.Inline(&line))
 	}
 }

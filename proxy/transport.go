@@ -23,26 +23,7 @@ type bearer struct {
 	base    http.RoundTripper
 	tokens  Tokens
 	metrics *Metrics
-	auth    atomic.Pointer[authValue] // the last token's header value
-	nonces  dpop.Nonces               // COOP's DPoP nonces (RFC 9449 §9)
-}
-
-// authValue is the Authorization header value of a token, built once per
-// token rather than once per request. Requests share it: nothing changes a
-// header value slice once set.
-type authValue struct {
-	tok   *tokensource.Token
-	value []string
-}
-
-// header returns the Authorization header value for tok.
-func (b *bearer) header(tok *tokensource.Token) []string {
-	a := b.auth.Load()
-	if a == nil || a.tok != tok {
-		a = &authValue{tok, []string{tok.Header()}}
-		b.auth.Store(a)
-	}
-	return a.value
+	nonces  dpop.Nonces // COOP's DPoP nonces (RFC 9449 §9)
 }
 
 // RoundTrip sends the request, with a DPoP proof when its token is bound to
@@ -82,9 +63,9 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // sent returns the token req carries when it is still the cache's current
-// one, or nil: an older one, already replaced. (The one header last gave out
-// will not do: a request that got the older token may go out after one with
-// the current token.)
+// one, or nil: an older one, already replaced. (The token of the last
+// ReverseProxy built will not do: a request that got the older token may go
+// out after one with the current token.)
 func (b *bearer) sent(req *http.Request) *tokensource.Token {
 	tok := b.tokens.Current()
 	if v := req.Header["Authorization"]; tok != nil && len(v) == 1 && v[0] == tok.Header() {
@@ -94,11 +75,19 @@ func (b *bearer) sent(req *http.Request) *tokensource.Token {
 }
 
 func (b *bearer) send(req *http.Request) (*http.Response, error) {
-	start := time.Now()
+	start := monotonic()
 	resp, err := b.base.RoundTrip(req)
-	b.metrics.upstream(time.Since(start))
+	b.metrics.upstream(monotonic() - start)
 	return resp, err
 }
+
+// epoch is what monotonic measures from.
+var epoch = time.Now()
+
+// monotonic reads the monotonic clock alone (time.Since of a reading that
+// has one does), at half the cost of time.Now, which reads the wall clock
+// too: for measuring durations on the request path.
+func monotonic() time.Duration { return time.Since(epoch) }
 
 // tokenRejected: 401 with invalid_token in a Bearer challenge (RFC 6750
 // §3.1) or a DPoP one (RFC 9449 §7.1).
@@ -159,19 +148,20 @@ var _ Tokens = (*tokensource.Cache)(nil)
 // stalls in the middle of an answer whatever the caller does; the request's
 // own bound (see bound) goes unnoticed when the caller pipelines its next
 // request. The deadline is moved at most once per half of limit, so that a
-// read costs a clock reading, not a deadline change: a connection gets
-// between limit/2 and limit of silence, and an idle one in the pool is
-// closed after as much, as a server closes its idle keep-alive connections.
+// read costs a reading of the monotonic clock, not a deadline change: a
+// connection gets between limit/2 and limit of silence, and an idle one in
+// the pool is closed after as much, as a server closes its idle keep-alive
+// connections.
 type silentConn struct {
 	net.Conn
 	limit   time.Duration
-	renewAt atomic.Int64 // unix nanoseconds
+	renewAt atomic.Int64 // monotonic(), in nanoseconds
 }
 
 func (c *silentConn) Read(p []byte) (int, error) {
-	if now := time.Now(); now.UnixNano() >= c.renewAt.Load() {
-		_ = c.Conn.SetReadDeadline(now.Add(c.limit))
-		c.renewAt.Store(now.Add(c.limit / 2).UnixNano())
+	if now := monotonic(); int64(now) >= c.renewAt.Load() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.limit))
+		c.renewAt.Store(int64(now + c.limit/2))
 	}
 	return c.Conn.Read(p)
 }

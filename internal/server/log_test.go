@@ -96,7 +96,7 @@ func TestRandomRequestLinesAreZaps(t *testing.T) {
 func TestLinesWrittenTogetherStayWhole(t *testing.T) {
 	var out syncBuffer
 	lg := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
-	long := strings.Repeat("p", 300<<10) // over the buffer's 256 KiB
+	long := strings.Repeat("p", 300<<10) // over the buffer's 32 KiB
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
