@@ -1,7 +1,20 @@
-# coop-proxy container image.
+# coop-proxy container image, for linux/amd64 and linux/arm64.
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always) \
 #                --build-arg COMMIT=$(git rev-parse HEAD) -t coop-proxy .
+#
+# builds it for the machine's own platform. Both platforms as one manifest
+# list, pushed to a registry (with a builder that can hold a multi-platform
+# image: Docker's containerd image store, or docker buildx create --use):
+#
+#   docker buildx build --platform linux/amd64,linux/arm64 \
+#                --build-arg VERSION=$(git describe --tags --always) \
+#                --build-arg COMMIT=$(git rev-parse HEAD) \
+#                -t registry.example.com/coop-proxy:1.0 --push .
+#
+# The build stage runs on the building machine's platform and cross-compiles
+# for the target one (the binary is pure Go), so no emulation is needed and
+# the build stage never runs what it built.
 #
 # The final image is FROM scratch: the static binary, the CA certificates
 # (for an https upstream), an empty /tmp and the token store directory
@@ -15,9 +28,13 @@
 # access and passes a locally made image holding the Go toolchain and a
 # filled module cache (.ci/build-image); anything with the go command, a
 # POSIX shell with mkdir and chown, and /etc/ssl/certs/ca-certificates.crt works.
+# buildah and podman build both platforms with
+# --platform linux/amd64,linux/arm64 --manifest NAME; buildah 1.28 (Debian 12's)
+# leaves BUILDPLATFORM unset on FROM lines, so also pass
+# --build-arg BUILDPLATFORM=linux/amd64 (the building machine's), as CI does.
 ARG GO_IMAGE=golang:1.26-bookworm
 
-FROM ${GO_IMAGE} AS build
+FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
 ARG VERSION=dev
 ARG COMMIT=unknown
 # -mod=mod: modules from the module cache, no vendor directory; anything
@@ -30,10 +47,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -trimpath \
+# The target platform (--platform), set by BuildKit and buildah. Declared
+# here, after the shared steps, so that those stay the same for every target.
+# Without BuildKit both are empty and go builds for the machine it runs on.
+ARG TARGETOS TARGETARCH
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
         -ldflags "-s -w -X main.buildVersion=${VERSION} -X main.buildCommit=${COMMIT}" \
         -o /out/coop-proxy ./cmd/coop-proxy \
- && /out/coop-proxy version \
  && mkdir -p /out/lib /out/root \
  && mkdir -m 0700 /out/lib/coop-proxy \
  && chown 65532:65532 /out/lib/coop-proxy \

@@ -825,11 +825,16 @@ func TestCompose(t *testing.T) {
 	}
 }
 
-// The Dockerfile builds what the deployments assume.
+// The Dockerfile builds what the deployments assume, for every platform
+// from the build machine's one.
 func TestDockerfile(t *testing.T) {
 	text := read(t, dockerfile)
 	for _, want := range []string{
-		"FROM ${GO_IMAGE} AS build",
+		// The build stage runs on the building machine and cross-compiles.
+		"FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build",
+		"ARG TARGETOS TARGETARCH",
+		"GOOS=$TARGETOS GOARCH=$TARGETARCH go build",
+		"docker buildx build --platform linux/amd64,linux/arm64",
 		"CGO_ENABLED=0",
 		"-trimpath",
 		"-X main.buildVersion=${VERSION} -X main.buildCommit=${COMMIT}",
@@ -850,5 +855,13 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^ARG GO_IMAGE=golang:1\.26-bookworm$`).MatchString(text) {
 		t.Error("Dockerfile: ARG GO_IMAGE=golang:1.26-bookworm missing (.ci/build-image makes that tag locally)")
+	}
+	// The build stage cannot run what it built for another platform: the
+	// binary is only written (go build -o) and copied out (COPY --from).
+	for _, loc := range regexp.MustCompile(`/out/coop-proxy\b`).FindAllStringIndex(text, -1) {
+		before := text[:loc[0]]
+		if !strings.HasSuffix(before, "-o ") && !strings.HasSuffix(before, "COPY --from=build ") {
+			t.Errorf("Dockerfile:%d: /out/coop-proxy used other than by go build -o or COPY --from=build: the build stage must not run the target's binary", lineOf(text, loc[0]))
+		}
 	}
 }
