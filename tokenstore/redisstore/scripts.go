@@ -16,6 +16,10 @@ import "github.com/redis/go-redis/v9"
 // holder wrote, or released) or for grace. The wait is measured on
 // Redis's clock from when a holder first found that marker (orphaned_at),
 // so that waiters whose ctx ends one after another add up to one grace.
+// A marker that is the caller's own is no other holder's: the script ran
+// before, and its answer was lost (go-redis sends it again on a new
+// connection when the first one breaks).
+//
 // It returns {"ok", ""}; {"ok", the previous marker} when it took over
 // after the grace; {"wait", marker}; or {"busy", ""} when another
 // replica holds the lock.
@@ -31,6 +35,9 @@ else
 	return {'busy', ''}
 end
 local h = redis.call('HGET', KEYS[2], 'holder')
+if h == ARGV[1] then
+	h = false
+end
 if h then
 	local t = redis.call('TIME')
 	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

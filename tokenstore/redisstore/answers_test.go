@@ -1,0 +1,48 @@
+//go:build unix
+
+package redisstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/redistest"
+	"github.com/coop-proxy/coop-proxy/tokenstore"
+	"github.com/coop-proxy/coop-proxy/tokenstore/storetest"
+)
+
+// behindProxy opens a Store on srv through a proxy that can lose Redis's
+// answers, with the scripts already loaded (so that the first call of
+// each is the EVALSHA the proxy looks for, not a NOSCRIPT answer).
+func behindProxy(t *testing.T, srv *redistest.Server, o Options) (*Store, *redistest.Proxy) {
+	t.Helper()
+	raw := srv.Client(t)
+	for _, err := range []error{lockScript.Load(t.Context(), raw).Err(), releaseScript.Load(t.Context(), raw).Err(),
+		extendScript.Load(t.Context(), raw).Err(), writeScript.Load(t.Context(), raw).Err()} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := srv.Proxy(t)
+	o.URL = p.URL()
+	return open(t, srv, o), p
+}
+
+// A lock whose answer was lost (the connection cut as Redis answered;
+// go-redis sends the script again on a new one) is taken all the same:
+// the holder does not wait a grace for the marker it set itself.
+func TestLockAnswerLost(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	s, p := behindProxy(t, srv, Options{Plaintext: true, LockTTL: 20 * time.Second, Replica: "a"})
+	storetest.Put(t, s, key, tokenstore.Record{RefreshToken: "rt-0"})
+	p.LoseAnswers(lockScript.Hash(), 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Update(ctx, key, increment); err != nil {
+		t.Fatalf("Update after its lock's answer was lost: %v", err)
+	}
+	if r, _ := storetest.Load(t, s, key); r.UserID != 1 {
+		t.Errorf("counter = %d, want 1", r.UserID)
+	}
+}
