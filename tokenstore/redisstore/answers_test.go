@@ -46,3 +46,39 @@ func TestLockAnswerLost(t *testing.T) {
 		t.Errorf("counter = %d, want 1", r.UserID)
 	}
 }
+
+// A lock whose answer never came (lost on every try, or late beyond the
+// caller's ctx) may have been taken: the Store releases it, and its
+// marker, rather than leave the grant to the lock's TTL and the next
+// holder's grace.
+func TestLockAnswerNeverCame(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(p *redistest.Proxy)
+		ctx  time.Duration
+	}{
+		{"lost", func(p *redistest.Proxy) { p.LoseAnswers(lockScript.Hash(), 2) }, 5 * time.Second},
+		{"late", func(p *redistest.Proxy) { p.DelayAnswers(lockScript.Hash(), 1, time.Second) }, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, redistest.Options{})
+			s, p := behindProxy(t, srv, Options{Plaintext: true, LockTTL: 20 * time.Second, Replica: "a"})
+			storetest.Put(t, s, key, tokenstore.Record{RefreshToken: "rt-0"})
+			tc.fail(p)
+			ctx, cancel := context.WithTimeout(t.Context(), tc.ctx)
+			_, err := s.Update(ctx, key, increment)
+			cancel()
+			if err == nil {
+				t.Fatal("Update whose lock answer never came succeeded")
+			}
+			ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			if _, err := s.Update(ctx, key, increment); err != nil {
+				t.Fatalf("the next Update: %v; want the lock free", err)
+			}
+			if r, _ := storetest.Load(t, s, key); r.UserID != 1 {
+				t.Errorf("counter = %d, want 1", r.UserID)
+			}
+		})
+	}
+}
