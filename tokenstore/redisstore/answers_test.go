@@ -4,6 +4,10 @@ package redisstore
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,6 +83,76 @@ func TestLockAnswerNeverCame(t *testing.T) {
 			if r, _ := storetest.Load(t, s, key); r.UserID != 1 {
 				t.Errorf("counter = %d, want 1", r.UserID)
 			}
+		})
+	}
+}
+
+// notRedis listens on a free port of 127.0.0.1 and answers every read with
+// answer, well-formed RESP that is not what Redis would say; its URL.
+func notRedis(t *testing.T, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(answer)); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return "redis://" + ln.Addr().String() + "/0"
+}
+
+// A server that is not Redis, or a Redis that answers wrongly, makes the
+// Store's operations fail with ErrUnavailable; it never panics (a reply of
+// the wrong length made read index beyond it: a crash loop of every
+// replica, since each looks at the grant once a second).
+func TestServerAnsweringJunk(t *testing.T) {
+	for _, answer := range []string{
+		"*2\r\n$2\r\nok\r\n:5\r\n", // an array of the wrong length
+		"*0\r\n",
+		"+OK\r\n",
+		"HTTP/1.1 400 Bad Request\r\n\r\n",
+	} {
+		t.Run(strings.TrimSpace(answer), func(t *testing.T) {
+			s, err := Open(t.Context(), Options{URL: notRedis(t, answer), Plaintext: true, LockTTL: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			for op, call := range map[string]func() error{
+				"Load":   func() error { _, _, err := s.Load(ctx, key); return err },
+				"Update": func() error { _, err := s.Update(ctx, key, increment); return err },
+				"Delete": func() error { _, err := s.Delete(ctx, key); return err },
+			} {
+				if err := call(); !errors.Is(err, tokenstore.ErrUnavailable) {
+					t.Errorf("%s = %v; want ErrUnavailable", op, err)
+				}
+			}
+			_, _ = s.Keys(ctx) // an array may be a list of grants: no panic is all it can show
+			_, _ = s.Info(ctx, key)
 		})
 	}
 }

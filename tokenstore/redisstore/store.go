@@ -56,6 +56,10 @@ type state struct {
 // read reads the grant g and opens its record.
 func (s *Store) read(ctx context.Context, g names) (state, error) {
 	vals, err := s.rdb.HMGet(ctx, g.hash, "record", "version", "deleted", "written_at", "writer").Result()
+	if err == nil && len(vals) != 5 {
+		// Not Redis, or not a Redis that keeps to its protocol.
+		err = fmt.Errorf("unexpected answer to HMGET: %d values, not 5", len(vals))
+	}
 	if err != nil {
 		return state{}, s.unavailable("reading "+g.grant, err)
 	}
