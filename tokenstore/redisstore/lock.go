@@ -75,7 +75,14 @@ func (s *Store) acquire(ctx context.Context, g names, l *heldLock) error {
 			err = fmt.Errorf("unexpected answer from the lock script: %d values", len(res))
 		}
 		if err != nil {
-			s.abandon(l, waiting)
+			// The script may have run, its answer lost or late; Redis may
+			// hang: released in the background, which Close waits for,
+			// so as not to add a second timeout to the caller's.
+			s.releasing.Add(1)
+			go func() {
+				defer s.releasing.Done()
+				s.abandon(l)
+			}()
 			if ctx.Err() != nil {
 				return s.waitError(g, ctx.Err())
 			}
@@ -106,21 +113,25 @@ func (s *Store) acquire(ctx context.Context, g names, l *heldLock) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			s.abandon(l, waiting)
+			if waiting != "" {
+				s.abandon(l)
+			}
 			return s.waitError(g, ctx.Err())
 		}
 	}
 }
 
-// abandon releases the lock a wait for a marker held (waiting != ""),
-// leaving the marker to the holder it names.
-func (s *Store) abandon(l *heldLock, waiting string) {
-	if waiting == "" {
-		return
-	}
+// abandon releases the lock of a wait that did not end with the lock
+// taken, and our marker with it (fn has not run: nothing of ours is left
+// to write); another holder's marker stays. A wait for another's marker
+// held the lock; a lock script whose answer was lost or late (ctx ended
+// during the call) may have taken it, and left alone it would hold the
+// grant for the lock's TTL and then, through its marker, the next
+// holder's grace.
+func (s *Store) abandon(l *heldLock) {
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
-	_ = releaseScript.Run(ctx, s.rdb, []string{l.key, l.hash}, l.owner, 0).Err() // else it expires
+	_ = releaseScript.Run(ctx, s.rdb, []string{l.key, l.hash}, l.owner, 1).Err() // else it expires
 }
 
 // extend keeps l alive every ttl/3 until released; it stops when the lock

@@ -99,6 +99,9 @@ type Store struct {
 	// goroutines queue for the grant's lock: they wait there without
 	// polling Redis.
 	queues sync.Map // string → chan struct{}
+	// releasing counts the releases of abandoned locks under way (see
+	// abandon), which Close waits for.
+	releasing sync.WaitGroup
 
 	mu   sync.Mutex
 	seen map[string]seenGrant // grant name → what this Store last read or wrote
@@ -352,8 +355,12 @@ func (s *Store) SetPassword(p string) {
 	s.password.Store(&p)
 }
 
-// Close closes the connections to Redis.
-func (s *Store) Close() error { return s.rdb.Close() }
+// Close closes the connections to Redis, once the releases of abandoned
+// locks are done.
+func (s *Store) Close() error {
+	s.releasing.Wait()
+	return s.rdb.Close()
+}
 
 // Shared implements tokenstore.Backend: replicas on many hosts share Redis.
 func (s *Store) Shared() bool { return true }

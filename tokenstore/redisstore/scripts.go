@@ -16,6 +16,10 @@ import "github.com/redis/go-redis/v9"
 // holder wrote, or released) or for grace. The wait is measured on
 // Redis's clock from when a holder first found that marker (orphaned_at),
 // so that waiters whose ctx ends one after another add up to one grace.
+// A marker that is the caller's own is no other holder's: the script ran
+// before, and its answer was lost (go-redis sends it again on a new
+// connection when the first one breaks).
+//
 // It returns {"ok", ""}; {"ok", the previous marker} when it took over
 // after the grace; {"wait", marker}; or {"busy", ""} when another
 // replica holds the lock.
@@ -31,13 +35,14 @@ else
 	return {'busy', ''}
 end
 local h = redis.call('HGET', KEYS[2], 'holder')
+if h == ARGV[1] then
+	h = false
+end
 if h then
 	local t = redis.call('TIME')
 	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-	local since = redis.call('HGET', KEYS[2], 'orphaned_at')
-	if since then
-		since = tonumber(since)
-	else
+	local since = tonumber(redis.call('HGET', KEYS[2], 'orphaned_at'))
+	if not since then -- none yet (or not a number: changed by hand)
 		redis.call('HSET', KEYS[2], 'orphaned_at', now)
 		since = now
 	end
@@ -53,17 +58,20 @@ return {'ok', h or ''}`)
 // random per holder): a holder whose lock expired must not release the
 // lock another replica took since (https://redis.io/docs/latest/develop/use/patterns/distributed-locks/).
 // With ARGV[2] = "1" it clears our marker too: nothing of ours is left to
-// write. A holder whose write's outcome is unknown leaves its marker.
+// write. A holder whose write's outcome is unknown leaves its marker. The
+// lock goes first: an error (a grant's hash changed by hand into another
+// type) stops a script, but keeps what it did before.
 //
 //	KEYS[1] lock, KEYS[2] grant hash; ARGV[1] owner, ARGV[2] "1" to clear the marker
 var releaseScript = redis.NewScript(`
+local n = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	n = redis.call('DEL', KEYS[1])
+end
 if ARGV[2] == '1' and redis.call('HGET', KEYS[2], 'holder') == ARGV[1] then
 	redis.call('HDEL', KEYS[2], 'holder', 'orphaned_at')
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
-end
-return 0`)
+return n`)
 
 // extendScript sets the lock's TTL again if it is still ours: 1, or 0 when
 // it is not (it expired, another replica holds it).

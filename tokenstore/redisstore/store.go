@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,6 +57,10 @@ type state struct {
 // read reads the grant g and opens its record.
 func (s *Store) read(ctx context.Context, g names) (state, error) {
 	vals, err := s.rdb.HMGet(ctx, g.hash, "record", "version", "deleted", "written_at", "writer").Result()
+	if err == nil && len(vals) != 5 {
+		// Not Redis, or not a Redis that keeps to its protocol.
+		err = fmt.Errorf("unexpected answer to HMGET: %d values, not 5", len(vals))
+	}
 	if err != nil {
 		return state{}, s.unavailable("reading "+g.grant, err)
 	}
@@ -424,9 +429,19 @@ func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 // unavailable wraps a failed Redis call in an error that wraps
 // tokenstore.ErrUnavailable and names the store, and reports it. A
 // cancelled ctx is the caller's doing: its error is returned as it is.
+// WRONGTYPE (https://redis.io/docs/latest/commands/type/: a command on a
+// key of another type) is a corrupt grant, not Redis out of reach.
 func (s *Store) unavailable(what string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("redisstore: %s: %s: %w", s.desc, what, err)
+	}
+	if strings.HasPrefix(err.Error(), "WRONGTYPE ") {
+		// Redis answers, but a grant's key holds what the Store never
+		// writes there (changed by hand, or by another program sharing
+		// the database): no use looking at the network.
+		s.report("corrupt")
+		return fmt.Errorf("redisstore: %s: %s: %w: a key of the grant (%s*) is not of the type the store writes; "+
+			"delete the grant's keys to start it afresh: %w", s.desc, what, errCorrupt, prefix, err)
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {

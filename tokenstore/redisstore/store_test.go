@@ -275,3 +275,61 @@ func TestWaitWithoutReplica(t *testing.T) {
 		t.Errorf("Update returned %v; want the new tokens, for the caller to keep pending", r)
 	}
 }
+
+// A grant's keys changed by hand into something the Store never writes (a
+// string where the hash was, a list where the lock was, a marker's time
+// that is not a number) are a corrupt grant, said so in the error and the
+// metrics: not Redis unavailable (which /readyz would report, sending an
+// operator after the network), and the lock is not left behind.
+func TestTamperedKeys(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	raw := srv.Client(t)
+	g := nameOf(key)
+	for _, tc := range []struct {
+		name   string
+		tamper func(ctx context.Context) error
+	}{
+		{"hash is a string", func(ctx context.Context) error {
+			return errors.Join(raw.Del(ctx, g.hash).Err(), raw.Set(ctx, g.hash, "junk", 0).Err())
+		}},
+		{"hash is a list", func(ctx context.Context) error {
+			return errors.Join(raw.Del(ctx, g.hash).Err(), raw.RPush(ctx, g.hash, "junk").Err())
+		}},
+		{"lock is a hash", func(ctx context.Context) error { return raw.HSet(ctx, g.lock, "a", "b").Err() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := raw.FlushAll(t.Context()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder()
+			s := open(t, srv, Options{SealKeys: [][]byte{newKey()}, LockTTL: 20 * time.Second, Observer: rec})
+			storetest.Put(t, s, key, tokenstore.Record{RefreshToken: "rt-0"})
+			if err := tc.tamper(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.Update(t.Context(), key, increment)
+			if err == nil || errors.Is(err, tokenstore.ErrUnavailable) || !strings.Contains(err.Error(), "corrupt") {
+				t.Errorf("Update = %v; want a corrupt grant, not the store unavailable", err)
+			}
+			if rec.errors["unreachable"] > 0 || rec.errors["corrupt"] == 0 {
+				t.Errorf("errors reported: %v; want corrupt, not unreachable", rec.errors)
+			}
+			eventually(t, "the lock released", func() bool { return raw.Type(t.Context(), g.lock).Val() != "string" })
+		})
+	}
+	t.Run("marker time not a number", func(t *testing.T) {
+		if err := raw.FlushAll(t.Context()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := open(t, srv, Options{SealKeys: [][]byte{newKey()}, LockTTL: 20 * time.Second, Grace: 200 * time.Millisecond})
+		storetest.Put(t, s, key, tokenstore.Record{RefreshToken: "rt-0"})
+		if err := raw.HSet(t.Context(), g.hash, "holder", "gone 0123", "orphaned_at", "junk").Err(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if _, err := s.Update(ctx, key, increment); err != nil {
+			t.Fatalf("Update = %v; want the marker taken over after the grace", err)
+		}
+	})
+}
