@@ -53,6 +53,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -210,8 +211,9 @@ func (s *Store) Delete(ctx context.Context, k Key) (existed bool, err error) {
 	return existed, err
 }
 
-// WriteError is a failure to write the token file. It names the file and the
-// cause, never a token.
+// WriteError is a failure to write to a token store. It names the store
+// (the token file's path, or a shared store's description such as
+// "redis://host:6379/0") and the cause, never a token.
 type WriteError struct {
 	Path string
 	Err  error
@@ -219,7 +221,11 @@ type WriteError struct {
 
 // Error implements error.
 func (e *WriteError) Error() string {
-	return fmt.Sprintf("tokenstore: writing token file %s: %v", e.Path, e.Err)
+	what := "token file "
+	if strings.Contains(e.Path, "://") {
+		what = "token store "
+	}
+	return fmt.Sprintf("tokenstore: writing %s%s: %v", what, e.Path, e.Err)
 }
 
 // Unwrap returns the cause.

@@ -634,3 +634,15 @@ func increment(ctx context.Context, s *Store) error {
 	})
 	return err
 }
+
+// A shared store's write error names the store, not a token file.
+func TestWriteErrorNamesTheStore(t *testing.T) {
+	for path, want := range map[string]string{
+		"/var/lib/coop-proxy/tokens.json": "tokenstore: writing token file /var/lib/coop-proxy/tokens.json: boom",
+		"redis://127.0.0.1:6379/0":        "tokenstore: writing token store redis://127.0.0.1:6379/0: boom",
+	} {
+		if got := (&WriteError{Path: path, Err: errors.New("boom")}).Error(); got != want {
+			t.Errorf("WriteError for %s = %q, want %q", path, got, want)
+		}
+	}
+}
