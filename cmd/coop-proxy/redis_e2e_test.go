@@ -21,6 +21,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/coop"
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 	"github.com/coop-proxy/coop-proxy/internal/redistest"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
@@ -147,19 +148,6 @@ func hammer(t *testing.T, cs []*child, stop <-chan struct{}) func() []string {
 	}
 }
 
-// eventually polls cond every 10 ms for up to 20 s (generous: a loaded
-// machine) and fails the test with what otherwise.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // refreshAnswers counts COOP's answers to refresh requests: accepted and
 // refused (requests a fault kept unanswered are neither).
 func (r *redisRig) refreshAnswers() (ok, refused int) {
@@ -217,7 +205,7 @@ func TestRedisReplicasShareTheFarmersGrant(t *testing.T) {
 		rec, _ := r.grant(t, st)
 		r.f.em.RevokeToken(rec.AccessToken)
 		revocations++
-		eventually(t, "no replica refreshed the revoked token", func() bool {
+		poll.Until(t, "no replica refreshed the revoked token", func() bool {
 			now, _ := r.grant(t, st)
 			return now.AccessToken != rec.AccessToken
 		})
@@ -247,14 +235,14 @@ func TestRedisReplicasShareTheApplicationsToken(t *testing.T) {
 	cs := r.replicas(t, 3)
 	stop := make(chan struct{})
 	wait := hammer(t, cs, stop)
-	eventually(t, "no token fetched", func() bool { return r.f.em.CountTokenRequests("client_credentials") > 0 })
+	poll.Until(t, "no token fetched", func() bool { return r.f.em.CountTokenRequests("client_credentials") > 0 })
 	expiries := 0
 	for end, wait := time.Now().Add(15*time.Second), 500*time.Millisecond; time.Now().Add(wait).Before(end); wait = revokeEvery {
 		time.Sleep(wait)
 		before := r.f.em.CountTokenRequests("client_credentials")
 		r.f.em.ExpireAllTokens()
 		expiries++
-		eventually(t, "no replica fetched a token after the expiry", func() bool {
+		poll.Until(t, "no replica fetched a token after the expiry", func() bool {
 			return r.f.em.CountTokenRequests("client_credentials") > before
 		})
 	}
@@ -290,7 +278,7 @@ func TestRedisLoginAndLogoutReachEveryReplica(t *testing.T) {
 	}
 	loggedIn := time.Now()
 	for _, c := range cs {
-		eventually(t, c.url+" does not act for the farmer", func() bool {
+		poll.Until(t, c.url+" does not act for the farmer", func() bool {
 			return call(t, "POST", c.url+"/api/1/eggs-count", nil).status == 200
 		})
 	}
@@ -302,7 +290,7 @@ func TestRedisLoginAndLogoutReachEveryReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range cs {
-		eventually(t, c.url+" still acts for the farmer after the logout", func() bool {
+		poll.Until(t, c.url+" still acts for the farmer after the logout", func() bool {
 			a := call(t, "POST", c.url+"/api/1/eggs-count", nil)
 			return a.status == 503 && a.json["error"] == "login_required"
 		})
@@ -387,14 +375,14 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 			}
 			r.rs.Restart(keep)
 			st := r.store(t)
-			eventually(t, "the grant is not in Redis again", func() bool {
+			poll.Until(t, "the grant is not in Redis again", func() bool {
 				_, ok := r.grant(t, st)
 				return ok
 			})
 			rec, _ := r.grant(t, st)
 			r.f.em.RevokeToken(rec.AccessToken)
 			for _, c := range cs {
-				eventually(t, c.url+" does not serve after the revocation", func() bool {
+				poll.Until(t, c.url+" does not serve after the revocation", func() bool {
 					return call(t, "POST", c.url+"/api/1/eggs-count", nil).status == 200
 				})
 			}
@@ -426,7 +414,7 @@ func TestRedisLockHolderKilledMidRefresh(t *testing.T) {
 		})
 	}
 	var holder string
-	eventually(t, "no replica holds the grant's lock", func() bool {
+	poll.Until(t, "no replica holds the grant's lock", func() bool {
 		info, err := st.Info(context.Background(), server.StoreKey(&r.cfg.Route))
 		holder = info.LockHolder
 		return err == nil && holder != ""
@@ -448,7 +436,7 @@ func TestRedisLockHolderKilledMidRefresh(t *testing.T) {
 		if c == killed {
 			continue
 		}
-		eventually(t, c.url+" does not serve after the holder's death", func() bool {
+		poll.Until(t, c.url+" does not serve after the holder's death", func() bool {
 			return call(t, "POST", c.url+"/api/1/eggs-count", nil).status == 200
 		})
 		c.stop(t)
@@ -485,16 +473,16 @@ func TestRedisPausedBeyondTheLockTTL(t *testing.T) {
 	r.f.em.RevokeToken(rec.AccessToken)
 	stop := make(chan struct{})
 	wait := hammer(t, cs, stop)
-	eventually(t, "no refresh reached COOP", paused.Load)
+	poll.Until(t, "no refresh reached COOP", paused.Load)
 	<-resumed
 	for _, c := range cs {
-		eventually(t, c.url+" does not serve after Redis resumed", func() bool {
+		poll.Until(t, c.url+" does not serve after Redis resumed", func() bool {
 			return call(t, "POST", c.url+"/api/1/eggs-count", nil).status == 200
 		})
 	}
 	close(stop)
 	wait()
-	eventually(t, "the grant in Redis is not the live one", func() bool {
+	poll.Until(t, "the grant in Redis is not the live one", func() bool {
 		now, _ := r.grant(t, st)
 		return r.f.em.RefreshTokenLive(now.RefreshToken)
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 )
 
 // issuer serves OpenID metadata for its own URL; doc gets that URL and
@@ -43,16 +44,6 @@ func newIssuer(t *testing.T, doc func(issuer string) string) *issuer {
 	return is
 }
 
-// waitFor polls cond every 50 ms for up to 15 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 15 s", what)
-		}
-	}
-}
-
 // With an issuer whose metadata cannot be read at start, the proxy listens
 // all the same (callers get 503 + Retry-After, /readyz is not ready), reads
 // it again with backoff, then gets tokens from the token endpoint the
@@ -65,7 +56,7 @@ func TestServeListensUntilTheIssuersMetadataArrivesThenUsesItsTokenEndpoint(t *t
 	is.down.Store(true)
 	r := start(t, f.settings(t, "ISSUER", is.url), Options{})
 
-	waitFor(t, "metadata request", func() bool { return is.hits.Load() > 0 })
+	poll.Until(t, "metadata request", func() bool { return is.hits.Load() > 0 })
 	resp, err := http.Post(r.proxy+"/api/1/eggs-count", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +70,7 @@ func TestServeListensUntilTheIssuersMetadataArrivesThenUsesItsTokenEndpoint(t *t
 	}
 
 	is.down.Store(false)
-	waitFor(t, "ready", func() bool { code, _ := get(t, r.adm+"/readyz"); return code == 200 })
+	poll.Until(t, "ready", func() bool { code, _ := get(t, r.adm+"/readyz"); return code == 200 })
 	resp, err = http.Post(r.proxy+"/api/1/eggs-count", "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 )
 
 // freePort is a loopback address no one listens on now.
@@ -70,9 +71,9 @@ func TestAFileBeingWrittenIsReadOnceItSettles(t *testing.T) {
 	}
 	r := start(t, s, Options{Reread: reread, WatchEvery: 300 * time.Millisecond})
 	writeFile(t, s.Config, "routes:\n"+routeA) // half written: b is yet to come
-	waitFor(t, "the change seen", func() bool { return strings.Contains(r.logs.String(), "reloading once it stays unchanged") })
+	poll.Until(t, "the change seen", func() bool { return strings.Contains(r.logs.String(), "reloading once it stays unchanged") })
 	writeFile(t, s.Config, "routes:\n"+routeA+routeB)
-	waitFor(t, "the reload", func() bool { return strings.Contains(r.logs.String(), "settings reloaded") })
+	poll.Until(t, "the reload", func() bool { return strings.Contains(r.logs.String(), "settings reloaded") })
 	if logs := r.logs.String(); strings.Contains(logs, "route removed") {
 		t.Fatalf("a route was removed by a file half written:\n%s", logs)
 	}
@@ -99,10 +100,10 @@ func TestAReloadWhileDrainingChangesNothing(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "a token", func() bool { return r.srv.current()[0].tokens.tokens.Cache.Current() != nil })
+	poll.Until(t, "a token", func() bool { return r.srv.current()[0].tokens.tokens.Cache.Current() != nil })
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.stop() }()
-	waitFor(t, "the drain", func() bool { return strings.Contains(r.logs.String(), "shutting down") })
+	poll.Until(t, "the drain", func() bool { return strings.Contains(r.logs.String(), "shutting down") })
 	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA+f.route("c", "listen: "+addrC, "scopes: eggs-count")))
 	close(release)
 	<-inFlight

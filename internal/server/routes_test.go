@@ -15,6 +15,7 @@ import (
 
 	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/oidctest"
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 )
 
 // fileSettings loads a configuration file holding text, the store and the
@@ -185,7 +186,7 @@ func TestAHangingProviderSlowsNoOtherRoute(t *testing.T) {
 		f.route("coop", "listen: 127.0.0.1:0", "scopes: eggs-count"))
 	r := start(t, s, Options{})
 	a := r.addrs
-	waitFor(t, "the hanging token request", func() bool { return calls.Load() > 0 })
+	poll.Until(t, "the hanging token request", func() bool { return calls.Load() > 0 })
 
 	began := time.Now()
 	if code, body := post(t, "http://"+a.Routes["coop"]+"/api/1/eggs-count"); code != 200 {
@@ -233,7 +234,7 @@ func TestAReloadAddsAndRemovesRoutes(t *testing.T) {
 	}
 
 	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeB))
-	waitFor(t, "a's socket removed", func() bool { _, err := os.Stat(sockA); return os.IsNotExist(err) })
+	poll.Until(t, "a's socket removed", func() bool { _, err := os.Stat(sockA); return os.IsNotExist(err) })
 	if code, _ := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 200 {
 		t.Fatalf("b, after a was removed: %d", code)
 	}
@@ -285,7 +286,7 @@ func TestAChangedConfigurationFileIsReloaded(t *testing.T) {
 		}
 	})
 	writeFile(t, s.Config, "routes:\n"+routeA+f.route("b", "listen: unix:"+sockB, "scopes: eggs-count"))
-	waitFor(t, "route b's socket", func() bool { _, err := os.Stat(sockB); return err == nil })
+	poll.Until(t, "route b's socket", func() bool { _, err := os.Stat(sockB); return err == nil })
 	if code, _ := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 200 {
 		t.Fatalf("b, added by editing the file: %d", code)
 	}
@@ -303,7 +304,7 @@ func TestAReloadAddingARouteItsProviderCannotServeStopsNothing(t *testing.T) {
 	routeA := f.route("a", "listen: unix:"+sockA, "scopes: eggs-count")
 	r := start(t, fileSettings(t, dir, "routes:\n"+routeA), Options{})
 	r.srv.Reload(fileSettings(t, dir, "routes:\n"+routeA+f.route("b", "listen: unix:"+sockB, "issuer: "+is.url)))
-	waitFor(t, "the provider's refusal in the log", func() bool {
+	poll.Until(t, "the provider's refusal in the log", func() bool {
 		return strings.Contains(r.logs.String(), "the provider cannot serve the route's settings")
 	})
 	if code, body := unixDo(t, sockB, "POST", "/api/1/eggs-count"); code != 503 || !strings.Contains(body, "token_endpoint_unavailable") {

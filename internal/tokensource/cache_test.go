@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 
 	"go.uber.org/zap"
@@ -23,19 +24,6 @@ func stack(t *testing.T, g *fakeGrant) (*Cache, *Stored, *memStore) {
 	c := &Cache{Source: stored, Margin: 5 * time.Minute, Backoff: Backoff{Min: time.Second, Max: time.Minute}, Now: g.clock.Now}
 	t.Cleanup(c.Close)
 	return c, stored, st
-}
-
-// waitFor polls cond (without sleeping on the clock under test) for up to 5s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func mustToken(t *testing.T, c *Cache) *Token {
@@ -61,7 +49,7 @@ func TestCacheRefreshesAheadOfExpiry(t *testing.T) {
 	if got := mustToken(t, c).Access(); got != "access-1" {
 		t.Fatalf("inside the margin the still-valid token is served while refreshing, got %q", got)
 	}
-	waitFor(t, "the background refresh", func() bool { return c.Current() != nil && c.Current().Access() == "access-2" })
+	poll.Until(t, "the background refresh", func() bool { return c.Current() != nil && c.Current().Access() == "access-2" })
 	if n := g.calls.Load(); n != 2 {
 		t.Fatalf("fetches = %d, want 2", n)
 	}
@@ -78,7 +66,7 @@ func TestCacheShortLivedTokenRefreshedAtHalfLife(t *testing.T) {
 	}
 	g.clock.Advance(2 * time.Second)
 	mustToken(t, c)
-	waitFor(t, "the half-life refresh", func() bool { return g.calls.Load() == 2 })
+	poll.Until(t, "the half-life refresh", func() bool { return g.calls.Load() == 2 })
 }
 
 func TestCacheNeverReturnsAnExpiredToken(t *testing.T) {
@@ -118,7 +106,7 @@ func TestCacheOneFetchForManyWaiters(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "the refresh to start", func() bool { return g.calls.Load() == 2 })
+	poll.Until(t, "the refresh to start", func() bool { return g.calls.Load() == 2 })
 	close(g.gate)
 	wg.Wait()
 	for i := range callers {
@@ -390,12 +378,12 @@ func TestCacheRetryNowDuringAFetchOutlivesItsFailure(t *testing.T) {
 	c, stored, _ := stack(t, g)
 	g.setErr(&Error{Code: ClientRejected, Description: "rejected"})
 	c.Prefetch() // the fetch with the old secret, held at the gate
-	waitFor(t, "the fetch to start", func() bool { return g.calls.Load() == 1 })
+	poll.Until(t, "the fetch to start", func() bool { return g.calls.Load() == 1 })
 	fixed := &fakeGrant{clock: g.clock, life: time.Hour}
 	stored.SetGrant(fixed)
 	c.RetryNow()
 	close(g.gate) // the old fetch fails now
-	waitFor(t, "the old fetch to end", func() bool { return c.LastError() != nil })
+	poll.Until(t, "the old fetch to end", func() bool { return c.LastError() != nil })
 	if tok, err := c.Token(context.Background()); err != nil || tok.Access() != "access-1" || fixed.calls.Load() != 1 {
 		t.Fatalf("after the reload: %v, %d fetches with the fixed secret; want a token fetched at once", err, fixed.calls.Load())
 	}

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 	"github.com/coop-proxy/coop-proxy/internal/redistest"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 	"github.com/coop-proxy/coop-proxy/tokenstore/storetest"
@@ -25,18 +26,6 @@ var key = storetest.KeyA
 func increment(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
 	cur.UserID++
 	return &cur, nil
-}
-
-// eventually polls cond until it holds, for a generous while.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // A replica that died holding a grant's lock leaves the lock to its TTL:
@@ -203,11 +192,11 @@ func TestPausedRedisNoTwoWritersOnOneVersion(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, "a few writes", func() bool { return ok.Load() >= 5 })
+	poll.Until(t, "a few writes", func() bool { return ok.Load() >= 5 })
 	srv.Pause()
 	time.Sleep(3 * ttl)
 	srv.Resume()
-	eventually(t, "writes after the pause", func() bool { return ok.Load() >= 15 })
+	poll.Until(t, "writes after the pause", func() bool { return ok.Load() >= 15 })
 	close(stop)
 	wg.Wait()
 	r, _ := storetest.Load(t, open(t, srv, Options{Plaintext: true}), key)
@@ -402,7 +391,7 @@ func TestPausedRedisHoldersWriteLandsAfterResume(t *testing.T) {
 		})
 		bDone <- err
 	}()
-	eventually(t, "b holding the expired holder's lock and waiting for its marker", func() bool {
+	poll.Until(t, "b holding the expired holder's lock and waiting for its marker", func() bool {
 		owner, _ := raw.Get(t.Context(), nameOf(key).lock).Result()
 		waiting, _ := raw.HExists(t.Context(), nameOf(key).hash, "orphaned_at").Result()
 		return holder(owner) == "b" && waiting
@@ -495,7 +484,7 @@ func TestUnfinishedWriteMadeBeforeTheNextLock(t *testing.T) {
 	}
 	srv.Restart(true)
 	raw := srv.Client(t)
-	eventually(t, "a's lock expiring", func() bool { return raw.Exists(t.Context(), nameOf(key).lock).Val() == 0 })
+	poll.Until(t, "a's lock expiring", func() bool { return raw.Exists(t.Context(), nameOf(key).lock).Val() == 0 })
 	if !raw.HExists(t.Context(), nameOf(key).hash, "holder").Val() {
 		t.Fatal("the marker of a write of unknown outcome was cleared")
 	}
@@ -510,7 +499,7 @@ func TestUnfinishedWriteMadeBeforeTheNextLock(t *testing.T) {
 		})
 		bDone <- err
 	}()
-	eventually(t, "b waiting for a's marker", func() bool { return raw.HExists(t.Context(), nameOf(key).hash, "orphaned_at").Val() })
+	poll.Until(t, "b waiting for a's marker", func() bool { return raw.HExists(t.Context(), nameOf(key).hash, "orphaned_at").Val() })
 	// a's next Update (the caller's Flush of its pending tokens)
 	if _, err := a.Update(t.Context(), key, func(cur tokenstore.Record, _ bool) (*tokenstore.Record, error) {
 		if cur.RefreshToken == "rt-0" {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coop-proxy/coop-proxy/internal/poll"
 	"github.com/coop-proxy/coop-proxy/internal/redistest"
 	"github.com/coop-proxy/coop-proxy/tokenstore"
 	"github.com/coop-proxy/coop-proxy/tokenstore/storetest"
@@ -172,7 +173,7 @@ func TestChangesSignalsAnotherStoresWrite(t *testing.T) {
 		t.Fatal("no signal within a second of another store's write")
 	}
 	cancel()
-	eventually(t, "the channel closed after ctx ended", func() bool {
+	poll.Until(t, "the channel closed after ctx ended", func() bool {
 		select {
 		case _, ok := <-changes:
 			return !ok
@@ -314,7 +315,7 @@ func TestTamperedKeys(t *testing.T) {
 			if rec.errors["unreachable"] > 0 || rec.errors["corrupt"] == 0 {
 				t.Errorf("errors reported: %v; want corrupt, not unreachable", rec.errors)
 			}
-			eventually(t, "the lock released", func() bool { return raw.Type(t.Context(), g.lock).Val() != "string" })
+			poll.Until(t, "the lock released", func() bool { return raw.Type(t.Context(), g.lock).Val() != "string" })
 		})
 	}
 	t.Run("marker time not a number", func(t *testing.T) {
