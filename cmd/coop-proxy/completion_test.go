@@ -207,3 +207,19 @@ func TestCompleteRoutes(t *testing.T) {
 		t.Errorf("from --config=: %q", got)
 	}
 }
+
+// A route name the file's checks refuse is not offered: the scripts put
+// what __complete prints on the command line, where a shell would run a
+// "$(...)" in it (a configuration file from a cloned repository is the
+// user's own, so checkTrusted accepts it).
+func TestCompleteRoutesOffersOnlyValidNames(t *testing.T) {
+	newFarm(t).routesFile(t, "  - name: \"$(touch pwned)\"\n  - name: \"it's `x`\"\n  - name: Eggs\n")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"__complete", "routes"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if got := stdout.String(); got != "eggs\nfarmer\n" {
+		t.Errorf("__complete routes printed %q, want only the valid names", got)
+	}
+}
+
