@@ -182,7 +182,8 @@ _coop_proxy() {
 		case valuesFlag:
 			fmt.Fprintf(&b, "\t--%s) COMPREPLY=($(compgen -W %q -- \"$cur\")); return ;;\n", f.name, strings.Join(f.values, " "))
 		case routeFlag:
-			fmt.Fprintf(&b, "\t--%s) COMPREPLY=($(compgen -W \"$(coop-proxy %s routes \"${COMP_WORDS[@]:1:COMP_CWORD-1}\" 2>/dev/null)\" -- \"$cur\")); return ;;\n", f.name, completeCommand)
+			// not compgen -W, which expands its words: a route is matched as it is
+			fmt.Fprintf(&b, "\t--%s) COMPREPLY=(); local r; while IFS= read -r r; do [[ $r == \"$cur\"* ]] && COMPREPLY+=(\"$r\"); done < <(coop-proxy %s routes \"${COMP_WORDS[@]:1:COMP_CWORD-1}\" 2>/dev/null); return ;;\n", f.name, completeCommand)
 		case fileFlag:
 			files = append(files, "--"+f.name)
 		case anyValue:
