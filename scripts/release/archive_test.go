@@ -172,3 +172,21 @@ func TestPinVersionGivesOneSBOMFromAnyCheckout(t *testing.T) {
 		t.Error("an SBOM without a main component was accepted")
 	}
 }
+
+// The build's environment wins over this machine's settings that change
+// the binary (exec uses the last value of a variable).
+func TestBuildEnvPinsWhatChangesTheBinary(t *testing.T) {
+	mine := []string{"GOAMD64=v3", "GOARM64=v9.0", "GOEXPERIMENT=jsonv2", "GOFIPS140=latest", "CGO_ENABLED=1", "HOME=/home/brent"}
+	want := map[string]string{"GOAMD64": "v1", "GOARM64": "v8.0", "GOEXPERIMENT": "", "GOFIPS140": "off", "CGO_ENABLED": "0",
+		"GOOS": "darwin", "GOARCH": "arm64", "HOME": "/home/brent"}
+	got := map[string]string{}
+	for _, kv := range BuildEnv(mine, "darwin", "arm64") {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
+	}
+}

@@ -149,12 +149,22 @@ func build(goos, goarch, version, commit string) ([]byte, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w -X main.buildVersion="+version+" -X main.buildCommit="+commit,
 		"-o", bin, "./cmd/coop-proxy")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=mod")
+	cmd.Env = BuildEnv(os.Environ(), goos, goarch)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("building for %s/%s: %w", goos, goarch, err)
 	}
 	return os.ReadFile(bin)
+}
+
+// BuildEnv is environ with every variable that changes the binary set
+// for the target: the CPU levels (GOAMD64, GOARM64) to Go's defaults, no
+// experiments and no FIPS 140 module, whatever this machine's environment
+// or `go env -w` says, so that another machine builds the same bytes.
+// Only the Go toolchain's version must match.
+func BuildEnv(environ []string, goos, goarch string) []string {
+	return append(environ, "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=mod",
+		"GOAMD64=v1", "GOARM64=v8.0", "GOEXPERIMENT=", "GOFIPS140=off")
 }
 
 // writeSBOM writes the CycloneDX SBOM of the modules the program is built
