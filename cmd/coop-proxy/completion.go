@@ -52,7 +52,9 @@ func runCompletion(name string, args []string, stdout, stderr io.Writer) int {
 
 // routeNames are the routes of the configuration file that args (a
 // command line being completed) or the environment names; none when there
-// is no file or it cannot be read. Nothing else of the settings is checked.
+// is no file or it cannot be read. Nothing else of the settings is checked
+// but the names: one the file's check refuses is left out, for the shell
+// puts what is offered on the command line, where "$(...)" would run.
 func routeNames(args []string) []string {
 	var keep []string
 	for i := 0; i < len(args); i++ {
@@ -70,7 +72,9 @@ func routeNames(args []string) []string {
 	}
 	var names []string
 	for _, r := range s.Routes {
-		names = append(names, r.Name)
+		if config.IsRouteName(r.Name) {
+			names = append(names, r.Name)
+		}
 	}
 	return names
 }
@@ -178,7 +182,8 @@ _coop_proxy() {
 		case valuesFlag:
 			fmt.Fprintf(&b, "\t--%s) COMPREPLY=($(compgen -W %q -- \"$cur\")); return ;;\n", f.name, strings.Join(f.values, " "))
 		case routeFlag:
-			fmt.Fprintf(&b, "\t--%s) COMPREPLY=($(compgen -W \"$(coop-proxy %s routes \"${COMP_WORDS[@]:1:COMP_CWORD-1}\" 2>/dev/null)\" -- \"$cur\")); return ;;\n", f.name, completeCommand)
+			// not compgen -W, which expands its words: a route is matched as it is
+			fmt.Fprintf(&b, "\t--%s) COMPREPLY=(); local r; while IFS= read -r r; do [[ $r == \"$cur\"* ]] && COMPREPLY+=(\"$r\"); done < <(coop-proxy %s routes \"${COMP_WORDS[@]:1:COMP_CWORD-1}\" 2>/dev/null); return ;;\n", f.name, completeCommand)
 		case fileFlag:
 			files = append(files, "--"+f.name)
 		case anyValue:

@@ -207,3 +207,52 @@ func TestCompleteRoutes(t *testing.T) {
 		t.Errorf("from --config=: %q", got)
 	}
 }
+
+// A route name the file's checks refuse is not offered: the scripts put
+// what __complete prints on the command line, where a shell would run a
+// "$(...)" in it (a configuration file from a cloned repository is the
+// user's own, so checkTrusted accepts it).
+func TestCompleteRoutesOffersOnlyValidNames(t *testing.T) {
+	newFarm(t).routesFile(t, "  - name: \"$(touch pwned)\"\n  - name: \"it's `x`\"\n  - name: Eggs\n")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"__complete", "routes"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if got := stdout.String(); got != "eggs\nfarmer\n" {
+		t.Errorf("__complete routes printed %q, want only the valid names", got)
+	}
+}
+
+// bash's compgen -W expands its word list, running a "$(...)" in it: the
+// routes __complete prints are matched as they are, never expanded.
+func TestBashCompletionNeverExpandsRoutes(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "pwned")
+	script := filepath.Join(dir, "coop-proxy.bash")
+	if err := os.WriteFile(script, []byte(completionScript(t, "bash")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// a coop-proxy whose __complete prints what an older one let through
+	fake := "#!/bin/sh\nprintf '%s\\n' '$(touch " + marker + ")' farmer 'f*'\n"
+	if err := os.WriteFile(filepath.Join(dir, "coop-proxy"), []byte(fake), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		cur  string
+		want []string
+	}{{"", []string{"$(touch " + marker + ")", "farmer", "f*"}}, {"f", []string{"farmer", "f*"}}, {"f*", []string{"f*"}}} {
+		prog := "source '" + script + "'\nCOMP_WORDS=(coop-proxy status --route '" + tt.cur + "')\nCOMP_CWORD=3\n_coop_proxy\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n"
+		cmd := exec.Command("bash", "--norc", "-c", prog)
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("completing --route %q ran the command in a route's name", tt.cur)
+		}
+		if got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n"); !slices.Equal(got, tt.want) {
+			t.Errorf("--route %q: got %q, want %q", tt.cur, got, tt.want)
+		}
+	}
+}

@@ -418,11 +418,18 @@ func defaultStorePath() (string, error) {
 //     ~/Library/Application Support/coop-proxy/tokens.json on macOS (Apple's
 //     place for an application's data) and
 //     ~/.local/state/coop-proxy/tokens.json on Linux and the other Unixes.
+//
+// A relative %LOCALAPPDATA% or home is refused (the tokens would land
+// wherever the command runs); a relative $XDG_STATE_HOME is ignored, as
+// the specification says.
 func storePathFor(goos string, getenv func(string) string, home func() (string, error)) (string, error) {
 	if goos == "windows" {
 		dir := getenv("LOCALAPPDATA")
-		if dir == "" {
+		switch {
+		case dir == "":
 			return "", problem("Store", "%%LOCALAPPDATA%% is not set, so there is no default token file: set it, or name the file")
+		case !windowsAbs(dir):
+			return "", problem("Store", "%%LOCALAPPDATA%% (%q) is not an absolute path, so there is no default token file: set it, or name the file", dir)
 		}
 		return filepath.Join(dir, "coop-proxy", "tokens.json"), nil
 	}
@@ -433,10 +440,22 @@ func storePathFor(goos string, getenv func(string) string, home func() (string, 
 	if err != nil {
 		return "", problem("Store", "no home directory to default to (%v): set it", err)
 	}
+	if !filepath.IsAbs(h) {
+		return "", problem("Store", "the home directory %q is not an absolute path, so there is no default token file: set $HOME, or name the file", h)
+	}
 	if goos == "darwin" {
 		return filepath.Join(h, "Library", "Application Support", "coop-proxy", "tokens.json"), nil
 	}
 	return filepath.Join(h, ".local", "state", "coop-proxy", "tokens.json"), nil
+}
+
+// windowsAbs reports whether p is an absolute Windows path, a drive's
+// ("C:\...") or a share's ("\\server\share"), as filepath.IsAbs does on
+// Windows: "C:dir" is relative to that drive's current directory. It is
+// here so that the tests on other systems check Windows' default.
+func windowsAbs(p string) bool {
+	drive := len(p) >= 3 && p[1] == ':' && (p[2] == '\\' || p[2] == '/') && ('a' <= p[0]|0x20 && p[0]|0x20 <= 'z')
+	return drive || strings.HasPrefix(p, `\\`) || strings.HasPrefix(p, "//")
 }
 
 // TokenEndpoint is the token endpoint known without the network: the

@@ -435,6 +435,12 @@ func TestStorePathForEachSystem(t *testing.T) {
 		{"windows", "windows", env("LOCALAPPDATA", localAppData, "XDG_STATE_HOME", "/ignored"), noHome, filepath.Join(localAppData, "coop-proxy", "tokens.json"), ""},
 		{"windows without LOCALAPPDATA", "windows", env(), home, "", "%LOCALAPPDATA% is not set"},
 		{"no home", "linux", env(), noHome, "", "no home directory to default to ($HOME is not defined)"},
+		// A relative directory would put the tokens wherever the command runs.
+		{"a relative home", "linux", env(), func() (string, error) { return "brent", nil }, "", `the home directory "brent" is not an absolute path`},
+		{"macOS with a relative home", "darwin", env(), func() (string, error) { return ".", nil }, "", `the home directory "." is not an absolute path`},
+		{"windows with a relative LOCALAPPDATA", "windows", env("LOCALAPPDATA", `AppData\Local`), home, "", `%LOCALAPPDATA% ("AppData\\Local") is not an absolute path`},
+		{"windows with a drive-relative LOCALAPPDATA", "windows", env("LOCALAPPDATA", `C:AppData`), home, "", `%LOCALAPPDATA% ("C:AppData") is not an absolute path`},
+		{"windows with a UNC LOCALAPPDATA", "windows", env("LOCALAPPDATA", `\\farm\brent`), noHome, filepath.Join(`\\farm\brent`, "coop-proxy", "tokens.json"), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,6 +41,10 @@ import (
 // logs and --route.
 var routeName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
+// IsRouteName reports whether name is one a route may have (the file's
+// check refuses the others).
+func IsRouteName(name string) bool { return routeName.MatchString(name) }
+
 // maxConfigFile bounds what is read of a configuration file.
 const maxConfigFile = 1 << 20
 

@@ -19,6 +19,13 @@ func TestBrowserCommands(t *testing.T) {
 		{"$BROWSER on windows, semicolon-separated (a drive's colon stays)", "windows", `C:\Tools\firefox.exe --private;msedge %s`, ';',
 			[][]string{{`C:\Tools\firefox.exe`, "--private"}, {"msedge", "%s"}, {"rundll32", "url.dll,FileProtocolHandler"}}},
 		{"empty entries skipped", "darwin", "::  :", ':', [][]string{{"open"}}},
+		// Windows keeps browsers under "C:\Program Files": a quoted word
+		// is one argument, its backslashes as they are.
+		{"a quoted program path with spaces", "windows", `"C:\Program Files\Mozilla Firefox\firefox.exe" -private-window "%s"`, ';',
+			[][]string{{`C:\Program Files\Mozilla Firefox\firefox.exe`, "-private-window", "%s"}, {"rundll32", "url.dll,FileProtocolHandler"}}},
+		{"quotes inside a word", "linux", `my"browser x"y --flag`, ':', [][]string{{"mybrowser xy", "--flag"}, {"xdg-open"}}},
+		{"single quotes, as a shell's $BROWSER has them", "linux", `firefox '%s':'/opt/my browser/bin/b' "it's"`, ':', [][]string{{"firefox", "%s"}, {"/opt/my browser/bin/b", "it's"}, {"xdg-open"}}},
+		{"an apostrophe in a Windows path is a letter", "windows", `C:\Users\O'Brien\b.exe`, ';', [][]string{{`C:\Users\O'Brien\b.exe`}, {"rundll32", "url.dll,FileProtocolHandler"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

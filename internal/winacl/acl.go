@@ -22,6 +22,10 @@ const (
 	Administrators = "S-1-5-32-544"
 )
 
+// creatorOwner stands, in an inheritable entry, for whoever creates the
+// file: the file gets the entry with the creator's SID instead.
+const creatorOwner = "S-1-3-0"
+
 // Access mask bits (winnt.h; for a directory the first ones list it, add
 // files and add subdirectories).
 const (
@@ -55,10 +59,11 @@ type ACE struct {
 	Name string // DOMAIN\account, "" when it could not be looked up
 	// Deny is an access-denied entry: it only takes rights away.
 	Deny bool
-	// InheritOnly entries are passed on to new files in a directory and do
-	// not apply to the directory itself (CREATOR OWNER's, typically).
-	InheritOnly bool
-	Mask        uint32
+	// InheritOnly entries are passed on to what is created in a directory
+	// and do not apply to the directory itself (CREATOR OWNER's,
+	// typically); ObjectInherit ones are passed on to its files.
+	InheritOnly, ObjectInherit bool
+	Mask                       uint32
 }
 
 // Descriptor is the part of a file's security descriptor that says who may
@@ -71,8 +76,13 @@ type Descriptor struct {
 }
 
 // Problem says what lets an account other than user (a SID), SYSTEM and the
-// Administrators use the file with any of rights, as "is owned by …" or
-// "can be read or changed by …" (to follow the file's name); "" when none.
+// Administrators use the file with any of rights, as "is owned by …",
+// "can be read or changed by …" or, for a directory, "lets … read the
+// files created in it" (to follow the file's name); "" when none.
+//
+// A directory's entries that its new files inherit count as the files'
+// own: the store creates its files there without a security descriptor
+// of their own, so they hold a secret before they could be checked.
 func (d *Descriptor) Problem(user string, rights uint32) string {
 	trusted := func(sid string) bool { return sid == user || sid == System || sid == Administrators }
 	if !trusted(d.Owner) {
@@ -82,16 +92,20 @@ func (d *Descriptor) Problem(user string, rights uint32) string {
 		return "has no access control list, so everyone may read and change it"
 	}
 	for _, e := range d.DACL {
-		if e.Deny || e.InheritOnly || trusted(e.SID) || e.Mask&rights == 0 {
+		passed := e.InheritOnly && e.ObjectInherit && e.SID != creatorOwner
+		if e.Deny || (e.InheritOnly && !passed) || trusted(e.SID) || e.Mask&rights == 0 {
 			continue
 		}
-		what := "changed"
+		verb, done := "change", "changed"
 		if e.Mask&WriteRights == 0 {
-			what = "read"
+			verb, done = "read", "read"
 		} else if e.Mask&(PrivateRights&^WriteRights) != 0 {
-			what = "read and changed"
+			verb, done = "read and change", "read and changed"
 		}
-		return fmt.Sprintf("can be %s by %s", what, account(e.Name, e.SID))
+		if passed {
+			return fmt.Sprintf("lets %s %s the files created in it", account(e.Name, e.SID), verb)
+		}
+		return fmt.Sprintf("can be %s by %s", done, account(e.Name, e.SID))
 	}
 	return ""
 }

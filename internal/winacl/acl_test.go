@@ -27,7 +27,16 @@ func TestProblem(t *testing.T) {
 		{"another user has full control", Descriptor{Owner: me, DACL: []ACE{{SID: other, Mask: full}}}, PrivateRights, "can be read and changed by " + other},
 		{"GENERIC_ALL", Descriptor{Owner: me, DACL: []ACE{{SID: other, Mask: genericAll}}}, WriteRights, "can be changed by " + other},
 		{"a deny entry takes nothing", Descriptor{Owner: me, DACL: []ACE{{SID: other, Deny: true, Mask: full}}}, PrivateRights, ""},
-		{"an inherit-only entry (CREATOR OWNER) is not the file's", Descriptor{Owner: me, DACL: []ACE{{SID: "S-1-3-0", InheritOnly: true, Mask: full}}}, PrivateRights, ""},
+		{"an inherit-only entry (CREATOR OWNER) is not the file's", Descriptor{Owner: me, DACL: []ACE{{SID: "S-1-3-0", InheritOnly: true, ObjectInherit: true, Mask: full}}}, PrivateRights, ""},
+		// The files created in a directory take its object-inheritable
+		// entries: the token file would be readable from its first write.
+		{"a directory passing Users read access to its files", Descriptor{Owner: me, DACL: []ACE{{SID: me, Mask: full}, {SID: users, Name: `BUILTIN\Users`, InheritOnly: true, ObjectInherit: true, Mask: read}}}, PrivateRights,
+			`lets BUILTIN\Users (` + users + `) read the files created in it`},
+		{"a directory passing another user write access to its files", Descriptor{Owner: me, DACL: []ACE{{SID: other, InheritOnly: true, ObjectInherit: true, Mask: genericWrite}}}, WriteRights,
+			"lets " + other + " change the files created in it"},
+		{"CREATOR GROUP becomes the new file's group", Descriptor{Owner: me, DACL: []ACE{{SID: "S-1-3-1", InheritOnly: true, ObjectInherit: true, Mask: full}}}, PrivateRights,
+			"lets S-1-3-1 read and change the files created in it"},
+		{"an entry passed to subdirectories only", Descriptor{Owner: me, DACL: []ACE{{SID: users, InheritOnly: true, Mask: full}}}, PrivateRights, ""},
 		{"reading attributes only is no problem", Descriptor{Owner: me, DACL: []ACE{{SID: users, Mask: 0x80 | 0x20000}}}, PrivateRights, ""},
 	}
 	for _, tt := range tests {

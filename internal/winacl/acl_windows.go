@@ -58,8 +58,9 @@ func Read(path string) (*Descriptor, error) {
 			// Any other type in a DACL is taken as one that allows.
 			Deny: ace.Header.AceType == windows.ACCESS_DENIED_ACE_TYPE || ace.Header.AceType == 6 ||
 				ace.Header.AceType == 10 || ace.Header.AceType == 12,
-			InheritOnly: ace.Header.AceFlags&windows.INHERIT_ONLY_ACE != 0,
-			Mask:        uint32(ace.Mask),
+			InheritOnly:   ace.Header.AceFlags&windows.INHERIT_ONLY_ACE != 0,
+			ObjectInherit: ace.Header.AceFlags&windows.OBJECT_INHERIT_ACE != 0,
+			Mask:          uint32(ace.Mask),
 		})
 	}
 	return d, nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -138,5 +139,54 @@ func TestSumsAreSha256sumsFormatSorted(t *testing.T) {
 		"62cb81b5904a262ffaeed02abef36bfc540b09f964b8b0b636662f77ffce6714  b.zip\n"
 	if string(got) != want {
 		t.Errorf("SHA256SUMS:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// cyclonedx-gomod names the main module without a version in a git
+// worktree and with a pseudo-version in a clone: the SBOM of one release
+// is the same from either, naming the release's version throughout.
+func TestPinVersionGivesOneSBOMFromAnyCheckout(t *testing.T) {
+	bom := func(ref string) []byte {
+		return []byte(`{"bomFormat": "CycloneDX", "metadata": {"component": {"bom-ref": "` + ref + `", "name": "github.com/coop-proxy/coop-proxy",
+			"purl": "` + ref + `", "type": "application", "version": "` + strings.TrimPrefix(strings.Split(ref, "?")[0], "pkg:golang/github.com/coop-proxy/coop-proxy@") + `"}},
+			"components": [{"bom-ref": "pkg:golang/go.uber.org/zap@v1.28.0?type=module"}],
+			"dependencies": [{"ref": "` + ref + `", "dependsOn": ["pkg:golang/go.uber.org/zap@v1.28.0?type=module"]},
+				{"ref": "pkg:golang/go.uber.org/zap@v1.28.0?type=module", "dependsOn": ["` + ref + `"]}]}`)
+	}
+	worktree, err := PinVersion(bom("pkg:golang/github.com/coop-proxy/coop-proxy?type=module"), "v1.2.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := PinVersion(bom("pkg:golang/github.com/coop-proxy/coop-proxy@v0.0.0-20261129145229-1b26a6202adf?type=module"), "v1.2.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(worktree, clone) {
+		t.Errorf("the SBOMs differ:\n%s\n%s", worktree, clone)
+	}
+	ref := "pkg:golang/github.com/coop-proxy/coop-proxy@v1.2.0?type=module"
+	if n := strings.Count(string(clone), `"`+ref+`"`); n != 4 || strings.Contains(string(clone), "v0.0.0-") {
+		t.Errorf("%s named %d times, want 4 (bom-ref, purl, two dependencies):\n%s", ref, n, clone)
+	}
+	if _, err := PinVersion([]byte(`{"metadata": {}}`), "v1"); err == nil {
+		t.Error("an SBOM without a main component was accepted")
+	}
+}
+
+// The build's environment wins over this machine's settings that change
+// the binary (exec uses the last value of a variable).
+func TestBuildEnvPinsWhatChangesTheBinary(t *testing.T) {
+	mine := []string{"GOAMD64=v3", "GOARM64=v9.0", "GOEXPERIMENT=jsonv2", "GOFIPS140=latest", "CGO_ENABLED=1", "HOME=/home/brent"}
+	want := map[string]string{"GOAMD64": "v1", "GOARM64": "v8.0", "GOEXPERIMENT": "", "GOFIPS140": "off", "CGO_ENABLED": "0",
+		"GOOS": "darwin", "GOARCH": "arm64", "HOME": "/home/brent"}
+	got := map[string]string{}
+	for _, kv := range BuildEnv(mine, "darwin", "arm64") {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
 	}
 }

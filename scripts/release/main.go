@@ -149,7 +149,7 @@ func build(goos, goarch, version, commit string) ([]byte, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w -X main.buildVersion="+version+" -X main.buildCommit="+commit,
 		"-o", bin, "./cmd/coop-proxy")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=mod")
+	cmd.Env = BuildEnv(os.Environ(), goos, goarch)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("building for %s/%s: %w", goos, goarch, err)
@@ -157,12 +157,23 @@ func build(goos, goarch, version, commit string) ([]byte, error) {
 	return os.ReadFile(bin)
 }
 
+// BuildEnv is environ with every variable that changes the binary set
+// for the target: the CPU levels (GOAMD64, GOARM64) to Go's defaults, no
+// experiments and no FIPS 140 module, whatever this machine's environment
+// or `go env -w` says, so that another machine builds the same bytes.
+// Only the Go toolchain's version must match.
+func BuildEnv(environ []string, goos, goarch string) []string {
+	return append(environ, "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=-mod=mod",
+		"GOAMD64=v1", "GOARM64=v8.0", "GOEXPERIMENT=", "GOFIPS140=off")
+}
+
 // writeSBOM writes the CycloneDX SBOM of the modules the program is built
 // from (not the tests'), without serial number nor timestamp, which would
-// differ at each run. cyclonedx-gomod reads the main module's version from
-// git tags, which it cannot in a git worktree: the release's is set.
+// differ at each run, and with the package URLs short (-short-purls):
+// without the goos and goarch qualifiers of the machine that runs it, which
+// the module list does not depend on (one SBOM is for all the targets).
 func writeSBOM(path, version string) error {
-	cmd := exec.Command("go", "run", cyclonedxGomod, "mod", "-json", "-licenses", "-noserial", "-notimestamp",
+	cmd := exec.Command("go", "run", cyclonedxGomod, "mod", "-json", "-licenses", "-noserial", "-notimestamp", "-short-purls",
 		"-output", path, ".")
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
 	var stderr bytes.Buffer
@@ -174,21 +185,46 @@ func writeSBOM(path, version string) error {
 	if err != nil {
 		return err
 	}
-	var bom map[string]any
-	if err := json.Unmarshal(b, &bom); err != nil {
+	if b, err = PinVersion(b, version); err != nil {
 		return fmt.Errorf("cyclonedx-gomod wrote %s: %w", path, err)
 	}
-	md, _ := bom["metadata"].(map[string]any)
+	return os.WriteFile(path, b, 0o644)
+}
+
+// PinVersion names the main module in the SBOM bom with the release's
+// version: its version, and its reference (bom-ref, purl, and where the
+// dependencies name it). cyclonedx-gomod takes the version from the
+// checkout's git tags, which it cannot read in a git worktree, and gives a
+// pseudo-version in a clone: the same commit would give two SBOMs.
+func PinVersion(bom []byte, version string) ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(bom, &doc); err != nil {
+		return nil, err
+	}
+	md, _ := doc["metadata"].(map[string]any)
 	main, _ := md["component"].(map[string]any)
-	if main == nil {
-		return errors.New("cyclonedx-gomod: no metadata.component in the SBOM")
+	name, _ := main["name"].(string)
+	old, _ := main["bom-ref"].(string)
+	if name == "" || old == "" {
+		return nil, errors.New("no metadata.component with a name and a bom-ref")
 	}
-	main["version"] = version
-	b, err = json.MarshalIndent(bom, "", "  ")
-	if err != nil {
-		return err
+	ref := "pkg:golang/" + name + "@" + version + "?type=module"
+	main["version"], main["bom-ref"], main["purl"] = version, ref, ref
+	deps, _ := doc["dependencies"].([]any)
+	for _, d := range deps {
+		d, _ := d.(map[string]any)
+		if d["ref"] == old {
+			d["ref"] = ref
+		}
+		on, _ := d["dependsOn"].([]any)
+		for i := range on {
+			if on[i] == old {
+				on[i] = ref
+			}
+		}
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	b, err := json.MarshalIndent(doc, "", "  ")
+	return append(b, '\n'), err
 }
 
 // Sums is SHA256SUMS for the files names in dir, in sha256sum's format,
