@@ -48,6 +48,9 @@ type routeStatus struct {
 	// OtherGrants are the keys of the grants the store holds when this
 	// route's is not there (other settings stored them).
 	OtherGrants []string `json:"other_grants,omitempty"`
+	// Error says why the route's store could not be read (one line, no
+	// secret); the fields before it are what is known all the same.
+	Error string `json:"error,omitempty"`
 }
 
 type farmer struct {
@@ -72,26 +75,43 @@ func runStatus(ctx context.Context, inv *invocation) error {
 		routes = []config.Route{s.Route}
 	}
 	out := statusJSON{Format: 1}
+	var failed []error
 	for i := range routes {
 		rs, err := routeState(ctx, s, &routes[i])
 		if err != nil {
-			return s.InRoute(routes[i].Name, err)
+			err = s.InRoute(routes[i].Name, err)
+			if len(routes) == 1 && !inv.json {
+				return err // the one line says it all
+			}
+			rs.Error = err.Error()
+			failed = append(failed, err)
 		}
 		out.Routes = append(out.Routes, rs)
 	}
 	if inv.json {
 		enc := json.NewEncoder(inv.out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	now := time.Now()
-	for i, rs := range out.Routes {
-		if i > 0 {
-			fmt.Fprintln(inv.out)
+		if err := enc.Encode(out); err != nil {
+			return err
 		}
-		printStatus(inv.out, &rs, &routes[i], s.Config != "", now)
+	} else {
+		now := time.Now()
+		for i, rs := range out.Routes {
+			if i > 0 {
+				fmt.Fprintln(inv.out)
+			}
+			printStatus(inv.out, &rs, &routes[i], s.Config != "", now)
+		}
 	}
-	return nil
+	// A route that could not be read does not hide the others, and still
+	// ends status with an error (exit 1).
+	switch len(failed) {
+	case 0:
+		return nil
+	case 1:
+		return failed[0]
+	}
+	return fmt.Errorf("the stores of %d routes could not be read (see each route's error)", len(failed))
 }
 
 // routeState reads the route's grant from its store.
@@ -99,12 +119,13 @@ func routeState(ctx context.Context, s *config.Settings, r *config.Route) (route
 	log, flush := quietLogger()
 	defer flush()
 	key := server.StoreKey(r)
+	rs := routeStatus{Route: r.Name, Grant: string(r.Grant), ClientID: r.ClientID, Issuer: r.Issuer}
 	st, err := server.OpenBackend(ctx, s, key, log, nil)
 	if err != nil {
-		return routeStatus{}, err
+		return rs, err
 	}
 	defer st.Close()
-	rs := routeStatus{Route: r.Name, Store: server.StoreName(st), Grant: string(r.Grant), ClientID: r.ClientID, Issuer: r.Issuer}
+	rs.Store = server.StoreName(st)
 	ectx, cancel := context.WithTimeout(ctx, 5*time.Second) // an issuer's metadata; status is a quick look
 	if ep, err := server.Endpoints(ectx, r); err != nil {
 		rs.TokenURLError = err.Error()
@@ -167,11 +188,17 @@ func printStatus(w io.Writer, rs *routeStatus, r *config.Route, withRoute bool, 
 	if withRoute {
 		p("route", rs.Route)
 	}
-	p("store", rs.Backend)
+	if rs.Backend != "" {
+		p("store", rs.Backend)
+	}
 	p("grant", rs.Grant)
 	p("client id", rs.ClientID)
 	if rs.Issuer != "" {
 		p("issuer", rs.Issuer)
+	}
+	if rs.Error != "" {
+		p("error", rs.Error)
+		return
 	}
 	if rs.TokenURLError != "" {
 		p("token url", "unknown ("+rs.TokenURLError+")")

@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coop-proxy/coop-proxy/internal/config"
+	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
 func TestInWords(t *testing.T) {
@@ -106,5 +110,57 @@ func TestStatusJSONShape(t *testing.T) {
 		!regexp.MustCompile(`(?m)^access token:   sha256:\S+, expires in (23 hours 59 minutes|24 hours) \(`).MatchString(stdout.String()) ||
 		!regexp.MustCompile(`(?m)^last written:   \d+ seconds? ago \(`).MatchString(stdout.String()) {
 		t.Fatalf("status --route eggs: exit %d\n%s", code, stdout.String())
+	}
+}
+
+// A route whose store cannot be read does not hide the others: each route
+// is shown, the failing one with its error (in --json, an "error" field),
+// and status exits 1 with one line on stderr.
+func TestStatusShowsEveryRouteWhenOneStoreCannotBeRead(t *testing.T) {
+	f := newFarm(t)
+	env := f.routesFile(t, "")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"token", "--route", "eggs"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("token: exit %d: %s", code, stderr.String())
+	}
+	full := map[string]string{}
+	for k, v := range env {
+		full[config.EnvPrefix+k] = v
+	}
+	cfg, err := config.Load("test", []string{"--route", "farmer"}, full, config.Needs{Client: true, Store: true, OneRoute: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another user could have written the farmer's store: refused.
+	unsafe := server.StorePath(cfg, server.StoreKey(&cfg.Route))
+	if err := os.WriteFile(unsafe, []byte(`{"version":1,"grants":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(unsafe, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status", "--json"}, {"status"}} {
+		stdout.Reset()
+		stderr.Reset()
+		code := run(args, &stdout, &stderr)
+		if code != 1 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "route farmer") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr.String())
+		}
+		out := stdout.String()
+		if len(args) == 2 {
+			var doc statusJSON
+			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+			if len(doc.Routes) != 2 || doc.Routes[0].Error != "" || doc.Routes[0].AccessToken == nil ||
+				doc.Routes[1].Route != "farmer" || !strings.Contains(doc.Routes[1].Error, unsafe) {
+				t.Errorf("%v: want eggs' grant and farmer's error naming %s:\n%s", args, unsafe, out)
+			}
+			continue
+		}
+		if !strings.Contains(out, "route:          eggs\n") || !strings.Contains(out, "access token:   sha256:") ||
+			!strings.Contains(out, "route:          farmer\n") || !strings.Contains(out, "error:          ") {
+			t.Errorf("%v: want both routes, farmer's with its error:\n%s", args, out)
+		}
 	}
 }
