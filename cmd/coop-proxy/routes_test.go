@@ -33,6 +33,20 @@ func (f *farm) routesFile(t *testing.T, extra string) map[string]string {
 	return env
 }
 
+// farmerRoute loads the settings of routesFile's farmer route.
+func farmerRoute(t *testing.T, env map[string]string) *config.Settings {
+	t.Helper()
+	full := map[string]string{}
+	for k, v := range env {
+		full[config.EnvPrefix+k] = v
+	}
+	cfg, err := config.Load("test", []string{"--route", "farmer"}, full, config.Needs{Client: true, Store: true, OneRoute: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func TestCommandsTakeARouteOfTheFile(t *testing.T) {
 	f := newFarm(t)
 	env := f.routesFile(t, "")
@@ -62,14 +76,7 @@ func TestCommandsTakeARouteOfTheFile(t *testing.T) {
 	}
 
 	// login --route farmer stores Brent's grant where the farmer route's status finds it.
-	full := map[string]string{}
-	for k, v := range env {
-		full[config.EnvPrefix+k] = v
-	}
-	cfg, err := config.Load("test", []string{"--route", "farmer"}, full, config.Needs{Client: true, Store: true, OneRoute: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := farmerRoute(t, env)
 	if out, err := f.login(t, cfg, true); err != nil {
 		t.Fatalf("login --route farmer: %v\n%s", err, out)
 	}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coop-proxy/coop-proxy/internal/config"
 	"github.com/coop-proxy/coop-proxy/internal/server"
 )
 
@@ -123,14 +122,7 @@ func TestStatusShowsEveryRouteWhenOneStoreCannotBeRead(t *testing.T) {
 	if code := run([]string{"token", "--route", "eggs"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("token: exit %d: %s", code, stderr.String())
 	}
-	full := map[string]string{}
-	for k, v := range env {
-		full[config.EnvPrefix+k] = v
-	}
-	cfg, err := config.Load("test", []string{"--route", "farmer"}, full, config.Needs{Client: true, Store: true, OneRoute: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := farmerRoute(t, env)
 	// Another user could have written the farmer's store: refused.
 	unsafe := server.StorePath(cfg, server.StoreKey(&cfg.Route))
 	if err := os.WriteFile(unsafe, []byte(`{"version":1,"grants":{}}`), 0o600); err != nil {
