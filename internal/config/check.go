@@ -326,6 +326,9 @@ func (s *Settings) checkRedisStore(p *Problems) {
 	if (s.StoreCertFile == "") != (s.StoreCertKeyFile == "") {
 		p.Add(problem("StoreCertFile", "set both %sSTORE_CERT_FILE and %sSTORE_CERT_KEY_FILE, or neither", EnvPrefix, EnvPrefix))
 	}
+	if s.StoreLockGrace < 0 {
+		p.Add(problem("StoreLockGrace", "must be 0 (as long as %sSTORE_LOCK_TTL) or more", EnvPrefix))
+	}
 	if s.StoreWaitReplicas < 0 {
 		p.Add(problem("StoreWaitReplicas", "must be 0 or more"))
 	}

@@ -56,6 +56,7 @@ type Settings struct {
 	StoreCertFile     string        `env:"STORE_CERT_FILE" flag:"store-cert-file" help:"Redis store, rediss://: file of the client certificate (PEM) presented to Redis"`
 	StoreCertKeyFile  string        `env:"STORE_CERT_KEY_FILE" flag:"store-cert-key-file" help:"Redis store, rediss://: file of the client certificate's private key (PEM)"`
 	StoreLockTTL      time.Duration `env:"STORE_LOCK_TTL" envDefault:"45s" flag:"store-lock-ttl" help:"Redis store: how long a grant's lock lasts when its holder dies; more than TOKEN_TIMEOUT"`
+	StoreLockGrace    time.Duration `env:"STORE_LOCK_GRACE" envDefault:"0s" flag:"store-lock-grace" help:"Redis store: how long the next holder of a grant's lock waits for a holder that never finished (it died, or it or Redis paused) to write its tokens, before it refreshes itself; 0: as long as STORE_LOCK_TTL"`
 	StoreWaitReplicas int           `env:"STORE_WAIT_REPLICAS" envDefault:"0" flag:"store-wait-replicas" help:"Redis store: Redis replicas a write must reach (WAIT) before new tokens are used; 0: the primary alone"`
 	StoreWaitTimeout  time.Duration `env:"STORE_WAIT_TIMEOUT" envDefault:"1s" flag:"store-wait-timeout" help:"Redis store: how long a write waits for STORE_WAIT_REPLICAS"`
 	Replica           string        `env:"REPLICA" flag:"replica" help:"Redis store: this replica's name in the grant's lock and in status (default: hostname-pid)"`

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A Redis store: its password from a file only, sealed grants unless
@@ -35,11 +36,14 @@ func TestRedisStoreSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.StorePassword.Reveal() != "s3cret-pw" || !strings.HasPrefix(s.StoreKeys.Reveal(), "AAAA") || s.StoreLockTTL.String() != "45s" ||
-		s.StoreWaitTimeout.String() != "1s" || s.Route.TokenTimeout.String() != "30s" || s.Replica == "" {
+		s.StoreWaitTimeout.String() != "1s" || s.Route.TokenTimeout.String() != "30s" || s.Replica == "" || s.StoreLockGrace != 0 {
 		t.Fatalf("settings read: %+v", s)
 	}
 	if _, err := load(t, nil, with("STORE_PLAINTEXT", "true"), Everything); err != nil {
 		t.Fatalf("plaintext asked for: %v", err)
+	}
+	if s, err := load(t, nil, with("STORE_PLAINTEXT", "true", "STORE_LOCK_GRACE", "5s"), Everything); err != nil || s.StoreLockGrace != 5*time.Second {
+		t.Fatalf("STORE_LOCK_GRACE=5s: %v, %v", s, err)
 	}
 	for _, tc := range []struct {
 		env  []string
@@ -51,6 +55,7 @@ func TestRedisStoreSettings(t *testing.T) {
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_PASSWORD_FILE", filepath.Join(dir, "missing")}, "COOP_PROXY_STORE_PASSWORD_FILE (--store-password-file): cannot read the secret file"},
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_LOCK_TTL", "30s"}, "COOP_PROXY_STORE_LOCK_TTL (--store-lock-ttl): 30s is not more than COOP_PROXY_TOKEN_TIMEOUT (30s)"},
 		{[]string{"STORE_PLAINTEXT", "true", "STORE_KEY_FILE", keyFile}, "not both"},
+		{[]string{"STORE_PLAINTEXT", "true", "STORE_LOCK_GRACE", "-1s"}, "COOP_PROXY_STORE_LOCK_GRACE (--store-lock-grace): must be 0 (as long as COOP_PROXY_STORE_LOCK_TTL) or more"},
 		{[]string{"STORE", "redis://127.0.0.1:26379/0?master_name=m&sentinel_password=hunter2", "STORE_PLAINTEXT", "true"}, "put it in a file"},
 		{[]string{"STORE_KEY_FILE", pwFile}, "COOP_PROXY_STORE_KEY_FILE (--store-key-file): " + pwFile + ": "},
 	} {

@@ -36,7 +36,7 @@ func OpenBackend(ctx context.Context, s *config.Settings, k tokenstore.Key, log 
 		URL: s.Store, Password: s.StorePassword.Reveal(),
 		CAFile: s.StoreCAFile, CertFile: s.StoreCertFile, KeyFile: s.StoreCertKeyFile,
 		SealKeys: keys, Plaintext: s.StorePlaintext,
-		LockTTL: s.StoreLockTTL, WaitReplicas: s.StoreWaitReplicas, WaitTimeout: s.StoreWaitTimeout,
+		LockTTL: s.StoreLockTTL, Grace: s.StoreLockGrace, WaitReplicas: s.StoreWaitReplicas, WaitTimeout: s.StoreWaitTimeout,
 		Replica: s.Replica, Log: log.Named("store"), Observer: obs,
 	})
 }
