@@ -44,14 +44,7 @@ func (f *farm) login(t *testing.T, cfg *config.Settings, approve bool) (string, 
 		pw.Close()
 		done <- err
 	}()
-	lines := make(chan string, 100) // read on, so that login never blocks writing
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := readLines(pr) // read on, so that login never blocks writing
 	browser := coop.NewBrowser(f.url, f.brent.Email, "brent-password")
 	for line := range lines {
 		out.WriteString(line + "\n")
@@ -423,4 +416,19 @@ func (c *child) stop(t *testing.T) {
 	if s := secretsRE.FindString(c.stderr.String()); s != "" {
 		t.Errorf("child log holds a secret or token")
 	}
+}
+
+// readLines sends r's lines on the channel it returns, reading ahead of
+// the receiver (up to 100 lines held) so that the writer does not block;
+// the channel is closed at r's end.
+func readLines(r io.Reader) <-chan string {
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
 }

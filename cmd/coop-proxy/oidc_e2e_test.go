@@ -8,7 +8,6 @@ package main
 // itself with go-jose against the provider's published keys.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -413,14 +412,7 @@ func (r *oidcRig) login(t *testing.T, args ...string) (int, string) {
 		pw.Close()
 		done <- code
 	}()
-	lines := make(chan string, 100) // read on, so that login never blocks writing
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := readLines(pr) // read on, so that login never blocks writing
 	var out strings.Builder
 	for line := range lines {
 		out.WriteString(line + "\n")
