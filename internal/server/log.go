@@ -48,7 +48,7 @@ func NewLogger(w io.Writer, format config.LogFormat, level config.LogLevel) Logg
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
-	out := zapcore.Lock(zapcore.AddSync(w))
+	out := zapcore.Lock(flushOnly{w})
 	ws := &zapcore.BufferedWriteSyncer{WS: out, Size: 32 << 10, FlushInterval: time.Second}
 	core := syncOnError{zapcore.NewCore(enc, ws, lvl), ws}
 	return Logging{
@@ -90,6 +90,16 @@ type cachedSecond struct {
 }
 
 var timeCache atomic.Pointer[cachedSecond]
+
+// flushOnly is the log's output: its Sync does nothing, so that flushing
+// the buffer (every second, and after an error line) writes the lines to
+// the file descriptor and no more. Written there, they outlive a crash or a
+// kill of the process. *os.File's own Sync is fsync(2), which a log on a
+// disk would do every second while the buffer's lock is held, and every
+// request's line waits for that lock.
+type flushOnly struct{ io.Writer }
+
+func (flushOnly) Sync() error { return nil }
 
 // syncOnError flushes the buffer after writing a line at error level or above.
 type syncOnError struct {

@@ -128,3 +128,33 @@ func TestLinesWrittenTogetherStayWhole(t *testing.T) {
 		t.Fatalf("lines: %v", counts)
 	}
 }
+
+// syncCounter is an output with a Sync of its own, as *os.File has
+// (fsync(2)): it counts the calls.
+type syncCounter struct {
+	bytes.Buffer
+	syncs int
+}
+
+func (s *syncCounter) Sync() error { s.syncs++; return nil }
+
+// An error line, and the flush of the buffer, write the lines to the output
+// and never call its Sync: on a file that is fsync(2), which would hold the
+// log's lock, and every request's line, for as long as the disk takes.
+func TestFlushingTheLogDoesNotSyncItsOutput(t *testing.T) {
+	var out syncCounter
+	lg := NewLogger(&out, "json", config.LogLevel{Level: zapcore.InfoLevel})
+	lg.Requests.Request(&proxy.RequestLine{End: time.Now(), Method: "GET", Path: "/api/me", Status: 200})
+	lg.Log.Error("boom")
+	if got := strings.Count(out.String(), "\n"); got != 2 {
+		t.Fatalf("after an error line, %d lines are written, want 2: %q", got, out.String())
+	}
+	lg.Log.Info("tick")
+	lg.Flush()
+	if !strings.Contains(out.String(), `"msg":"tick"`) {
+		t.Fatalf("the flush did not write the buffered line: %q", out.String())
+	}
+	if out.syncs != 0 {
+		t.Fatalf("the output's Sync was called %d times, want 0", out.syncs)
+	}
+}
