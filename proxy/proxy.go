@@ -208,7 +208,7 @@ func (h *Handler) inboundOK(r *http.Request) bool {
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// A caller's DPoP proof is not for coop-proxy's token (RFC 9449 §7.1),
 	// and COOP would read it with ours. With a DPoP-bound token, bearer
-	// adds a proof of its own (see withProofFor).
+	// adds a proof of its own (see proving).
 	delete(pr.Out.Header, "Dpop")
 	// No protocol switch (h2c, websocket): COOP serves none, and a 101 would
 	// make the connection a raw tunnel to COOP, where the caller's bytes
@@ -288,9 +288,6 @@ func (h *Handler) forward(rec *recorder, r *http.Request) {
 		h.errorHandler(rec, r, err)
 		return
 	}
-	if tok.DPoP() != nil {
-		r = withProofFor(r, tok)
-	}
 	h.proxyFor(tok).ServeHTTP(rec, r)
 }
 
@@ -311,6 +308,8 @@ type tokenProxy struct {
 // hop-by-hop fields, a dozen map deletions that then find a field to hash
 // each time. (Header names are canonical here, so the map is used directly;
 // requests share the value: nothing changes a header value slice once set.)
+// A DPoP-bound token's requests go through proving, which adds a proof to
+// each: known by its ReverseProxy, the token is not looked up per request.
 func (h *Handler) proxyFor(tok *tokensource.Token) *httputil.ReverseProxy {
 	if tp := h.byToken.Load(); tp != nil && tp.tok == tok {
 		return tp.rp
@@ -320,6 +319,9 @@ func (h *Handler) proxyFor(tok *tokensource.Token) *httputil.ReverseProxy {
 	rp.Rewrite = func(pr *httputil.ProxyRequest) {
 		h.rewrite(pr)
 		pr.Out.Header["Authorization"] = value
+	}
+	if tok.DPoP() != nil {
+		rp.Transport = proving{h.bearer, tok}
 	}
 	h.byToken.Store(&tokenProxy{tok, &rp})
 	return &rp

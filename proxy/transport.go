@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -26,12 +25,28 @@ type bearer struct {
 	nonces  dpop.Nonces // COOP's DPoP nonces (RFC 9449 §9)
 }
 
-// RoundTrip sends the request, with a DPoP proof when its token is bound to
-// a key (see withProof). On 401 invalid_token it drops the token and fails
-// with errTokenRejected; on a 401 asking for a DPoP nonce, it keeps the
-// nonce and fails with errNonceRequired.
+// RoundTrip sends a request whose token is a bearer token (see roundTrip).
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok := proofFor(req.Context())
+	return b.roundTrip(req, nil)
+}
+
+// proving is the RoundTripper of the requests a DPoP-bound token sends:
+// bearer's, with a proof of the token's key added to each (see withProof).
+// Handler.proxyFor gives such a token's ReverseProxy one.
+type proving struct {
+	*bearer
+	tok *tokensource.Token
+}
+
+func (p proving) RoundTrip(req *http.Request) (*http.Response, error) {
+	return p.roundTrip(req, p.tok)
+}
+
+// roundTrip sends the request, with a DPoP proof of tok's key when tok is
+// not nil (a DPoP-bound token). On 401 invalid_token it drops the token and
+// fails with errTokenRejected; on a 401 asking for a DPoP nonce, it keeps
+// the nonce and fails with errNonceRequired.
+func (b *bearer) roundTrip(req *http.Request, tok *tokensource.Token) (*http.Response, error) {
 	if tok != nil {
 		var err error
 		if req, err = b.withProof(req, tok); err != nil {
@@ -97,22 +112,6 @@ func tokenRejected(resp *http.Response) bool {
 	}
 	challenges := resp.Header.Values("WWW-Authenticate")
 	return wwwauth.BearerError(challenges) == "invalid_token" || wwwauth.SchemeError(challenges, "dpop") == "invalid_token"
-}
-
-// proofToken is the context key of the DPoP-bound token a forwarded
-// request carries (see Handler.forward).
-type proofToken struct{}
-
-// withProofFor returns r with a context telling bearer to add a proof of
-// tok's key: the proof names the URL the request is sent to, known only
-// once ReverseProxy has rewritten it.
-func withProofFor(r *http.Request, tok *tokensource.Token) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), proofToken{}, tok))
-}
-
-func proofFor(ctx context.Context) *tokensource.Token {
-	tok, _ := ctx.Value(proofToken{}).(*tokensource.Token)
-	return tok
 }
 
 // withProof returns a copy of req with a DPoP header (RFC 9449 §7.1): a
