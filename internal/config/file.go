@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
@@ -242,7 +243,9 @@ func readRoute(i int, m map[string]yaml.Node, need Needs) (Route, Problems) {
 
 // envName is a setting as the environment's problems name it: with or
 // without the prefix, with or without its flag.
-var envName = func() *regexp.Regexp {
+// It is compiled on first use: serve has no use for it, and what a
+// package's initialization leaves on the heap, every collection scans.
+var envName = sync.OnceValue(func() *regexp.Regexp {
 	var names []string
 	for _, f := range Fields() {
 		names = append(names, strings.TrimPrefix(f.Env, EnvPrefix))
@@ -250,14 +253,15 @@ var envName = func() *regexp.Regexp {
 	// The longest first: CLIENT_SECRET_FILE, not CLIENT_SECRET and "_FILE".
 	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
 	return regexp.MustCompile(`\b(?:` + EnvPrefix + `)?(` + strings.Join(names, "|") + `)\b( \(--[a-z0-9-]+\))?`)
-}()
+})
 
 // inFileTerms names the settings a problem's message mentions as the
 // configuration file does ("set client_key_file", not "set
 // COOP_PROXY_CLIENT_KEY_FILE (--client-key-file)").
 func inFileTerms(msg string) string {
-	return envName.ReplaceAllStringFunc(msg, func(m string) string {
-		return strings.ToLower(envName.FindStringSubmatch(m)[1])
+	re := envName()
+	return re.ReplaceAllStringFunc(msg, func(m string) string {
+		return strings.ToLower(re.FindStringSubmatch(m)[1])
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Browser plays a farmer's browser against COOP's pages, for tests and
@@ -33,10 +34,15 @@ func NewBrowser(coopURL, email, password string) *Browser {
 	}
 }
 
+// The page patterns, compiled on first use: the package is in every
+// coop-proxy process, and what initialization leaves on the heap, every
+// collection scans.
 var (
-	returnToField = regexp.MustCompile(`name="return_to" value="([^"]*)"`)
-	approveLink   = regexp.MustCompile(`<a href="([^"]*)">Yes, I Authorize This Request</a>`)
-	denyLink      = regexp.MustCompile(`<a href="([^"]*)">get me out of here!</a>`)
+	returnToField = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`name="return_to" value="([^"]*)"`) })
+	approveLink   = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`<a href="([^"]*)">Yes, I Authorize This Request</a>`)
+	})
+	denyLink = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`<a href="([^"]*)">get me out of here!</a>`) })
 )
 
 // Decide opens the authorization URL, logs in on COOP's login page when it
@@ -51,7 +57,7 @@ func (b *Browser) Decide(authURL string, approve bool) (string, error) {
 	if status == http.StatusFound {
 		return b.location, nil
 	}
-	if m := returnToField.FindStringSubmatch(page); m != nil {
+	if m := returnToField().FindStringSubmatch(page); m != nil {
 		resp, err := b.Client.PostForm(b.coop+"/login", url.Values{
 			"email": {b.email}, "password": {b.password}, "return_to": {html.UnescapeString(m[1])},
 		})
@@ -70,9 +76,9 @@ func (b *Browser) Decide(authURL string, approve bool) (string, error) {
 			return b.location, nil
 		}
 	}
-	link := denyLink
+	link := denyLink()
 	if approve {
-		link = approveLink
+		link = approveLink()
 	}
 	m := link.FindStringSubmatch(page)
 	if status != http.StatusOK || m == nil {

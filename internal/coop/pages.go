@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"html/template"
 	"net/http"
+	"sync"
 )
 
 // pages are COOP's HTML pages. html/template escapes everything they show.
-var pages = template.Must(template.New("pages").Parse(`
+// They are parsed on first use: the package is in every coop-proxy process,
+// and what initialization leaves on the heap, every collection scans.
+var pages = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("pages").Parse(`
 {{define "head"}}<!DOCTYPE html>
 <html lang="en"><head><meta charset="UTF-8">{{end}}
 
@@ -60,11 +64,12 @@ var pages = template.Must(template.New("pages").Parse(`
 </body></html>
 {{end}}
 `))
+})
 
 // render answers the page name with data.
 func render(w http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
-	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
+	if err := pages().ExecuteTemplate(&buf, name, data); err != nil {
 		panic(err) // the templates and their data are the package's own
 	}
 	w.Header().Set("Content-Type", "text/html; charset=UTF-8")

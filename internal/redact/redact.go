@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Fingerprint returns a short, non-reversible identifier of a secret: the
@@ -59,12 +60,14 @@ const maxText = 120
 // tokenLike matches what could be a credential: a run of 16 or more of the
 // characters tokens, secrets and their base64 and form encodings are made
 // of (hex, base64, base64url, percent-encoding).
-var tokenLike = regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`)
+// It and word are compiled on first use, on an error's way out: what a
+// package's initialization leaves on the heap, every collection scans.
+var tokenLike = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[A-Za-z0-9_~+/=%-]{16,}`) })
 
 // word is a name as OAuth and OpenID write theirs, lowercase letters in
 // parts of at most 15 joined by "_" or "-" (client_secret_basic,
 // authorization_pending, client-assertion-type, x-www-form-urlencoded).
-var word = regexp.MustCompile(`^[a-z]{1,15}([_-][a-z]{1,15})*$`)
+var word = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z]{1,15}([_-][a-z]{1,15})*$`) })
 
 // wordy reports whether a token-like run is made of words, such as
 // "client_secret_basic" or "grant_type=client_credentials", and not a
@@ -77,7 +80,7 @@ var word = regexp.MustCompile(`^[a-z]{1,15}([_-][a-z]{1,15})*$`)
 func wordy(run string) bool {
 	parts := strings.FieldsFunc(run, func(r rune) bool { return r == '=' || r == '/' || r == '+' })
 	for _, part := range parts {
-		if !word.MatchString(part) {
+		if !word().MatchString(part) {
 			return false
 		}
 	}
@@ -97,7 +100,7 @@ func Text(text string, secrets ...string) string {
 			text = strings.ReplaceAll(text, url.QueryEscape(s), redacted)
 		}
 	}
-	text = tokenLike.ReplaceAllStringFunc(text, func(run string) string {
+	text = tokenLike().ReplaceAllStringFunc(text, func(run string) string {
 		if wordy(run) {
 			return run
 		}
