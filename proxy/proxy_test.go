@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +169,40 @@ func TestForwardReplacesTheCallersCredentials(t *testing.T) {
 	for what, c := range checks {
 		if c[0] != c[1] {
 			t.Errorf("%s = %q, want %q", what, c[0], c[1])
+		}
+	}
+}
+
+// The X-Forwarded fields are those httputil's SetXForwarded sets, for every
+// caller address, Host and scheme, also when they change from one request
+// to the next (forwarded keeps the last ones' values).
+func TestForwardedIsSetXForwarded(t *testing.T) {
+	var f forwarded
+	cases := []struct {
+		remote, host string
+		tls          bool
+	}{
+		{"127.0.0.1:40000", "127.0.0.1:8080", false},
+		{"127.0.0.1:40001", "127.0.0.1:8080", false},
+		{"127.0.0.1:40002", "localhost:8080", false},
+		{"[::1]:40003", "localhost:8080", true},
+		{"@", "localhost", false}, // a Unix socket's caller: no address
+		{"127.0.0.1:40004", "127.0.0.1:8080", false},
+	}
+	for _, c := range cases {
+		in := httptest.NewRequest("GET", "http://"+c.host+"/api/me", nil)
+		in.RemoteAddr = c.remote
+		if c.tls {
+			in.TLS = &tls.ConnectionState{}
+		}
+		ours := &httputil.ProxyRequest{In: in, Out: in.Clone(context.Background())}
+		std := &httputil.ProxyRequest{In: in, Out: in.Clone(context.Background())}
+		f.set(ours)
+		std.SetXForwarded()
+		for _, name := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if got, want := ours.Out.Header[name], std.Out.Header[name]; !slices.Equal(got, want) {
+				t.Errorf("%s from %s to %s: %s = %q, SetXForwarded sets %q", c.remote, c.host, map[bool]string{true: "https", false: "http"}[c.tls], name, got, want)
+			}
 		}
 	}
 }
