@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -53,7 +54,10 @@ func describeType(m fs.FileMode) string {
 }
 
 // limitListener accepts at most n connections at once; Accept waits for one
-// to close (the kernel's backlog holds the callers meanwhile).
+// to close (the kernel's backlog holds the callers meanwhile). It hands out
+// the connections as accepted, not wrapped: the server's ConnState hook
+// (release) gives a slot back when one closes, so that the reads, writes and
+// deadlines of every request go to the connection directly.
 type limitListener struct {
 	net.Listener
 	sem  chan struct{}
@@ -76,22 +80,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	return c, nil
+}
+
+// release is the http.Server's ConnState: a connection that closed, or that
+// a handler took over, frees its slot. net/http reports every connection it
+// accepted as one or the other, once, when it is done with it.
+func (l *limitListener) release(_ net.Conn, s http.ConnState) {
+	if s == http.StateClosed || s == http.StateHijacked {
+		<-l.sem
+	}
 }
 
 func (l *limitListener) Close() error {
 	l.once.Do(func() { close(l.done) })
 	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }

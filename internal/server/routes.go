@@ -324,11 +324,12 @@ func (srv *Server) openFront(first *config.Route, peers []config.Route, rs *runS
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
-	f := &front{listen: addr, ln: newLimitListener(ln, s.MaxConns), timeout: timeout}
+	limited := newLimitListener(ln, s.MaxConns)
+	f := &front{listen: addr, ln: limited, timeout: timeout}
 	f.routes.Store(&[]*route{})
 	f.hs = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: timeout, WriteTimeout: timeout + answerGrace, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http"))}
+		MaxHeaderBytes: 2 * s.MaxHeaderBytes, ErrorLog: zap.NewStdLog(srv.log.Named("http")), ConnState: limited.release}
 	go func() { rs.serveError(f.hs.Serve(f.ln)) }()
 	return f, nil
 }

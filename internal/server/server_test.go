@@ -324,6 +324,27 @@ func TestConnectionsBeyondMaxConnsWait(t *testing.T) {
 	held[1].Close()
 }
 
+// A connection gives its slot back however it ends: closed by the caller
+// after its request, or by the server (Connection: close), one after the
+// other well beyond MAX_CONNS.
+func TestConnectionsGiveTheirSlotBack(t *testing.T) {
+	f := newFarm(t)
+	r := start(t, f.settings(t, "MAX_CONNS", "2"), Options{})
+	for i := range 6 {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: i%2 == 0}}
+		resp, err := c.Post(r.proxy+"/api/1/eggs-count", "", nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.CloseIdleConnections()
+		if resp.StatusCode != 200 {
+			t.Fatalf("connection %d: %d", i+1, resp.StatusCode)
+		}
+	}
+}
+
 // Defect 11: only a stale socket is ever removed.
 func TestUnixListenRemovesNothingButAStaleSocket(t *testing.T) {
 	dir := t.TempDir()
