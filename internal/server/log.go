@@ -69,12 +69,9 @@ func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 // appendTime appends encodeTime's text of t to b, formatting the part up
 // to the second once a second: it is on every request's log line.
 func appendTime(b []byte, t time.Time) []byte {
-	sec := t.Unix()
-	_, offset := t.Zone()
 	c := timeCache.Load()
-	if c == nil || c.sec != sec || c.offset != offset {
-		c = &cachedSecond{sec: sec, offset: offset, prefix: t.Format("2006-01-02T15:04:05."), zone: t.Format("Z0700")}
-		timeCache.Store(c)
+	if c == nil || c.sec != t.Unix() || c.loc != t.Location() {
+		c = cacheSecond(t)
 	}
 	b = append(b, c.prefix...)
 	ms := t.Nanosecond() / int(time.Millisecond)
@@ -82,11 +79,19 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(b, c.zone...)
 }
 
-// cachedSecond is appendTime's formatting of one second.
+// cachedSecond is appendTime's formatting of one second in one location
+// (one zone offset: a zone changes its offset on a second's boundary).
 type cachedSecond struct {
 	sec          int64
-	offset       int
+	loc          *time.Location
 	prefix, zone string
+}
+
+// cacheSecond formats t's second for appendTime, once a second.
+func cacheSecond(t time.Time) *cachedSecond {
+	c := &cachedSecond{sec: t.Unix(), loc: t.Location(), prefix: t.Format("2006-01-02T15:04:05."), zone: t.Format("Z0700")}
+	timeCache.Store(c)
+	return c
 }
 
 var timeCache atomic.Pointer[cachedSecond]
