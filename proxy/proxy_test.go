@@ -207,6 +207,45 @@ func TestForwardedIsSetXForwarded(t *testing.T) {
 	}
 }
 
+// Callers at once, from several addresses, with several Hosts and their own
+// X-Forwarded fields: each request reaches COOP with its own caller's
+// values, never another's (forwarded shares the value slices, and
+// -race watches them).
+func TestForwardedValuesAreEachCallersOwnAtOnce(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		fmt.Fprintf(w, "%q %q %q", r.Header.Values("X-Forwarded-For"), r.Header.Values("X-Forwarded-Host"), r.Header.Values("X-Forwarded-Proto"))
+	})
+	h := f.proxy.Config.Handler
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			remote := []string{"127.0.0.1:1000", "[::1]:2000", "@", "127.0.0.2:3000"}[i%4]
+			for j := range 100 {
+				host := []string{"127.0.0.1:8080", "localhost:8080", "localhost", "[::1]:8080"}[(i+j)%4]
+				r := httptest.NewRequest("GET", "/api/me", nil)
+				r.Host, r.RemoteAddr = host, remote
+				if j%3 == 0 {
+					r.TLS = &tls.ConnectionState{}
+				}
+				r.Header["X-Forwarded-For"] = []string{"6.6.6.6"}
+				r.Header["X-Forwarded-Host"] = []string{"attacker.example"}
+				r.Header["X-Forwarded-Proto"] = []string{"gopher"}
+				std := &httputil.ProxyRequest{In: r, Out: r.Clone(context.Background())}
+				clear(std.Out.Header)
+				std.SetXForwarded()
+				want := fmt.Sprintf("%q %q %q", std.Out.Header.Values("X-Forwarded-For"), std.Out.Header.Values("X-Forwarded-Host"), std.Out.Header.Values("X-Forwarded-Proto"))
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if got := w.Body.String(); w.Code != 200 || got != want {
+					t.Errorf("from %s to %s: %d %s, want %s", remote, host, w.Code, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 func TestRefusals(t *testing.T) {
 	f := newFixture(t, nil)
 	proxyHost := strings.TrimPrefix(f.proxy.URL, "http://")

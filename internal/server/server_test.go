@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,6 +344,109 @@ func TestConnectionsGiveTheirSlotBack(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("connection %d: %d", i+1, resp.StatusCode)
 		}
+	}
+}
+
+// A connection gives its slot back once however it ends, also when the
+// caller, COOP or net/http ends it: after each such end, MAX_CONNS
+// connections are served at once, and not one more.
+func TestEveryWayAConnectionEndsGivesItsSlotBackOnce(t *testing.T) {
+	f := newFarm(t)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/dies-mid-body": // ReverseProxy panics with http.ErrAbortHandler
+			w.Header().Set("Content-Length", "1000")
+			_, _ = io.WriteString(w, "the first bytes")
+			w.(http.Flusher).Flush()
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+		case "/switches": // a 101 the proxy refuses (502), never a tunnel
+			if c, brw, err := http.NewResponseController(w).Hijack(); err == nil {
+				_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				_ = brw.Flush()
+				c.Close()
+			}
+		case "/slow": // until the caller has gone
+			<-r.Context().Done()
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	r := start(t, f.settings(t, "TOKEN_URL", f.url+"/token", "UPSTREAM", upstream.URL, "MAX_CONNS", "2",
+		"REQUEST_TIMEOUT", "1s", "MAX_HEADER_BYTES", "1024"), Options{})
+	addr := strings.TrimPrefix(r.proxy, "http://")
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c
+	}
+	const host = "Host: 127.0.0.1\r\n"
+	ends := []struct{ name, send, want string }{
+		{"Connection: close", "GET /x HTTP/1.1\r\n" + host + "Connection: close\r\n\r\n", "HTTP/1.1 200"},
+		{"header over net/http's limit", "GET /x HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 10000) + "\r\n\r\n", "HTTP/1.1 431"},
+		{"malformed request line", "NOT HTTP\r\n\r\n", "HTTP/1.1 400"},
+		{"body cut off by the read deadline", "POST /x HTTP/1.1\r\n" + host + "Content-Length: 10\r\n\r\nab", "HTTP/1.1 408"},
+		{"COOP dies mid-body", "GET /dies-mid-body HTTP/1.1\r\n" + host + "\r\n", ""},
+		{"websocket upgrade", "GET /switches HTTP/1.1\r\n" + host + "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "HTTP/1.1 502"},
+		{"HTTP/2 prior knowledge", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 403"},
+		{"h2c upgrade", "GET /x HTTP/1.1\r\n" + host + "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", "HTTP/1.1 200"},
+	}
+	for _, e := range ends {
+		c := dial()
+		_, _ = io.WriteString(c, e.send)
+		got, err := io.ReadAll(io.LimitReader(c, 15)) // to the server's close, or the status line
+		c.Close()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("%s: not served (a slot was not given back): %v", e.name, err)
+		}
+		if !strings.HasPrefix(string(got), e.want) {
+			t.Fatalf("%s: got %q, want %q", e.name, got, e.want)
+		}
+	}
+	gone := dial() // the caller goes away mid-request
+	_, _ = io.WriteString(gone, "GET /slow HTTP/1.1\r\n"+host+"\r\n")
+	time.Sleep(50 * time.Millisecond)
+	gone.Close()
+
+	// Two connections served and held: the two slots.
+	var held []net.Conn
+	for range 2 {
+		c := dial()
+		_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\n"+host+"\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d of MAX_CONNS=2 not served (a slot was not given back): %v", len(held)+1, err)
+		}
+		resp.Body.Close()
+		held = append(held, c)
+	}
+	third := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(r.proxy + "/x")
+		if err == nil {
+			resp.Body.Close()
+		}
+		third <- err
+	}()
+	select {
+	case err := <-third:
+		t.Fatalf("a third connection was served while two were held (a slot was given back twice): %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	held[0].Close()
+	if err := <-third; err != nil {
+		t.Fatalf("the third connection, after one of two closed: %v", err)
+	}
+	held[1].Close()
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "limitListener).release") {
+		t.Fatalf("a goroutine waits in release (given back more slots than taken):\n%s", stacks)
 	}
 }
 
